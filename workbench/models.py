@@ -1,0 +1,185 @@
+"""Loading: any Hugging Face causal LM (hub id, local folder, GGUF file) or an embedded
+model, wrapped in a `Model` that holds the HF model, its tokenizer and a family adapter."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .embedded import DEFAULT_MODEL, EMBEDDED, materialize
+from .errors import WorkbenchError
+from .families import FamilyAdapter, adapter_for
+
+
+class Model:
+    """A causal LM ready for analysis.
+
+    hf: the transformers model (eval mode); tokenizer: its fast tokenizer;
+    adapter: how this family exposes layers, final norm, lm_head and routers.
+    """
+
+    def __init__(self, hf: nn.Module, tokenizer, *, name: str, revision: str | None = None):
+        self.hf = hf.eval()
+        self.tokenizer = tokenizer
+        self.name = name
+        self.revision = revision
+        self.adapter: FamilyAdapter = adapter_for(hf)
+        if getattr(tokenizer, "chat_template", None) is None and self.adapter.default_chat_template:
+            tokenizer.chat_template = self.adapter.default_chat_template
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.adapter.layers(self.hf))
+
+    @property
+    def hidden_size(self) -> int:
+        return self.hf.config.hidden_size
+
+    @property
+    def vocab_size(self) -> int:
+        return self.adapter.lm_head(self.hf).weight.shape[0]
+
+    @property
+    def context_length(self) -> int | None:
+        """Longest input the model was built for (positions), when its config says."""
+        config = self.hf.config
+        for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+            value = getattr(config, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return None
+
+    def analyze(
+        self,
+        text: str | None = None,
+        *,
+        messages: Sequence[dict] | None = None,
+        signals: Sequence[str] = ("uncertainty",),
+        top_k: int = 5,
+        truncate: bool = False,
+    ):
+        """Run `text` (or chat `messages`) through the model once and compute per-token
+        signals. Returns a `Run`. See `workbench.analyze.analyze`."""
+        from .analyze import analyze
+
+        return analyze(self, text, messages=messages, signals=signals, top_k=top_k, truncate=truncate)
+
+    def __repr__(self) -> str:
+        params = sum(p.numel() for p in self.hf.parameters())
+        return (
+            f"Model({self.name!r}, family={self.adapter.name}, layers={self.n_layers}, "
+            f"vocab={self.vocab_size}, params={params / 1e6:.1f}M, dtype={self.dtype}, device={self.device})"
+        )
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def default_dtype(device: torch.device) -> torch.dtype:
+    """fp32 on CPU (bf16 matmuls are slow there); bf16 on GPUs that support it."""
+    if device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float32
+
+
+def _parse_dtype(dtype) -> torch.dtype | None:
+    if dtype is None or isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise WorkbenchError(f"unknown dtype '{dtype}'; use one of {', '.join(names)}")
+    return names[dtype]
+
+
+def _parse_device(device) -> torch.device:
+    if device is None:
+        return default_device()
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise WorkbenchError("device 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
+    return device
+
+
+def load(
+    name: str | os.PathLike | None = None,
+    *,
+    dtype=None,
+    device=None,
+    revision: str | None = None,
+    trust_remote_code: bool = False,
+) -> Model:
+    """Load a causal LM for analysis.
+
+    name: an embedded name (`workbench:smollm2-135m`, the default), a tiny random test
+    model (`tiny:<family>`, see `workbench.testing`), a `.gguf` file, a local folder with
+    safetensors weights, or a Hugging Face model id. Weights load only as safetensors or
+    GGUF, and remote code runs only with `trust_remote_code=True`.
+    """
+    name = DEFAULT_MODEL if name is None else str(name)
+    torch_device = _parse_device(device)
+    torch_dtype = _parse_dtype(dtype) or default_dtype(torch_device)
+
+    if name.startswith("tiny:"):
+        from .testing import tiny_model
+
+        model = tiny_model(name.split(":", 1)[1])
+        model.hf.to(device=torch_device, dtype=torch_dtype)
+        return model
+    if name.startswith("workbench:"):
+        if name not in EMBEDDED:
+            raise WorkbenchError(f"unknown embedded model '{name}'; embedded models: {', '.join(EMBEDDED)}")
+        source, kwargs = materialize(EMBEDDED[name]), {}
+    elif name.endswith(".gguf"):
+        path = Path(name).expanduser()
+        if not path.is_file():
+            raise WorkbenchError(f"GGUF file not found: {path}")
+        source, kwargs = path.parent, {"gguf_file": path.name}
+    else:
+        source, kwargs = name, {"use_safetensors": True, "revision": revision}
+        if Path(name).expanduser().is_dir():
+            source = Path(name).expanduser()
+            if not any(source.glob("*.safetensors")):
+                raise WorkbenchError(
+                    f"{source} has no .safetensors weights; only safetensors and GGUF are loaded "
+                    "(convert with model.save_pretrained(dir, safe_serialization=True))"
+                )
+    return _load_hf(name, source, kwargs, torch_dtype, torch_device, revision, trust_remote_code)
+
+
+def _load_hf(name, source, kwargs, dtype, device, revision, trust_remote_code) -> Model:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "revision")}
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **tokenizer_kwargs)
+        hf = AutoModelForCausalLM.from_pretrained(
+            source, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
+        )
+    except (OSError, ValueError) as error:
+        embedded = ", ".join(EMBEDDED)
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WorkbenchError(
+            f"could not load '{name}': {first_line} "
+            f"(embedded models, which work offline: {embedded})"
+        ) from None
+    if not getattr(tokenizer, "is_fast", False):
+        raise WorkbenchError(
+            f"'{name}' has only a slow tokenizer; token offsets need a fast (tokenizers) one"
+        )
+    hf.to(device)
+    if "gguf_file" in kwargs:  # dequantized on load; the marker only blocks saving
+        hf.config.quantization_config = None
+    return Model(hf, tokenizer, name=name, revision=revision)
