@@ -1,0 +1,30 @@
+"""Token Workbench: which tokens matter inside a language model.
+
+    import workbench as wb
+    model = wb.load()                       # embedded SmolLM2-135M-Instruct, offline
+    run = model.analyze("The capital of France is Paris.")
+    run.table; run.show(signal="surprisal"); run.save("runs/paris")
+
+The heavy imports (torch, transformers) happen on first use of `load`, `Model` or `Run`,
+so `workbench --version` and the CLI's error paths answer at once.
+"""
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+
+from .errors import MemoryEstimateExceeded, SignalUnavailable, WorkbenchError
+
+try:
+    __version__ = version("token-workbench")
+except PackageNotFoundError:  # a source tree that is not installed
+    __version__ = "0.0.0+local"
+
+_LAZY = {"load": "models", "Model": "models", "Run": "run"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'workbench' has no attribute {name!r}")
+
+
+__all__ = ["MemoryEstimateExceeded", "Model", "Run", "SignalUnavailable", "WorkbenchError", "load", "__version__"]

@@ -1,0 +1,117 @@
+"""`analyze`: text (or chat messages) -> one forward -> per-token signals -> `Run`.
+
+The plan: the requested signals declare what they need from the forward pass; the
+input is checked (empty, too long for the context, too big for memory) before anything
+is allocated; one forward captures only what is needed; each signal adds its columns,
+arrays and metadata.
+"""
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import pandas as pd
+import torch
+
+from . import memory
+from .capture import run_forward
+from .errors import WorkbenchError
+from .models import Model
+from .run import Run
+from .signals import resolve
+from .signals.uncertainty import decode_pieces
+from .tokens import Tokens, tokenize_messages, tokenize_text
+
+MAX_TOP_K = 100
+
+
+def analyze(
+    model: Model,
+    text: str | None = None,
+    *,
+    messages: Sequence[dict] | None = None,
+    signals: Sequence[str] | str = ("uncertainty",),
+    top_k: int = 5,
+    truncate: bool = False,
+) -> Run:
+    """Per-token signals for `text` or chat `messages` (exactly one of them).
+
+    signals: names from `workbench.signals.SIGNALS` ("uncertainty", "logit_lens", ...).
+    top_k: alternatives kept per position. truncate: keep the first context-length tokens
+    of a text that is too long instead of refusing it.
+    """
+    if (text is None) == (messages is None):
+        raise WorkbenchError("give either text or messages (exactly one)")
+    if not isinstance(top_k, int) or not 0 <= top_k <= MAX_TOP_K:
+        raise WorkbenchError(f"top_k must be an integer in [0, {MAX_TOP_K}], got {top_k!r}")
+    specs = resolve(signals, model)
+    tokens = tokenize_text(model.tokenizer, text) if messages is None else tokenize_messages(model.tokenizer, messages)
+    tokens = _fit_context(tokens, model, truncate)
+    _check_memory(model, len(tokens.ids), specs)
+
+    started = time.perf_counter()
+    needs = {need for spec in specs for need in spec.needs}
+    capture = run_forward(model, tokens.ids, needs)
+    table, arrays = token_table(tokens, model.tokenizer), {}
+    meta = run_meta(model, tokens, [s.name for s in specs], {"top_k": top_k})
+    for spec in specs:
+        output = spec.compute(capture, {"top_k": top_k})
+        for name, values in output.columns.items():
+            table[name] = values
+        arrays.update(output.arrays)
+        meta.update(output.meta)
+    meta["seconds"] = round(time.perf_counter() - started, 4)
+    return Run(tokens.text, table, arrays, meta)
+
+
+def token_table(tokens: Tokens, tokenizer) -> pd.DataFrame:
+    """The columns every run has: position, token_id, token, start, end, role."""
+    pieces = decode_pieces(tokenizer, tokens.ids)
+    return pd.DataFrame({
+        "position": pd.array(range(len(tokens.ids)), dtype="int64"),
+        "token_id": pd.array(tokens.ids, dtype="int64"),
+        "token": [pieces[i] for i in tokens.ids],
+        "start": tokens.starts,
+        "end": tokens.ends,
+        "role": tokens.roles,
+    })
+
+
+def run_meta(model: Model, tokens: Tokens, signals: list[str], params: dict) -> dict:
+    from . import __version__
+
+    return {
+        "model": model.name,
+        "revision": model.revision,
+        "family": model.adapter.name,
+        "dtype": str(model.dtype).replace("torch.", ""),
+        "device": str(model.device),
+        "signals": signals,
+        "params": params,
+        "n_tokens": len(tokens.ids),
+        "truncated_from": tokens.n_original if tokens.truncated else None,
+        "workbench_version": __version__,
+        "torch_version": torch.__version__,
+    }
+
+
+def _fit_context(tokens: Tokens, model: Model, truncate: bool) -> Tokens:
+    limit = model.context_length
+    if limit is None or len(tokens.ids) <= limit:
+        return tokens
+    if not truncate:
+        raise WorkbenchError(
+            f"the text is {len(tokens.ids)} tokens but {model.name} takes at most {limit}; "
+            "shorten it or pass truncate=True (CLI: --truncate) to keep the first "
+            f"{limit} tokens"
+        )
+    return tokens.truncate(limit)
+
+
+def _check_memory(model: Model, n_tokens: int, specs) -> None:
+    needed = memory.forward_bytes(model, n_tokens) + n_tokens * sum(s.bytes_per_token(model) for s in specs)
+    names = ", ".join(s.name for s in specs)
+    memory.check_fits(
+        f"analyzing {n_tokens} tokens with {names}", needed, model.device,
+        "analyze a shorter text (truncate) or request fewer signals",
+    )

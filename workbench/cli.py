@@ -1,0 +1,119 @@
+"""`workbench` command line: the same functions as the Python API, for scripts and the
+served app. Input errors print one line and exit with status 2 (no traceback)."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from . import __version__
+from .errors import WorkbenchError
+
+FORMATS = ("table", "json", "parquet")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Which tokens matter inside a language model.")
+    parser.add_argument("--version", action="version", version=f"token-workbench {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    analyze = commands.add_parser("analyze", help="per-token signals of a text")
+    analyze.add_argument("text", nargs="?", help="the text to analyze (or --file)")
+    analyze.add_argument("--file", type=Path, help="read the text from this file (UTF-8)")
+    _model_options(analyze)
+    analyze.add_argument("--signals", default="uncertainty", help="comma-separated signal names (default: uncertainty)")
+    analyze.add_argument("--top-k", type=int, default=5, help="alternatives kept per token (default: 5)")
+    analyze.add_argument("--truncate", action="store_true", help="keep the first context-length tokens of a long text")
+    analyze.add_argument("--format", choices=FORMATS, default="table")
+    analyze.add_argument("--out", type=Path, help="write here instead of stdout (required for parquet)")
+
+    serve = commands.add_parser("serve", help="the dashboard in a browser (Panel)")
+    _model_options(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    serve.add_argument("--port", type=int, default=5006)
+
+    commands.add_parser("models", help="list the embedded models")
+    return parser
+
+
+def _model_options(parser):
+    parser.add_argument("--model", default=None, help="embedded name, HF id, local folder or .gguf (default: workbench:smollm2-135m)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: fp32 on CPU, bf16 on GPU)")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except WorkbenchError as error:
+        print(f"workbench: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("workbench: interrupted", file=sys.stderr)
+        return 130
+
+
+def cmd_analyze(args) -> int:
+    text = _read_text(args)
+    if args.format == "parquet" and args.out is None:
+        raise WorkbenchError("--format parquet writes a file: add --out PATH")
+    import workbench as wb
+
+    model = wb.load(args.model, dtype=args.dtype, device=args.device)
+    run = model.analyze(text, signals=args.signals, top_k=args.top_k, truncate=args.truncate)
+    if args.format == "parquet":
+        run.table.to_parquet(args.out, index=False)
+        print(f"wrote {len(run)} tokens to {args.out}", file=sys.stderr)
+        return 0
+    if args.format == "json":
+        output = run.to_json(indent=None) + "\n"
+    else:
+        from .terminal import render_table
+
+        output = render_table(run, color=args.out is None and _wants_color())
+    if args.out is None:
+        sys.stdout.write(output)
+    else:
+        args.out.write_text(output, encoding="utf-8")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    import workbench as wb
+    from .widgets import serve
+
+    serve(wb.load(args.model, dtype=args.dtype, device=args.device), host=args.host, port=args.port)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .embedded import EMBEDDED
+
+    for name, model in EMBEDDED.items():
+        print(f"{name}\t{model.description}")
+    return 0
+
+
+def _read_text(args) -> str:
+    if (args.text is None) == (args.file is None):
+        raise WorkbenchError("give the text as an argument or with --file PATH (one of them)")
+    if args.file is None:
+        return args.text
+    try:
+        return args.file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkbenchError(f"file not found: {args.file}") from None
+    except UnicodeDecodeError:
+        raise WorkbenchError(f"{args.file} is not UTF-8 text") from None
+
+
+def _wants_color() -> bool:
+    return sys.stdout.isatty() and "NO_COLOR" not in os.environ
+
+
+COMMANDS = {"analyze": cmd_analyze, "serve": cmd_serve, "models": cmd_models}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+"""`Run`: the result of one analysis (one text, or one generation).
+
+run.text    the analyzed text (the rendered chat template when messages were given)
+run.table   pandas DataFrame, one row per token: position, token_id, token, start, end,
+            role, then one column per scalar signal (nullable: the first token has no
+            prediction, so its uncertainty values are <NA>, not zero)
+run.arrays  named numpy arrays for tensor signals, e.g. logit-lens stats [layer, position]
+run.meta    model name and revision, dtype, signal parameters, package version, ...
+
+`save(dir)` writes table.parquet + arrays.safetensors + meta.json (+ text.txt);
+`Run.load(dir)` reads them back exactly.
+"""
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import WorkbenchError
+
+TABLE_FILE, ARRAYS_FILE, META_FILE, TEXT_FILE = "table.parquet", "arrays.safetensors", "meta.json", "text.txt"
+# Columns that hold one list per token (top-k alternatives); None where there is no prediction.
+LIST_COLUMNS = ("topk_ids", "topk_tokens", "topk_probs")
+
+
+class Run:
+    def __init__(self, text: str, table: pd.DataFrame, arrays: dict[str, np.ndarray] | None = None,
+                 meta: dict | None = None):
+        self.text = text
+        self.table = table
+        self.arrays = dict(arrays or {})
+        self.meta = dict(meta or {})
+
+    # ----- persistence -------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the run to folder `path` (created; an existing run there is replaced).
+        Everything is written to a sibling temporary folder first and swapped in at the end,
+        so a failure leaves any previous run at `path` intact."""
+        from safetensors.numpy import save_file
+
+        path = Path(path)
+        if path.exists() and not (path.is_dir() and (path / META_FILE).exists()):
+            raise WorkbenchError(f"{path} exists and is not a saved run; choose another folder")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            self.table.to_parquet(staging / TABLE_FILE, index=False)
+            save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, str(staging / ARRAYS_FILE))
+            (staging / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True))
+            (staging / TEXT_FILE).write_text(self.text, encoding="utf-8", newline="")
+            if path.exists():
+                shutil.rmtree(path)
+            staging.rename(path)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Run":
+        from safetensors.numpy import load_file
+
+        path = Path(path)
+        if not (path / META_FILE).exists():
+            raise WorkbenchError(f"{path} is not a saved run (no {META_FILE})")
+        table = pd.read_parquet(path / TABLE_FILE)
+        for column in LIST_COLUMNS:  # parquet lists come back as numpy arrays
+            if column in table:
+                table[column] = [None if v is None else v.tolist() for v in table[column]]
+        arrays = load_file(str(path / ARRAYS_FILE))
+        meta = json.loads((path / META_FILE).read_text())
+        with open(path / TEXT_FILE, encoding="utf-8", newline="") as handle:
+            text = handle.read()
+        return cls(text, table, arrays, meta)
+
+    # ----- export ------------------------------------------------------------------------
+    def records(self) -> list[dict]:
+        """One JSON-ready dict per token (missing values as None)."""
+        return [{k: _plain(v) for k, v in row.items()} for row in self.table.to_dict(orient="records")]
+
+    def to_dict(self) -> dict:
+        return {"model": self.meta.get("model"), "text": self.text, "meta": self.meta, "tokens": self.records()}
+
+    def to_json(self, **kwargs) -> str:
+        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
+
+    # ----- views -------------------------------------------------------------------------
+    def show(self, signal: str = "surprisal"):
+        """A token strip colored by `signal`, with hover details (works offline)."""
+        from .widgets import token_strip
+
+        return token_strip(self, signal=signal)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def __repr__(self) -> str:
+        signals = ", ".join(self.meta.get("signals", []))
+        return f"Run({len(self)} tokens, model={self.meta.get('model')!r}, signals=[{signals}], arrays={list(self.arrays)})"
+
+
+def _plain(value):
+    """numpy / pandas scalars and lists -> plain Python; NaN and <NA> -> None."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value

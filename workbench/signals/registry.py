@@ -1,0 +1,81 @@
+"""The signal registry: each signal is a small function registered with what it needs
+from the forward pass and what it provides (LM-Polygraph's calculators, Inseq's
+registered functions). New signals are added by registering a function.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+
+from ..errors import SignalUnavailable, WorkbenchError
+
+if TYPE_CHECKING:
+    from ..capture import Capture
+    from ..models import Model
+
+# What a signal can ask the forward pass for.
+NEEDS = {
+    "final_hidden": "final-normed hidden states [T, d] (logits are made from them chunk by chunk)",
+    "layer_hidden": "every layer's residual stream [L+1, T, d] (embeddings first)",
+}
+
+
+@dataclass
+class SignalOutput:
+    columns: dict[str, object] = field(default_factory=dict)  # name -> [T] values (pandas-ready)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    meta: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Signal:
+    name: str
+    description: str
+    needs: tuple[str, ...]
+    columns: tuple[str, ...]
+    arrays: tuple[str, ...]
+    compute: Callable[["Capture", dict], SignalOutput]
+    unavailable: Callable[["Model"], str | None]  # why not, for this model; None when available
+    bytes_per_token: Callable[["Model"], int]  # transient memory per input token, for estimates
+
+
+SIGNALS: dict[str, Signal] = {}
+
+
+def register(name: str, *, description: str, needs: tuple[str, ...], columns=(), arrays=(),
+             unavailable=None, bytes_per_token=None):
+    """Decorator: `@register("uncertainty", needs=("final_hidden",), ...)` on
+    `compute(capture, params) -> SignalOutput`."""
+    unknown = set(needs) - set(NEEDS)
+    if unknown:
+        raise ValueError(f"signal {name}: unknown needs {unknown}; known: {list(NEEDS)}")
+
+    def decorate(compute):
+        SIGNALS[name] = Signal(
+            name, description, tuple(needs), tuple(columns), tuple(arrays), compute,
+            unavailable or (lambda model: None), bytes_per_token or (lambda model: 0),
+        )
+        return compute
+
+    return decorate
+
+
+def resolve(names, model: "Model") -> list[Signal]:
+    """Signals by name, in order, without repeats; clear errors for unknown names and for
+    signals this model cannot provide."""
+    if isinstance(names, str):
+        names = [n.strip() for n in names.split(",") if n.strip()]
+    if not names:
+        raise WorkbenchError(f"no signals requested; available: {', '.join(SIGNALS)}")
+    chosen = []
+    for name in names:
+        if name not in SIGNALS:
+            raise WorkbenchError(f"unknown signal '{name}'; available: {', '.join(SIGNALS)}")
+        reason = SIGNALS[name].unavailable(model)
+        if reason:
+            raise SignalUnavailable(f"{name}: {reason}")
+        if SIGNALS[name] not in chosen:
+            chosen.append(SIGNALS[name])
+    return chosen

@@ -1,0 +1,63 @@
+"""Uncertainty of the next-token distribution at each position.
+
+Row t describes the prediction of token t from the tokens before it (p = softmax(z) at
+position t - 1, y = token t): entropy H = lse - sum p z, varentropy sum p (log p + H)^2,
+surprisal -log p(y), target log-prob, rank #{v : z_v > z_y}, margin log p1 - log p2, and the
+top-k alternatives. The first token has no prediction: its values are <NA>. The prediction
+after the last token goes to meta["next_token"].
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ..vocab import hidden_vocab_stats, next_token_targets
+from .registry import SignalOutput, register
+
+FLOAT_COLUMNS = ("entropy", "varentropy", "surprisal", "target_logprob", "margin")
+
+
+def _bytes_per_token(model) -> int:
+    return 64  # the [T] result vectors and top-k lists; logits are chunked (see vocab.py)
+
+
+@register(
+    "uncertainty",
+    description="entropy, varentropy, surprisal, rank, margin and top-k alternatives of each next-token prediction",
+    needs=("final_hidden",),
+    columns=FLOAT_COLUMNS + ("rank", "topk_ids", "topk_tokens", "topk_probs"),
+    bytes_per_token=_bytes_per_token,
+)
+def uncertainty(capture, params) -> SignalOutput:
+    model, top_k = capture.model, params["top_k"]
+    stats = hidden_vocab_stats(model, capture.final_hidden, next_token_targets(capture.ids), top_k=top_k)
+    values = {
+        "entropy": stats.entropy, "varentropy": stats.varentropy, "surprisal": -stats.target_logprob,
+        "target_logprob": stats.target_logprob, "margin": stats.margin,
+    }
+    columns = {name: _shifted(tensor.double().cpu().numpy(), "Float64") for name, tensor in values.items()}
+    columns["rank"] = _shifted(stats.target_rank.cpu().numpy(), "Int64")
+    ids = stats.topk_ids.cpu().numpy()  # [T, k]
+    probs = stats.topk_probs.double().cpu().numpy()
+    pieces = decode_pieces(model.tokenizer, ids)
+    columns["topk_ids"] = [None] + [row.tolist() for row in ids[:-1]]
+    columns["topk_tokens"] = [None] + [[pieces[i] for i in row] for row in ids[:-1]]
+    columns["topk_probs"] = [None] + [row.tolist() for row in probs[:-1]]
+    next_token = {
+        "entropy": float(stats.entropy[-1]),
+        "topk_ids": ids[-1].tolist(), "topk_tokens": [pieces[i] for i in ids[-1]], "topk_probs": probs[-1].tolist(),
+    }
+    return SignalOutput(columns=columns, meta={"next_token": next_token})
+
+
+def _shifted(values: np.ndarray, dtype: str) -> pd.array:
+    """Stats of position t describe token t + 1: shift down one row, <NA> first."""
+    out = pd.array(np.concatenate([[0], values[:-1]]), dtype=dtype)
+    out[0] = pd.NA
+    return out
+
+
+def decode_pieces(tokenizer, ids) -> dict[int, str]:
+    """Each distinct token id -> its decoded text piece."""
+    unique = sorted({int(i) for i in np.asarray(ids).ravel()})
+    return dict(zip(unique, tokenizer.batch_decode([[i] for i in unique])))

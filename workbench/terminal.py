@@ -1,0 +1,59 @@
+"""The CLI's readable table: the text as a strip of tokens colored by surprisal, then
+one line per token with the uncertainty values (colors only on a terminal)."""
+from __future__ import annotations
+
+import pandas as pd
+
+# Light-to-dark red ramp (24-bit ANSI background), readable with black text.
+RAMP = ((255, 255, 255), (255, 230, 200), (255, 190, 140), (250, 140, 100), (230, 80, 70), (190, 30, 50))
+RESET = "\x1b[0m"
+SHOWN = ("entropy", "surprisal", "rank", "margin")
+
+
+def render_table(run, *, color: bool, signal: str = "surprisal") -> str:
+    table = run.table
+    values = table[signal] if signal in table else pd.Series([pd.NA] * len(table))
+    top = _finite_max(values)
+    lines = [f"{run.meta.get('model')}: {len(table)} tokens, color = {signal} (max {top:.2f})" if top else
+             f"{run.meta.get('model')}: {len(table)} tokens"]
+    strip = "".join(_paint(run.text[s:e], v, top, color) for s, e, v in zip(table["start"], table["end"], values))
+    lines += [strip, ""]
+    columns = [c for c in SHOWN if c in table]
+    header = f"{'pos':>5}  {'token':<18}" + "".join(f"{c:>11}" for c in columns) + "  alternatives"
+    lines.append(header)
+    for _, row in table.iterrows():
+        cells = "".join(_cell(row[c], row.get(signal), top, color and c == signal) for c in columns)
+        lines.append(f"{row['position']:>5}  {_short(repr(row['token']), 18):<18}{cells}  {_alternatives(row)}")
+    return "\n".join(lines) + "\n"
+
+
+def _finite_max(values) -> float | None:
+    numbers = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
+    return float(numbers.max()) if len(numbers) else None
+
+
+def _background(value, top) -> str:
+    if value is None or value is pd.NA or not top:
+        return ""
+    r, g, b = RAMP[min(len(RAMP) - 1, int(len(RAMP) * max(0.0, float(value)) / (top * 1.0001)))]
+    return f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m"
+
+
+def _paint(text: str, value, top, color: bool) -> str:
+    return f"{_background(value, top)}{text}{RESET}" if color and text else text
+
+
+def _cell(value, signal_value, top, color: bool) -> str:
+    text = "-" if value is None or value is pd.NA else (f"{value:.3f}" if isinstance(value, float) else str(value))
+    return _paint(f"{text:>11}", signal_value, top, color)
+
+
+def _alternatives(row) -> str:
+    tokens, probs = row.get("topk_tokens"), row.get("topk_probs")
+    if tokens is None or probs is None:
+        return ""
+    return "  ".join(f"{t!r} {p:.2f}" for t, p in list(zip(tokens, probs))[:3])
+
+
+def _short(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"

@@ -1,0 +1,107 @@
+"""Tokenization with character offsets that map exactly back onto the input text, and
+chat messages rendered through the template with each token's role.
+
+Offsets from fast tokenizers can overlap (a byte-level token that splits a multi-byte
+character reports the whole character, and so does its neighbour) and leave gaps (trimmed
+whitespace, a dummy prefix space). `contiguous_spans` turns them into spans that tile the
+text: token i covers text[start_i:end_i], spans do not overlap, and their concatenation is
+the text. A character belongs to the first token whose reported span reaches it; tokens
+left with nothing (special tokens, the later pieces of a split character) are zero-width.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from .errors import WorkbenchError
+
+ROLES_OF_SPEAKERS = {"system": "prompt", "user": "prompt", "assistant": "response"}
+
+
+@dataclass
+class Tokens:
+    text: str
+    ids: list[int]
+    starts: np.ndarray  # [T] int64, character offsets into text
+    ends: np.ndarray  # [T]
+    roles: list[str]  # "text", or "template" / "prompt" / "response" for chat input
+    n_original: int  # tokens before truncation
+
+    @property
+    def truncated(self) -> bool:
+        return self.n_original > len(self.ids)
+
+    def truncate(self, n: int) -> "Tokens":
+        """The first n tokens; the text is cut where the last kept token ends."""
+        end = int(self.ends[n - 1]) if n else 0
+        return Tokens(self.text[:end], self.ids[:n], self.starts[:n], self.ends[:n], self.roles[:n], self.n_original)
+
+
+def contiguous_spans(offsets: Sequence[tuple[int, int]], text_length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Reported (start, end) offsets [T] -> spans that tile text[0:text_length] in order.
+
+    start_i = end_{i-1} (gaps go to the following token), end_i = max(reported end_i,
+    start_i); the last span is stretched to the end of the text.
+    """
+    starts = np.zeros(len(offsets), dtype=np.int64)
+    ends = np.zeros(len(offsets), dtype=np.int64)
+    cursor = 0
+    for i, (_, end) in enumerate(offsets):
+        starts[i] = cursor
+        cursor = max(cursor, min(int(end), text_length))
+        ends[i] = cursor
+    if len(offsets):
+        ends[-1] = text_length
+    return starts, ends
+
+
+def tokenize_text(tokenizer, text: str) -> Tokens:
+    """Tokenize plain text with the tokenizer's own special tokens (e.g. a BOS)."""
+    if not isinstance(text, str):
+        raise WorkbenchError(f"text must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise WorkbenchError("the text is empty; give some text to analyze")
+    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    ids = list(encoding["input_ids"])
+    starts, ends = contiguous_spans(encoding["offset_mapping"], len(text))
+    return Tokens(text, ids, starts, ends, ["text"] * len(ids), len(ids))
+
+
+def tokenize_messages(tokenizer, messages: Sequence[dict]) -> Tokens:
+    """Render chat `messages` ([{"role", "content"}, ...]) with the chat template and
+    tokenize the result. Tokens inside a message's content get role "prompt" (system,
+    user) or "response" (assistant); everything the template adds is "template"."""
+    _check_messages(messages)
+    if not getattr(tokenizer, "chat_template", None):
+        raise WorkbenchError("this model's tokenizer has no chat template; pass text= instead of messages=")
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False)
+    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    ids = list(encoding["input_ids"])
+    starts, ends = contiguous_spans(encoding["offset_mapping"], len(text))
+    roles = ["template"] * len(ids)
+    cursor = 0
+    for message in messages:
+        content = message["content"]
+        where = text.find(content, cursor) if content else -1
+        if where < 0:
+            continue  # the template rewrote this content; its tokens stay "template"
+        role = ROLES_OF_SPEAKERS.get(message["role"], "prompt")
+        inside = (starts < where + len(content)) & (ends > where) & (ends > starts)
+        for i in np.flatnonzero(inside):
+            roles[i] = role
+        cursor = where + len(content)
+    return Tokens(text, ids, starts, ends, roles, len(ids))
+
+
+def _check_messages(messages) -> None:
+    if not messages:
+        raise WorkbenchError("messages is empty; give at least one {'role': ..., 'content': ...}")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or "role" not in message or "content" not in message:
+            raise WorkbenchError(f"message {i} must be a dict with 'role' and 'content', got {message!r}")
+        if not isinstance(message["content"], str):
+            raise WorkbenchError(f"message {i} content must be a string")
+    if not any(m["content"].strip() for m in messages):
+        raise WorkbenchError("every message is empty; give some text to analyze")

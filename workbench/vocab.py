@@ -1,0 +1,42 @@
+"""Vocabulary statistics from hidden states, chunk by chunk: logits exist only for a
+block of rows at a time, never as [T, V] for the whole input."""
+from __future__ import annotations
+
+import torch
+
+from .kernels import IGNORE_INDEX, VocabStats, vocab_stats
+from .models import Model
+
+CHUNK_BYTES = 64 * 2**20  # logits per chunk (fp32): ~64 MiB
+
+
+def chunk_rows(vocab_size: int) -> int:
+    return max(1, CHUNK_BYTES // (4 * vocab_size))
+
+
+def hidden_vocab_stats(model: Model, hidden: torch.Tensor, targets: torch.Tensor | None, *,
+                       top_k: int, normed: bool = True) -> VocabStats:
+    """Statistics of softmax(lm_head(norm(hidden))) per row.
+
+    hidden: [T, d]; targets: [T] (IGNORE_INDEX where none); normed: whether `hidden` has
+    already been through the final norm (the backbone's output has; a layer's residual
+    stream, for the logit lens, has not).
+    """
+    rows = chunk_rows(model.vocab_size)
+    parts = []
+    with torch.inference_mode():
+        for begin in range(0, hidden.shape[0], rows):
+            block = hidden[begin:begin + rows]  # [c, d]
+            if not normed:
+                block = model.adapter.final_norm(model.hf)(block)
+            logits = model.adapter.logits(model.hf, block)  # [c, V]
+            block_targets = None if targets is None else targets[begin:begin + rows]
+            parts.append(vocab_stats(logits, block_targets, top_k=top_k))
+    return VocabStats.cat(parts)
+
+
+def next_token_targets(ids: torch.Tensor) -> torch.Tensor:
+    """targets[t] = ids[t + 1]: the token each position predicts; the last has none."""
+    targets = torch.full_like(ids, IGNORE_INDEX)
+    targets[:-1] = ids[1:]
+    return targets
