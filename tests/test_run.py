@@ -1,0 +1,65 @@
+"""Run.save / Run.load round-trip exactly (table dtypes and <NA>s, list columns, arrays,
+metadata, text with unusual characters), and a failed save loses nothing."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+from workbench.testing import tiny_model
+
+TEXT = "Line one\r\nline two 🙂 with\ttabs and 日本語"
+
+
+@pytest.fixture(scope="module")
+def run():
+    return tiny_model("llama").analyze(TEXT, signals=["uncertainty", "logit_lens"])
+
+
+def test_round_trip_is_exact(run, tmp_path):
+    run.save(tmp_path / "r")
+    back = wb.Run.load(tmp_path / "r")
+    pd.testing.assert_frame_equal(back.table, run.table, check_exact=True)
+    assert back.table["rank"].dtype == pd.Int64Dtype() and back.table["entropy"].dtype == pd.Float64Dtype()
+    assert back.table.loc[0, "topk_ids"] is None and isinstance(back.table.loc[1, "topk_ids"], list)
+    assert back.arrays.keys() == run.arrays.keys()
+    for name in run.arrays:
+        np.testing.assert_array_equal(back.arrays[name], run.arrays[name])
+        assert back.arrays[name].dtype == run.arrays[name].dtype
+    assert back.meta == run.meta
+    assert back.text == TEXT
+
+
+def test_save_replaces_a_run_but_not_other_folders(run, tmp_path):
+    run.save(tmp_path / "r")
+    run.save(tmp_path / "r")  # replacing a run is fine
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("keep me")
+    with pytest.raises(WorkbenchError, match="not a saved run"):
+        run.save(tmp_path / "notes")
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "keep me"
+
+
+def test_failed_save_keeps_previous_run(run, tmp_path, monkeypatch):
+    run.save(tmp_path / "r")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        run.save(tmp_path / "r")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert wb.Run.load(tmp_path / "r").text == TEXT
+
+
+def test_json_has_nulls_not_nans(run):
+    data = json.loads(run.to_json())
+    first, second = data["tokens"][0], data["tokens"][1]
+    assert first["entropy"] is None and first["rank"] is None and first["topk_ids"] is None
+    assert isinstance(second["entropy"], float) and isinstance(second["rank"], int)
+    assert data["model"] == "tiny:llama"
+
+
+def test_load_rejects_other_folders(tmp_path):
+    with pytest.raises(WorkbenchError, match="not a saved run"):
+        wb.Run.load(tmp_path)
