@@ -45,45 +45,90 @@ class VocabStats:
         return cls(**merged)
 
 
+BLOCK_BYTES = 12 * 2**20  # rows per block: a block's fp32 copy stays in the last-level cache
+
+
 def vocab_stats_reference(
     logits: torch.Tensor, targets: torch.Tensor | None = None, *, top_k: int = 0, temperature: float = 1.0
 ) -> VocabStats:
-    """Exact PyTorch computation over the full rows. logits: [T, V]; targets: [T] int."""
-    _check(logits, targets, top_k, temperature)
-    z = logits.float()
-    if temperature != 1.0:
-        z = z / temperature
-    lse = torch.logsumexp(z, dim=-1)  # [T]
-    logp = z - lse[:, None]  # [T, V]
-    p = logp.exp()
-    alive = p > 0  # excludes -inf logits (and underflow, whose terms are 0 anyway)
-    entropy = -torch.where(alive, p * logp, 0.0).sum(-1)
-    deviation = torch.where(alive, logp + entropy[:, None], 0.0)
-    varentropy = (p * deviation * deviation).sum(-1)
+    """Exact PyTorch computation. logits: [T, V] (any float dtype); targets: [T] int.
 
+    Rows are processed in blocks of ~12 MiB: each block is copied to fp32 once and then
+    transformed in place (z -> z - max -> log p; a second buffer p -> p log p -> p log^2 p),
+    which keeps the passes in cache and allocates no [T, V] temporaries. The caller's
+    logits are never modified.
+    """
+    _check(logits, targets, top_k, temperature)
+    rows = max(1, BLOCK_BYTES // (4 * logits.shape[-1]))
+    parts = []
+    for begin in range(0, logits.shape[0], rows):
+        block_targets = None if targets is None else targets[begin:begin + rows]
+        parts.append(_block_stats(logits[begin:begin + rows], block_targets, top_k, temperature))
+    return VocabStats.cat(parts)
+
+
+def _block_stats(logits: torch.Tensor, targets: torch.Tensor | None, top_k: int, temperature: float) -> VocabStats:
+    z = logits.to(torch.float32, copy=True)  # [B, V], ours to overwrite
+    if temperature != 1.0:
+        z.div_(temperature)
     k = min(max(top_k, 2), z.shape[-1])
-    top_values, top_ids = z.topk(k, dim=-1)  # [T, k]
+    top_values, top_ids = z.topk(k, dim=-1)  # [B, k]
+    z_max = top_values[:, :1]
+    z.sub_(z_max)  # z - max
+    p = torch.exp(z)  # unnormalized
+    total = p.sum(-1, keepdim=True)
+    log_total = total.log()
+    z.sub_(log_total)  # log p
+    p.div_(total)  # p
+    p.mul_(z)  # p log p
+    sum_plogp = p.sum(-1)  # -H
+    p.mul_(z)  # p (log p)^2
+    varentropy = p.sum(-1) - sum_plogp * sum_plogp  # E[(log p)^2] - H^2
+    entropy = -sum_plogp
+    lse = (z_max + log_total)[:, 0]
+
+    masked = torch.isneginf(z_max[:, 0])  # all-(-inf) rows
+    careful = torch.isnan(entropy) & ~masked  # rows with some -inf logits: 0 * -inf
+    if careful.any():
+        entropy[careful], varentropy[careful] = _entropies_skipping_zeros(z[careful])
+
     margin = top_values[:, 0] - top_values[:, 1] if k >= 2 else torch.full_like(lse, float("nan"))
     topk_probs = (top_values[:, :top_k] - lse[:, None]).exp()
-    topk_ids = top_ids[:, :top_k]
-
-    masked = torch.isneginf(lse)  # all-(-inf) rows
     if masked.any():
-        nan = torch.tensor(float("nan"))
-        lse, entropy, varentropy, margin = (torch.where(masked, nan, t) for t in (lse, entropy, varentropy, margin))
-        topk_probs = torch.where(masked[:, None], nan, topk_probs)
-    stats = VocabStats(lse, entropy, varentropy, margin, topk_ids, topk_probs)
+        lse, entropy, varentropy, margin = (torch.where(masked, float("nan"), t) for t in (lse, entropy, varentropy, margin))
+        topk_probs = torch.where(masked[:, None], float("nan"), topk_probs)
+    stats = VocabStats(lse, entropy, varentropy, margin, top_ids[:, :top_k], topk_probs)
     if targets is not None:
-        stats.target_logprob, stats.target_rank = _target_stats(z, logp, targets)
+        stats.target_logprob, stats.target_rank = _target_stats(logits, z, top_values, targets, temperature)
     return stats
 
 
-def _target_stats(z: torch.Tensor, logp: torch.Tensor, targets: torch.Tensor):
-    """log p_y [T] and rank #{v : z_v > z_y} [T]; NaN / -1 where the target is ignored."""
+def _entropies_skipping_zeros(logp: torch.Tensor):
+    """H and varentropy for rows that contain p = 0 entries (log p = -inf): those terms are 0."""
+    p = logp.exp()
+    alive = p > 0
+    entropy = -torch.where(alive, p * logp, 0.0).sum(-1)
+    deviation = torch.where(alive, logp + entropy[:, None], 0.0)
+    return entropy, (p * deviation * deviation).sum(-1)
+
+
+def _target_stats(logits, logp, top_values, targets, temperature):
+    """log p_y [B] and rank #{v : z_v > z_y} [B]; NaN / -1 where the target is ignored.
+
+    The rank is counted on the caller's untouched logits (exact comparisons): from the
+    top-k values when the target is among them, over the whole row otherwise.
+    """
     ignored = targets == IGNORE_INDEX
-    index = torch.where(ignored, 0, targets).long()[:, None]
+    index = torch.where(ignored, 0, targets).long()[:, None]  # [B, 1]
     target_logprob = logp.gather(-1, index)[:, 0]
-    target_rank = (z > z.gather(-1, index)).sum(-1)
+    target_logit = logits.gather(-1, index).float()
+    if temperature != 1.0:
+        target_logit = target_logit / temperature
+    target_rank = (top_values > target_logit).sum(-1)
+    outside = target_logit[:, 0] < top_values[:, -1]  # the top-k does not settle the rank
+    if outside.any():
+        rows = outside.nonzero()[:, 0]
+        target_rank[rows] = (logits[rows] > logits.gather(-1, index)[rows]).sum(-1)
     target_logprob = torch.where(ignored | torch.isnan(target_logprob), float("nan"), target_logprob)
     target_rank = torch.where(ignored, -1, target_rank)
     return target_logprob, target_rank
