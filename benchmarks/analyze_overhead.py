@@ -7,7 +7,8 @@ model on the same tokens, on CPU, as a ratio measured in one run.
 The plain forward is `hf(input_ids).logits` (what a user would write: it computes the full
 [T, V] logits and nothing else). `analyze` tokenizes with offsets, runs the backbone,
 computes logits chunk by chunk and every uncertainty statistic, and builds the table.
-Each measurement is the median of `repeats` runs after one warm-up.
+Both are run alternately, one of each per repeat after a warm-up, so drift in the machine's
+speed affects both alike; each time is the median over `repeats`.
 """
 from __future__ import annotations
 
@@ -39,14 +40,17 @@ def text_of_length(tokenizer, n_tokens: int) -> str:
     return cut
 
 
-def median_seconds(function, repeats: int) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+def interleaved_medians(functions, repeats: int) -> list[float]:
+    """Median seconds of each function, calling them in turn `repeats` times."""
+    for function in functions:  # warm-up
         function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    times = [[] for _ in functions]
+    for _ in range(repeats):
+        for function, record in zip(functions, times):
+            start = time.perf_counter()
+            function()
+            record.append(time.perf_counter() - start)
+    return [statistics.median(record) for record in times]
 
 
 def main() -> None:
@@ -66,8 +70,7 @@ def main() -> None:
             with torch.inference_mode():
                 return model.hf(ids).logits
 
-        forward = median_seconds(plain, args.repeats)
-        analyze = median_seconds(lambda: model.analyze(text), args.repeats)
+        forward, analyze = interleaved_medians([plain, lambda: model.analyze(text)], args.repeats)
         results.append({"tokens": n, "plain_forward_s": round(forward, 4), "analyze_s": round(analyze, 4),
                         "ratio": round(analyze / forward, 3)})
         print(f"{n:>6} tokens: forward {forward:.3f} s, analyze {analyze:.3f} s, ratio {analyze / forward:.2f}")

@@ -63,3 +63,18 @@ def test_json_has_nulls_not_nans(run):
 def test_load_rejects_other_folders(tmp_path):
     with pytest.raises(WorkbenchError, match="not a saved run"):
         wb.Run.load(tmp_path)
+
+
+def test_convenience_views(run, tmp_path):
+    run.save(tmp_path / "r")
+    back = wb.Run.load(tmp_path / "r")
+    assert back.equals(run)
+    back.table.loc[1, "entropy"] = 0.0
+    assert not back.equals(run)
+    nxt = run.next_token
+    assert list(nxt.columns) == ["token_id", "token", "prob"] and nxt.prob.is_monotonic_decreasing
+    lens = run.logit_lens("entropy")
+    assert lens.shape == (run.arrays["lens_entropy"].shape) and lens.index[0] == "embeddings"
+    np.testing.assert_array_equal(lens.to_numpy(), run.arrays["lens_entropy"])
+    with pytest.raises(WorkbenchError, match="available: entropy"):
+        run.logit_lens("nope")

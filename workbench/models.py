@@ -3,6 +3,7 @@ model, wrapped in a `Model` that holds the HF model, its tokenizer and a family 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
 
@@ -159,15 +160,31 @@ def load(
     return _load_hf(name, source, kwargs, torch_dtype, torch_device, revision, trust_remote_code)
 
 
+@contextmanager
+def _quiet_progress(enabled: bool):
+    """Hide transformers' per-load progress bars (a cached load takes about a second)."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if enabled and was_enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled and was_enabled:
+            hf_logging.enable_progress_bar()
+
+
 def _load_hf(name, source, kwargs, dtype, device, revision, trust_remote_code) -> Model:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer_kwargs = {k: v for k, v in kwargs.items() if k in ("gguf_file", "revision")}
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **tokenizer_kwargs)
-        hf = AutoModelForCausalLM.from_pretrained(
-            source, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
-        )
+        with _quiet_progress(enabled="gguf_file" not in kwargs):  # GGUF dequantization is slow: keep its bar
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code, **tokenizer_kwargs)
+            hf = AutoModelForCausalLM.from_pretrained(
+                source, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
+            )
     except (OSError, ValueError) as error:
         embedded = ", ".join(EMBEDDED)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

@@ -78,6 +78,38 @@ class Run:
             text = handle.read()
         return cls(text, table, arrays, meta)
 
+    # ----- convenience views of the data ------------------------------------------------
+    @property
+    def next_token(self) -> pd.DataFrame:
+        """The model's prediction after the last token: top-k tokens and probabilities."""
+        prediction = self.meta.get("next_token")
+        if prediction is None:
+            raise WorkbenchError("this run has no next-token prediction (analyze with the 'uncertainty' signal)")
+        return pd.DataFrame({"token_id": prediction["topk_ids"], "token": prediction["topk_tokens"],
+                             "prob": prediction["topk_probs"]})
+
+    def logit_lens(self, statistic: str = "rank") -> pd.DataFrame:
+        """One logit-lens array as a DataFrame [layer, token]: rows "embeddings", "layer 1",
+        ...; columns labelled "position:token" (e.g. "5:' Paris'")."""
+        name = f"lens_{statistic}"
+        if name not in self.arrays:
+            available = sorted(k[5:] for k in self.arrays if k.startswith("lens_"))
+            raise WorkbenchError(f"no logit-lens '{statistic}' in this run; "
+                                 + (f"available: {', '.join(available)}" if available else "analyze with signals=['logit_lens']"))
+        values = self.arrays[name]  # [L+1, T]
+        layers = ["embeddings"] + [f"layer {i}" for i in range(1, values.shape[0])]
+        columns = [f"{p}:{t!r}" for p, t in zip(self.table["position"], self.table["token"])]
+        return pd.DataFrame(values, index=layers, columns=columns)
+
+    def equals(self, other: "Run") -> bool:
+        """Same text, table (values and dtypes), arrays and metadata."""
+        return (
+            self.text == other.text and self.meta == other.meta and self.table.equals(other.table)
+            and self.table.dtypes.equals(other.table.dtypes) and self.arrays.keys() == other.arrays.keys()
+            and all(np.array_equal(v, other.arrays[k], equal_nan=True) and v.dtype == other.arrays[k].dtype
+                    for k, v in self.arrays.items())
+        )
+
     # ----- export ------------------------------------------------------------------------
     def records(self) -> list[dict]:
         """One JSON-ready dict per token (missing values as None)."""

@@ -7,7 +7,7 @@ import torch
 from .kernels import IGNORE_INDEX, VocabStats, vocab_stats
 from .models import Model
 
-CHUNK_BYTES = 12 * 2**20  # logits per chunk (fp32): ~12 MiB, one reference block, cache-sized
+CHUNK_BYTES = 64 * 2**20  # logits per lm_head matmul (fp32): ~64 MiB; statistics then go in cache-sized blocks
 
 
 def chunk_rows(vocab_size: int) -> int:
