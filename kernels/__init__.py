@@ -2,12 +2,14 @@
 reference of the same signature. They know nothing of models.
 
     vocab_stats(logits [T, V], targets [T] | None, *, top_k, temperature, backend) -> VocabStats
+    sample(logits [B, V], *, temperature, top_k, top_p, min_p, top_h, generator, backend) -> SampleResult
 """
 from __future__ import annotations
 
 import torch
 
 from .dispatch import choose
+from .sample import SampleResult, kept_set_reference, sample_reference
 from .vocab_stats import IGNORE_INDEX, VocabStats, vocab_stats_reference
 
 
@@ -25,4 +27,22 @@ def vocab_stats(
     return implementation(logits, targets, top_k=top_k, temperature=temperature)
 
 
-__all__ = ["IGNORE_INDEX", "VocabStats", "vocab_stats", "vocab_stats_reference"]
+def sample(
+    logits: torch.Tensor,
+    *,
+    temperature=1.0,
+    top_k=0,
+    top_p=1.0,
+    min_p=0.0,
+    top_h=0.0,
+    generator: torch.Generator | None = None,
+    backend: str = "auto",
+) -> SampleResult:
+    """One draw per row with per-row temperature and truncation (see `kernels/sample.py`)."""
+    implementation = choose("sample", sample_reference, logits, backend)
+    return implementation(logits, temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p,
+                          top_h=top_h, generator=generator)
+
+
+__all__ = ["IGNORE_INDEX", "SampleResult", "VocabStats", "kept_set_reference", "sample",
+           "sample_reference", "vocab_stats", "vocab_stats_reference"]
