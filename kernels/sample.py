@@ -81,7 +81,7 @@ def _top_h_size(sorted_p: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
 
 
 def _entropy(q: torch.Tensor) -> torch.Tensor:
-    return -torch.where(q > 0, q * q.clamp_min(1e-45).log(), 0.0).sum(-1)
+    return -torch.where(q > 0, q * q.clamp_min(1e-45).log(), 0.0).sum(-1) + 0.0  # + 0.0: no -0.0
 
 
 def sample_reference(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, top_h=0.0,

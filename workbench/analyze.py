@@ -7,7 +7,6 @@ arrays and metadata.
 """
 from __future__ import annotations
 
-import time
 from typing import Sequence
 
 import pandas as pd
@@ -49,7 +48,6 @@ def analyze(
     tokens = _fit_context(tokens, model, truncate)
     _check_memory(model, len(tokens.ids), specs)
 
-    started = time.perf_counter()
     needs = {need for spec in specs for need in spec.needs}
     capture = run_forward(model, tokens.ids, needs)
     table, arrays = token_table(tokens, model.tokenizer), {}
@@ -60,7 +58,6 @@ def analyze(
             table[name] = values
         arrays.update(output.arrays)
         meta.update(output.meta)
-    meta["seconds"] = round(time.perf_counter() - started, 4)
     return Run(tokens.text, table, arrays, meta)
 
 

@@ -28,6 +28,23 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--format", choices=FORMATS, default="table")
     analyze.add_argument("--out", type=Path, help="write here instead of stdout (required for parquet)")
 
+    generate = commands.add_parser("generate", help="sample a continuation, recording each step's signals")
+    generate.add_argument("prompt", help="the text to continue")
+    _model_options(generate)
+    generate.add_argument("--sampler", default="top-p", choices=list(SAMPLER_DEFAULTS),
+                          help="truncation rule (default: top-p); its value comes from the flag below")
+    generate.add_argument("--temperature", type=float, default=None, help="temperature before truncation")
+    generate.add_argument("--top-k", type=int, default=None, help="top-k: keep the k most likely")
+    generate.add_argument("--top-p", type=float, default=None, help="top-p: smallest set with this mass")
+    generate.add_argument("--min-p", type=float, default=None, help="min-p: keep p >= m * max p")
+    generate.add_argument("--alpha", type=float, default=None, help="top-H: entropy budget alpha * H(p)")
+    generate.add_argument("--compare", default=None, help="several samplers side by side, e.g. top-p:0.9,min-p:0.1,top-h:0.4")
+    generate.add_argument("--max-new-tokens", type=int, default=64)
+    generate.add_argument("--seed", type=int, default=None, help="same seed, same output")
+    generate.add_argument("--stop", action="append", default=None, help="stop once this string appears (repeatable)")
+    generate.add_argument("--format", choices=FORMATS, default="table")
+    generate.add_argument("--out", type=Path, help="write here instead of stdout (required for parquet)")
+
     serve = commands.add_parser("serve", help="the dashboard in a browser (Panel)")
     _model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
@@ -73,11 +90,73 @@ def cmd_analyze(args) -> int:
         from .terminal import render_table
 
         output = render_table(run, color=args.out is None and _wants_color())
-    if args.out is None:
+    _write(output, args.out)
+    return 0
+
+
+# --sampler NAME -> (flag holding its value, default value)
+SAMPLER_DEFAULTS = {"greedy": (None, None), "temperature": ("temperature", 1.0), "top-k": ("top_k", 50),
+                    "top-p": ("top_p", 0.9), "min-p": ("min_p", 0.1), "top-h": ("alpha", 0.4)}
+
+
+def sampler_from_args(args):
+    """--sampler NAME plus any rule flags -> one composed sampler."""
+    from . import samplers
+
+    flag, default = SAMPLER_DEFAULTS[args.sampler]
+    if flag is not None and getattr(args, flag) is None:
+        setattr(args, flag, default)
+    if args.sampler == "greedy":
+        return samplers.Greedy()
+    return samplers.Sampler(
+        temperature=1.0 if args.temperature is None else args.temperature,
+        top_k=args.top_k or 0, top_p=1.0 if args.top_p is None else args.top_p,
+        min_p=args.min_p or 0.0, top_h=args.alpha or 0.0,
+    )
+
+
+def cmd_generate(args) -> int:
+    if args.format == "parquet" and args.out is None:
+        raise WorkbenchError("--format parquet writes a file: add --out PATH")
+    from . import samplers
+
+    if args.compare:
+        named = [(spec.strip(), samplers.from_spec(spec, args.temperature)) for spec in args.compare.split(",") if spec.strip()]
+    else:
+        named = [(args.sampler, sampler_from_args(args))]
+    import workbench as wb
+
+    model = wb.load(args.model, dtype=args.dtype, device=args.device)
+    runs = [(name, model.generate(args.prompt, sampler=sampler, max_new_tokens=args.max_new_tokens,
+                                  seed=args.seed, stop=args.stop, progress=False)) for name, sampler in named]
+    if args.format == "parquet":
+        import pandas as pd
+
+        tables = [run.table.assign(sampler=name) for name, run in runs]
+        pd.concat(tables, ignore_index=True).to_parquet(args.out, index=False)
+        print(f"wrote {sum(len(t) for t in tables)} rows to {args.out}", file=sys.stderr)
+        return 0
+    if args.format == "json":
+        import json
+
+        if len(runs) == 1:
+            output = runs[0][1].to_json() + "\n"
+        else:
+            output = json.dumps({"model": model.name, "runs": [dict(run.to_dict(), sampler=name) for name, run in runs]},
+                                ensure_ascii=False) + "\n"
+    else:
+        from .terminal import render_generations
+
+        output = render_generations(runs, color=args.out is None and _wants_color())
+    _write(output, args.out)
+    return 0
+
+
+def _write(output: str, out: Path | None) -> None:
+    if out is None:
         sys.stdout.write(output)
     else:
-        args.out.write_text(output, encoding="utf-8")
-    return 0
+        out.write_text(output, encoding="utf-8")
 
 
 def cmd_serve(args) -> int:
@@ -113,7 +192,7 @@ def _wants_color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
-COMMANDS = {"analyze": cmd_analyze, "serve": cmd_serve, "models": cmd_models}
+COMMANDS = {"analyze": cmd_analyze, "generate": cmd_generate, "serve": cmd_serve, "models": cmd_models}
 
 if __name__ == "__main__":
     sys.exit(main())

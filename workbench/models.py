@@ -76,6 +76,26 @@ class Model:
 
         return analyze(self, text, messages=messages, signals=signals, top_k=top_k, truncate=truncate)
 
+    def generate(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[dict] | None = None,
+        sampler=None,
+        max_new_tokens: int = 64,
+        seed: int | None = None,
+        stop=None,
+        top_k: int = 5,
+        progress: bool = True,
+    ):
+        """Sample a continuation with the KV cache, recording each step's entropy before and
+        after truncation, kept-set size, rank and probability. Returns a `Run` whose table
+        marks generated tokens. See `workbench.generate.generate`."""
+        from .generate import generate
+
+        return generate(self, prompt, messages=messages, sampler=sampler, max_new_tokens=max_new_tokens,
+                        seed=seed, stop=stop, top_k=top_k, progress=progress)
+
     def __repr__(self) -> str:
         params = sum(p.numel() for p in self.hf.parameters())
         return (

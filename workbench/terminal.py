@@ -57,3 +57,28 @@ def _alternatives(row) -> str:
 
 def _short(text: str, width: int) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_generations(runs, *, color: bool) -> str:
+    """One or more generations: for each sampler, the text with generated tokens colored by
+    their pre-truncation entropy, then mean entropy, mean kept-set size and the step table."""
+    blocks = []
+    for name, run in runs:
+        table = run.table
+        generated = table[table["generated"]]
+        top = _finite_max(generated["entropy"])
+        strip = "".join(_paint(run.text[s:e], v if g else None, top, color)
+                        for s, e, v, g in zip(table.start, table.end, table.entropy, table.generated))
+        blocks.append(
+            f"[{name}] {run.meta.get('sampler')} · seed {run.meta.get('seed')} · {len(generated)} tokens "
+            f"({run.meta.get('stop_reason')}) · mean entropy {generated.entropy.mean():.2f} · "
+            f"mean kept {generated.kept.mean():.1f}\n{strip}\n"
+        )
+        if len(runs) == 1:
+            header = f"{'pos':>5}  {'token':<18}{'entropy':>9}{'kept':>6}{'kept H':>8}{'rank':>6}{'prob':>7}"
+            rows = [header] + [
+                f"{r.position:>5}  {_short(repr(r.token), 18):<18}{r.entropy:>9.3f}{r.kept:>6}{r.kept_entropy:>8.3f}"
+                f"{r.rank:>6}{r.sample_prob:>7.3f}" for r in generated.itertuples()
+            ]
+            blocks.append("\n".join(rows) + "\n")
+    return "\n".join(blocks)

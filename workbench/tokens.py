@@ -69,14 +69,15 @@ def tokenize_text(tokenizer, text: str) -> Tokens:
     return Tokens(text, ids, starts, ends, ["text"] * len(ids), len(ids))
 
 
-def tokenize_messages(tokenizer, messages: Sequence[dict]) -> Tokens:
+def tokenize_messages(tokenizer, messages: Sequence[dict], *, add_generation_prompt: bool = False) -> Tokens:
     """Render chat `messages` ([{"role", "content"}, ...]) with the chat template and
     tokenize the result. Tokens inside a message's content get role "prompt" (system,
-    user) or "response" (assistant); everything the template adds is "template"."""
+    user) or "response" (assistant); everything the template adds is "template".
+    add_generation_prompt: end with the template's opening of an assistant turn."""
     _check_messages(messages)
     if not getattr(tokenizer, "chat_template", None):
         raise WorkbenchError("this model's tokenizer has no chat template; pass text= instead of messages=")
-    text = tokenizer.apply_chat_template(list(messages), tokenize=False)
+    text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
     encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
     ids = list(encoding["input_ids"])
     starts, ends = contiguous_spans(encoding["offset_mapping"], len(text))

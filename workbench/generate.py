@@ -1,0 +1,172 @@
+"""`generate`: sample a continuation with the KV cache and record every step's signals.
+
+For each generated token: the model's next-token statistics before truncation (entropy,
+varentropy, surprisal, rank, margin, top-k, as `analyze` computes them), and the sampler's
+view of the step: the temperature used, the kept-set size, the entropy of the renormalized
+kept set, and the drawn token's probability under it. Prompt tokens carry the ordinary
+uncertainty signals from the prefill. One forward per step over the new token only
+(past keys and values come from the cache), so the cost is linear in the length.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+
+from .analyze import _check_memory, _fit_context, run_meta, token_table
+from .capture import Capture
+from .errors import WorkbenchError
+from .kernels import VocabStats, vocab_stats
+from .models import Model
+from .run import Run
+from .samplers import Sampler, TopP
+from .signals import resolve
+from .signals.uncertainty import decode_pieces, uncertainty
+from .tokens import Tokens, tokenize_messages, tokenize_text
+
+STEP_COLUMNS = {"temperature": "Float64", "kept": "Int64", "kept_entropy": "Float64", "sample_prob": "Float64"}
+
+
+def default_sampler() -> Sampler:
+    return TopP(0.95)
+
+
+def generate(
+    model: Model,
+    prompt: str | None = None,
+    *,
+    messages: Sequence[dict] | None = None,
+    sampler: Sampler | None = None,
+    max_new_tokens: int = 64,
+    seed: int | None = None,
+    stop: Sequence[str] | str | None = None,
+    top_k: int = 5,
+    progress: bool = True,
+) -> Run:
+    """Continue `prompt` (or chat `messages`, with the assistant turn opened) by sampling.
+
+    sampler: a `workbench.samplers` sampler (default top-p 0.95); seed: the draws are
+    reproducible for a given seed; stop: strings that end generation once they appear in
+    the generated text (the end-of-sequence token always does).
+    """
+    if (prompt is None) == (messages is None):
+        raise WorkbenchError("give either prompt or messages (exactly one)")
+    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
+        raise WorkbenchError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    sampler = sampler or default_sampler()
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    tokens = (tokenize_text(model.tokenizer, prompt) if messages is None
+              else tokenize_messages(model.tokenizer, messages, add_generation_prompt=True))
+    limit = model.context_length
+    if limit is not None and len(tokens.ids) + max_new_tokens > limit:
+        raise WorkbenchError(f"the prompt is {len(tokens.ids)} tokens and {max_new_tokens} new tokens "
+                             f"would exceed {model.name}'s context of {limit}; shorten the prompt or ask for fewer")
+    _fit_context(tokens, model, truncate=False)
+    _check_memory(model, len(tokens.ids) + max_new_tokens, resolve(["uncertainty"], model))
+
+    generator = torch.Generator(device=model.device)
+    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    new_ids, steps, stop_reason, prompt_capture = _decode(model, tokens, sampler, max_new_tokens, generator,
+                                                          stops, top_k, progress)
+    role = "generated" if messages is None else "response"
+    run = _as_run(model, tokens, new_ids, steps, prompt_capture, top_k, role)
+    run.meta.update({"sampler": sampler.describe(), "seed": seed, "max_new_tokens": max_new_tokens,
+                     "stop_reason": stop_reason, "n_generated": len(new_ids)})
+    return run
+
+
+def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, progress):
+    """The sampling loop. Returns the new ids, per-step records, why it stopped, and the
+    prefill capture (for the prompt's own signals)."""
+    from transformers import DynamicCache
+
+    backbone = model.adapter.backbone(model.hf)
+    eos = set(_eos_ids(model))
+    cache = DynamicCache(config=model.hf.config)
+    new_ids, steps, stop_reason = [], [], "length"
+    with torch.inference_mode():
+        input_ids = torch.tensor([tokens.ids], device=model.device)
+        output = backbone(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        prompt_capture = Capture(model, input_ids[0], final_hidden=output.last_hidden_state[0])
+        hidden = output.last_hidden_state[:, -1]  # [1, d]
+        for _ in tqdm(range(max_new_tokens), desc="generating", unit="tok", disable=not progress, leave=False):
+            logits = model.adapter.logits(model.hf, hidden).float()  # [1, V]
+            temperature = sampler.temperatures(logits)
+            draw = sampler.sample(logits, generator)
+            token = int(draw.ids[0])
+            stats = vocab_stats(logits, draw.ids, top_k=top_k)
+            steps.append((stats, float(temperature[0]), int(draw.kept[0]), float(draw.kept_entropy[0]), float(draw.prob[0])))
+            new_ids.append(token)
+            if token in eos:
+                stop_reason = "eos"
+                break
+            if stops and any(s in model.tokenizer.decode(new_ids) for s in stops):
+                stop_reason = "stop"
+                break
+            output = backbone(input_ids=torch.tensor([[token]], device=model.device), past_key_values=cache, use_cache=True)
+            hidden = output.last_hidden_state[:, -1]
+    return new_ids, steps, stop_reason, prompt_capture
+
+
+def _eos_ids(model) -> list[int]:
+    ids = [model.tokenizer.eos_token_id]
+    config_eos = getattr(getattr(model.hf, "generation_config", None), "eos_token_id", None)
+    ids += config_eos if isinstance(config_eos, list) else [config_eos]
+    return [i for i in ids if i is not None]
+
+
+def generated_spans(tokenizer, ids: list[int], offset: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """Decoded text of `ids` and each token's span in it (shifted by `offset`), from the
+    lengths of decoded prefixes; a token that ends inside a multi-byte character gets the
+    character only when a later token completes it (same rule as `tokens.contiguous_spans`)."""
+    text = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+    starts, ends = np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64)
+    cursor = 0
+    for i in range(len(ids)):
+        prefix = tokenizer.decode(ids[: i + 1], clean_up_tokenization_spaces=False).rstrip("\ufffd")
+        end = len(prefix) if text.startswith(prefix) else cursor
+        starts[i], cursor = cursor, max(cursor, min(end, len(text)))
+        ends[i] = cursor
+    if len(ids):
+        ends[-1] = len(text)
+    return text, starts + offset, ends + offset
+
+
+def _as_run(model, tokens: Tokens, new_ids, steps, prompt_capture, top_k, role: str) -> Run:
+    generated_text, starts, ends = generated_spans(model.tokenizer, new_ids, len(tokens.text))
+    everything = Tokens(tokens.text + generated_text, tokens.ids + new_ids,
+                        np.concatenate([tokens.starts, starts]), np.concatenate([tokens.ends, ends]),
+                        tokens.roles + [role] * len(new_ids), len(tokens.ids) + len(new_ids))
+    table = token_table(everything, model.tokenizer)
+    # The prefill's statistics describe prompt tokens 1..P-1; each step's describe its token.
+    prompt_part = uncertainty(prompt_capture, {"top_k": top_k}).columns
+    step_stats = VocabStats.cat([s[0] for s in steps])
+    n_prompt = len(tokens.ids)
+    for name, values in prompt_part.items():
+        table[name] = pd.Series(list(values) + [None] * len(new_ids), dtype=getattr(values, "dtype", object))
+    _fill_generated(table, n_prompt, step_stats, model.tokenizer)
+    table["generated"] = [False] * n_prompt + [True] * len(new_ids)
+    for column, dtype in STEP_COLUMNS.items():
+        index = list(STEP_COLUMNS).index(column) + 1
+        table[column] = pd.array([None] * n_prompt + [s[index] for s in steps], dtype=dtype)
+    meta = run_meta(model, everything, ["uncertainty", "generation"], {"top_k": top_k})
+    return Run(everything.text, table, {}, meta)
+
+
+def _fill_generated(table: pd.DataFrame, n_prompt: int, stats: VocabStats, tokenizer) -> None:
+    rows = slice(n_prompt, None)
+    values = {"entropy": stats.entropy, "varentropy": stats.varentropy, "surprisal": -stats.target_logprob,
+              "target_logprob": stats.target_logprob, "margin": stats.margin}
+    for name, tensor in values.items():
+        table.loc[table.index[rows], name] = tensor.double().numpy()
+    table.loc[table.index[rows], "rank"] = stats.target_rank.numpy()
+    ids, probs = stats.topk_ids.numpy(), stats.topk_probs.double().numpy()
+    pieces = decode_pieces(tokenizer, ids)
+    for offset, (row_ids, row_probs) in enumerate(zip(ids, probs)):
+        index = n_prompt + offset
+        table.at[index, "topk_ids"] = row_ids.tolist()
+        table.at[index, "topk_tokens"] = [pieces[i] for i in row_ids]
+        table.at[index, "topk_probs"] = row_probs.tolist()
