@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 
 from .dispatch import choose
-from .sample import SampleResult, kept_set_reference, sample_reference
+from .sample import SampleResult, kept_counts, kept_set_reference, sample_reference
 from .vocab_stats import IGNORE_INDEX, VocabStats, vocab_stats_reference
 
 
@@ -44,5 +44,5 @@ def sample(
                           top_h=top_h, generator=generator)
 
 
-__all__ = ["IGNORE_INDEX", "SampleResult", "VocabStats", "kept_set_reference", "sample",
+__all__ = ["IGNORE_INDEX", "SampleResult", "VocabStats", "kept_counts", "kept_set_reference", "sample",
            "sample_reference", "vocab_stats", "vocab_stats_reference"]

@@ -39,45 +39,50 @@ def per_row(value, rows: int, dtype, device) -> torch.Tensor:
     return tensor.expand(rows).contiguous() if tensor.ndim == 0 else tensor
 
 
+def kept_counts(sorted_p, entropy, *, top_k=0, top_p=1.0, min_p=0.0, top_h=0.0) -> torch.Tensor:
+    """Size of each row's kept set [B] from its probabilities in descending order
+    sorted_p [B, K] and the full distribution's entropy [B]. Every rule keeps a prefix of
+    the sorted order, so the kept set is the shortest of the rules' prefixes (at least 1).
+    K may be a top slice of the vocabulary: the count is exact whenever it is below K."""
+    rows, width = sorted_p.shape
+    device = sorted_p.device
+    count = torch.full((rows,), width, dtype=torch.int64, device=device)
+    k = per_row(top_k, rows, torch.int64, device)
+    count = torch.where(k > 0, torch.minimum(count, k), count)
+    mass_before = sorted_p.cumsum(-1) - sorted_p
+    count = torch.minimum(count, (mass_before < per_row(top_p, rows, torch.float32, device)[:, None]).sum(-1))
+    floor = per_row(min_p, rows, torch.float32, device)[:, None] * sorted_p[:, :1]
+    count = torch.minimum(count, (sorted_p >= floor).sum(-1))
+    alpha = per_row(top_h, rows, torch.float32, device)
+    if (alpha > 0).any():
+        count = torch.where(alpha > 0, torch.minimum(count, _top_h_size(sorted_p, alpha * entropy)), count)
+    return count.clamp_min(1)
+
+
 def kept_set_reference(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, top_h=0.0):
     """The kept-set mask [B, V] (bool) and the sampling distribution q [B, V] (fp32)."""
     rows, vocab = logits.shape
-    device = logits.device
-    temperature = per_row(temperature, rows, torch.float32, device)
+    temperature = per_row(temperature, rows, torch.float32, logits.device)
     greedy = temperature <= 0
-    z = logits.float() / torch.where(greedy, 1.0, temperature)[:, None]
-    p = torch.softmax(z, dim=-1)
+    p = torch.softmax(logits.float() / torch.where(greedy, 1.0, temperature)[:, None], dim=-1)
     sorted_p, order = p.sort(dim=-1, descending=True)  # [B, V]
-    rank = torch.arange(vocab, device=device).expand(rows, vocab)
-    keep = torch.ones_like(sorted_p, dtype=torch.bool)
-
-    k = per_row(top_k, rows, torch.int64, device)
-    keep &= (k[:, None] <= 0) | (rank < k[:, None])
-    mass_before = sorted_p.cumsum(-1) - sorted_p
-    keep &= mass_before < per_row(top_p, rows, torch.float32, device)[:, None]
-    keep &= sorted_p >= per_row(min_p, rows, torch.float32, device)[:, None] * sorted_p[:, :1]
-    alpha = per_row(top_h, rows, torch.float32, device)
-    if (alpha > 0).any():
-        keep &= (alpha[:, None] <= 0) | (rank < _top_h_size(sorted_p, alpha)[:, None])
-    keep &= ~greedy[:, None] | (rank == 0)
-    keep[:, 0] = True
-
+    count = kept_counts(sorted_p, _entropy(p), top_k=top_k, top_p=top_p, min_p=min_p, top_h=top_h)
+    count = torch.where(greedy, 1, count)
+    keep = torch.arange(vocab, device=logits.device)[None, :] < count[:, None]  # a prefix of the sorted order
     kept = torch.zeros_like(keep).scatter(-1, order, keep)  # back to vocabulary order
     q = torch.where(kept, p, 0.0)
     return kept, q / q.sum(-1, keepdim=True)
 
 
-def _top_h_size(sorted_p: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
-    """Per row, the number of leading tokens whose renormalized entropy H(q_k) <= alpha H(p).
-
-    With S_k = sum_{i<=k} p_i and A_k = sum_{i<=k} p_i log p_i: H(q_k) = log S_k - A_k / S_k.
+def _top_h_size(sorted_p: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
+    """Per row, the number of leading tokens whose renormalized entropy H(q_k) <= budget
+    (= alpha H(p)). With S_k = sum_{i<=k} p_i and A_k = sum_{i<=k} p_i log p_i:
+    H(q_k) = log S_k - A_k / S_k.
     """
     plogp = torch.where(sorted_p > 0, sorted_p * sorted_p.clamp_min(1e-45).log(), 0.0)
     mass = sorted_p.cumsum(-1)
-    prefix_entropy = mass.log() - plogp.cumsum(-1) / mass  # [B, V]
-    budget = alpha * -plogp.sum(-1)  # alpha * H(p)
-    within = prefix_entropy <= budget[:, None] + 1e-6
-    return within.sum(-1).clamp_min(1)
+    prefix_entropy = mass.log() - plogp.cumsum(-1) / mass  # [B, K]
+    return (prefix_entropy <= budget[:, None] + 1e-6).sum(-1)
 
 
 def _entropy(q: torch.Tensor) -> torch.Tensor:

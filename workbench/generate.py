@@ -27,6 +27,7 @@ from .signals import resolve
 from .signals.uncertainty import decode_pieces, uncertainty
 from .tokens import Tokens, tokenize_messages, tokenize_text
 
+VIEW_TOP = 50  # per step, the top of the distribution kept for the sampling views
 STEP_COLUMNS = {"temperature": "Float64", "kept": "Int64", "kept_entropy": "Float64", "sample_prob": "Float64"}
 
 
@@ -97,7 +98,7 @@ def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, pro
             temperature = sampler.temperatures(logits)
             draw = sampler.sample(logits, generator)
             token = int(draw.ids[0])
-            stats = vocab_stats(logits, draw.ids, top_k=top_k)
+            stats = vocab_stats(logits, draw.ids, top_k=min(max(top_k, VIEW_TOP), logits.shape[-1]))
             steps.append((stats, float(temperature[0]), int(draw.kept[0]), float(draw.kept_entropy[0]), float(draw.prob[0])))
             new_ids.append(token)
             if token in eos:
@@ -147,16 +148,20 @@ def _as_run(model, tokens: Tokens, new_ids, steps, prompt_capture, top_k, role: 
     n_prompt = len(tokens.ids)
     for name, values in prompt_part.items():
         table[name] = pd.Series(list(values) + [None] * len(new_ids), dtype=getattr(values, "dtype", object))
-    _fill_generated(table, n_prompt, step_stats, model.tokenizer)
+    _fill_generated(table, n_prompt, step_stats, model.tokenizer, top_k)
     table["generated"] = [False] * n_prompt + [True] * len(new_ids)
     for column, dtype in STEP_COLUMNS.items():
         index = list(STEP_COLUMNS).index(column) + 1
         table[column] = pd.array([None] * n_prompt + [s[index] for s in steps], dtype=dtype)
     meta = run_meta(model, everything, ["uncertainty", "generation"], {"top_k": top_k})
-    return Run(everything.text, table, {}, meta)
+    arrays = {"step_top_ids": step_stats.topk_ids.numpy(),  # [steps, 50] at temperature 1
+              "step_top_probs": step_stats.topk_probs.numpy()}
+    pieces = decode_pieces(model.tokenizer, arrays["step_top_ids"])
+    meta["step_top_tokens"] = {str(i): piece for i, piece in pieces.items()}  # id -> text, for the views
+    return Run(everything.text, table, arrays, meta)
 
 
-def _fill_generated(table: pd.DataFrame, n_prompt: int, stats: VocabStats, tokenizer) -> None:
+def _fill_generated(table: pd.DataFrame, n_prompt: int, stats: VocabStats, tokenizer, top_k: int) -> None:
     rows = slice(n_prompt, None)
     values = {"entropy": stats.entropy, "varentropy": stats.varentropy, "surprisal": -stats.target_logprob,
               "target_logprob": stats.target_logprob, "margin": stats.margin}
@@ -164,6 +169,7 @@ def _fill_generated(table: pd.DataFrame, n_prompt: int, stats: VocabStats, token
         table.loc[table.index[rows], name] = tensor.double().numpy()
     table.loc[table.index[rows], "rank"] = stats.target_rank.numpy()
     ids, probs = stats.topk_ids.numpy(), stats.topk_probs.double().numpy()
+    ids, probs = ids[:, :top_k], probs[:, :top_k]
     pieces = decode_pieces(tokenizer, ids)
     for offset, (row_ids, row_probs) in enumerate(zip(ids, probs)):
         index = n_prompt + offset
