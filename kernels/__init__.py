@@ -3,11 +3,13 @@ reference of the same signature. They know nothing of models.
 
     vocab_stats(logits [T, V], targets [T] | None, *, top_k, temperature, backend) -> VocabStats
     sample(logits [B, V], *, temperature, top_k, top_p, min_p, top_h, generator, backend) -> SampleResult
+    attention_stats(q [B, Hq, T, d], k [B, Hkv, T, d], *, causal, mask, sink, key_subset, top_k, ...) -> AttentionStats
 """
 from __future__ import annotations
 
 import torch
 
+from .attention_stats import AttentionStats, attention_rows, attention_stats_reference
 from .dispatch import choose
 from .sample import SampleResult, kept_counts, kept_set_reference, sample_reference
 from .vocab_stats import IGNORE_INDEX, VocabStats, vocab_stats_reference
@@ -44,5 +46,14 @@ def sample(
                           top_h=top_h, generator=generator)
 
 
-__all__ = ["IGNORE_INDEX", "SampleResult", "VocabStats", "kept_counts", "kept_set_reference", "sample",
+def attention_stats(q, k, *, causal=True, mask=None, sink=1, key_subset=None, top_k=0, scale=None,
+                    sink_logits=None, backend: str = "auto") -> AttentionStats:
+    """Per-query log-sum-exp, entropy, sink and subset mass, top-k keys, and per-key received
+    attention, without a T x T matrix (see `kernels/attention_stats.py`)."""
+    implementation = choose("attention_stats", attention_stats_reference, q, backend)
+    return implementation(q, k, causal=causal, mask=mask, sink=sink, key_subset=key_subset, top_k=top_k,
+                          scale=scale, sink_logits=sink_logits)
+
+
+__all__ = ["AttentionStats", "attention_rows", "attention_stats", "attention_stats_reference", "IGNORE_INDEX", "SampleResult", "VocabStats", "kept_counts", "kept_set_reference", "sample",
            "sample_reference", "vocab_stats", "vocab_stats_reference"]

@@ -123,10 +123,11 @@ def _configs(vocab_size: int, token_id: int) -> dict:
                 "beta_slow": 1.0, "truncate": False, "original_max_position_embeddings": 128,
             },
         ),
-        # Multi-head latent attention (low-rank q and kv); layer 0 dense, layers 1-2 MoE with
-        # a shared expert and sigmoid group-limited routing.
+        # Multi-head latent attention (low-rank q and kv; as in the real model, one key head
+        # per query head); layer 0 dense, layers 1-2 MoE with a shared expert and sigmoid
+        # group-limited routing.
         "deepseek_v3": lambda: DeepseekV3Config(
-            **{**common, "num_hidden_layers": 3}, **moe, n_routed_experts=4, n_shared_experts=1,
+            **{**common, "num_hidden_layers": 3, "num_key_value_heads": 4}, **moe, n_routed_experts=4, n_shared_experts=1,
             moe_intermediate_size=64, first_k_dense_replace=1, n_group=2, topk_group=1,
             q_lora_rank=32, kv_lora_rank=16, qk_rope_head_dim=8, qk_nope_head_dim=8, v_head_dim=16,
         ),

@@ -1,0 +1,75 @@
+"""attention_stats against eager softmax attention (the full T x T matrix built here, in
+float64), with GQA, additive and boolean masks, learned sinks and block boundaries.
+Tolerance 1e-5 absolute (fp32 blocks vs float64 eager)."""
+import numpy as np
+import pytest
+import torch
+
+from workbench.kernels import attention_rows, attention_stats
+from workbench.kv import heavy_hitters
+
+
+def eager(q, k, *, mask=None, sink_logits=None, causal=True):
+    """Full attention probabilities [B, Hq, T, T] in float64 (+ the sink outcome's mass)."""
+    group = q.shape[1] // k.shape[1]
+    scores = q.double() @ k.double().repeat_interleave(group, 1).transpose(-1, -2) / q.shape[-1] ** 0.5
+    t = q.shape[2]
+    allowed = torch.ones(t, t, dtype=torch.bool).tril() if causal else torch.ones(t, t, dtype=torch.bool)
+    if mask is not None:
+        allowed = allowed & mask
+    scores = scores.masked_fill(~allowed, float("-inf"))
+    if sink_logits is not None:
+        sink = sink_logits.double().view(1, -1, 1, 1).expand(*scores.shape[:3], 1)
+        probs = torch.cat([scores, sink], -1).softmax(-1)
+        return probs[..., :-1], probs[..., -1]
+    return scores.softmax(-1), torch.zeros(scores.shape[:3], dtype=torch.float64)
+
+
+def entropy_of(a, p_sink):
+    terms = torch.where(a > 0, a * a.clamp_min(1e-300).log(), 0.0).sum(-1)
+    return -terms - torch.where(p_sink > 0, p_sink * p_sink.clamp_min(1e-300).log(), 0.0)
+
+
+@pytest.mark.parametrize("heads, kv_heads, t, block", [(4, 4, 17, 128), (4, 2, 37, 8), (6, 1, 50, 16), (8, 2, 129, 128)])
+def test_matches_eager(heads, kv_heads, t, block):
+    gen = torch.Generator().manual_seed(t)
+    q, k = torch.randn(2, heads, t, 16, generator=gen) * 2, torch.randn(2, kv_heads, t, 16, generator=gen) * 2
+    subset = torch.zeros(t, dtype=torch.bool)
+    subset[[1, 3, t - 1]] = True
+    from workbench.kernels.attention_stats import attention_stats_reference
+
+    stats = attention_stats_reference(q, k, sink=2, key_subset=subset, top_k=3, block=block)
+    a, p_sink = eager(q, k)
+    close = dict(rtol=0, atol=1e-5)
+    torch.testing.assert_close(stats.entropy.double(), entropy_of(a, p_sink), **close)
+    torch.testing.assert_close(stats.received.double(), a.sum(2), **close)
+    torch.testing.assert_close(stats.sink_mass.double(), a[..., :2].sum(-1), **close)
+    torch.testing.assert_close(stats.subset_mass.double(), a[..., subset].sum(-1), **close)
+    torch.testing.assert_close(stats.topk_probs.double(), a.topk(3, -1).values, **close)
+    torch.testing.assert_close(attention_rows(q, k, [0, t // 2, t - 1]).double(), a[:, :, [0, t // 2, t - 1]], **close)
+
+
+def test_padding_mask_and_learned_sinks():
+    gen = torch.Generator().manual_seed(0)
+    q, k = torch.randn(1, 4, 20, 8, generator=gen), torch.randn(1, 2, 20, 8, generator=gen)
+    allowed = torch.ones(20, 20, dtype=torch.bool)
+    allowed[:, :3] = False  # left padding: nobody attends to the first 3 positions
+    allowed[torch.arange(20), torch.arange(20)] = True
+    additive = torch.zeros(1, 1, 20, 20).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    sinks = torch.tensor([0.5, -1.0, 2.0, 0.0])
+    a, p_sink = eager(q, k, mask=allowed, sink_logits=sinks)
+    for mask in (allowed[None, None], additive):  # boolean (True = attend) and additive float masks
+        stats = attention_stats(q, k, mask=mask, sink_logits=sinks)
+        torch.testing.assert_close(stats.entropy.double(), entropy_of(a, p_sink), rtol=0, atol=1e-5)
+        torch.testing.assert_close(stats.received.double(), a.sum(2), rtol=0, atol=1e-5)
+    # a padded key receives only its own query's attention
+    torch.testing.assert_close(stats.received[..., 1].double(), a[..., 1, 1], rtol=0, atol=1e-6)
+
+
+def test_design_heavy_hitter_vector():
+    A = torch.tensor([[1, 0, 0, 0], [.5, .5, 0, 0], [.6, .2, .2, 0], [.4, .1, .1, .4]], dtype=torch.float64)
+    received = A.sum(0).numpy()
+    np.testing.assert_allclose(received, [2.5, 0.8, 0.3, 0.4])
+    assert np.flatnonzero(heavy_hitters(received, heavy=1, recent=1)).tolist() == [0, 3]
+    assert heavy_hitters(received, heavy=0, recent=0).sum() == 0
+    assert heavy_hitters(received, heavy=10, recent=1).all()
