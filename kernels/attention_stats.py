@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import torch
 
 QUERY_BLOCK = 128
+MASKED = torch.finfo(torch.float32).min / 2  # score of a key a query may not attend to
 
 
 @dataclass
@@ -50,43 +51,56 @@ def attention_stats_reference(q, k, *, causal=True, mask=None, sink=1, key_subse
     lse, entropy, sink_mass = (torch.empty(batch, heads, t_q, **fp) for _ in range(3))
     subset_mass = torch.empty(batch, heads, t_q, **fp) if key_subset is not None else None
     received = torch.zeros(batch, heads, t_k, **fp)
-    topk_ids = torch.empty(batch, heads, t_q, top_k, dtype=torch.int64, device=q.device) if top_k else None
-    topk_probs = torch.empty(batch, heads, t_q, top_k, **fp) if top_k else None
+    topk_ids = torch.full((batch, heads, t_q, top_k), -1, dtype=torch.int64, device=q.device) if top_k else None
+    topk_probs = torch.zeros(batch, heads, t_q, top_k, **fp) if top_k else None  # -1 / 0 past the visible keys
     offset = t_k - t_q  # queries are the last Tq positions
     key_positions = torch.arange(t_k, device=q.device)
 
     for start in range(0, t_q, block):
         end = min(start + block, t_q)
+        # Causal: this block's queries see keys up to end + offset only; the rest stay zero.
+        visible = min(t_k, end + offset) if causal else t_k
         queries = q[:, :, start:end].float().view(batch, kv_heads, group, end - start, dim)
-        scores = torch.einsum("bhgqd,bhkd->bhgqk", queries, keys).reshape(batch, heads, end - start, t_k) * scale
-        allowed = torch.ones(1, 1, end - start, t_k, dtype=torch.bool, device=q.device)
-        if causal:
-            allowed = allowed & (key_positions[None, :] <= torch.arange(start, end, device=q.device)[:, None] + offset)
-        if mask is not None:
-            block_mask = mask[..., start:end, :]
-            allowed = allowed & (block_mask if block_mask.dtype == torch.bool
-                                 else block_mask > torch.finfo(block_mask.dtype).min / 2)
-        scores = scores.masked_fill(~allowed, float("-inf"))
+        scores = torch.einsum("bhgqd,bhkd->bhgqk", queries, keys[:, :, :visible])
+        scores = scores.reshape(batch, heads, end - start, visible).mul_(scale)  # [B, H, q, visible]
+        allowed = _allowed(start, end, visible, offset, causal, mask, q.device)
+        if allowed is not None:
+            # a finite floor instead of -inf: exp gives 0 and p * log p gives 0, all in place
+            scores.masked_fill_(~allowed, MASKED)
         block_lse = torch.logsumexp(scores, dim=-1)  # [B, H, q]
         if sink_logits is not None:
             block_lse = torch.logaddexp(block_lse, sink_logits.float().view(1, heads, 1))
-        logp = scores - block_lse[..., None]
-        p = logp.exp()
-        plogp = torch.where(p > 0, p * logp, 0.0)
-        block_entropy = -plogp.sum(-1)
+        logp = scores.sub_(block_lse[..., None])  # in place: scores -> log p
+        p = torch.exp(logp)
+        sink_mass[:, :, start:end] = p[..., :sink].sum(-1)
+        if key_subset is not None:
+            subset_mass[:, :, start:end] = p[..., key_subset[:visible]].sum(-1)
+        received[..., :visible] += p.sum(dim=2)
+        if top_k:
+            values, ids = p.topk(min(top_k, visible), dim=-1)
+            topk_ids[:, :, start:end, :values.shape[-1]], topk_probs[:, :, start:end, :values.shape[-1]] = ids, values
+        block_entropy = -logp.mul_(p).sum(-1)  # in place: log p -> p log p
         if sink_logits is not None:  # the sink outcome's own term
             p_sink = (sink_logits.float().view(1, heads, 1) - block_lse).exp()
             block_entropy = block_entropy - torch.where(p_sink > 0, p_sink * p_sink.log(), 0.0)
-        lse[:, :, start:end] = block_lse
-        entropy[:, :, start:end] = block_entropy
-        sink_mass[:, :, start:end] = p[..., :sink].sum(-1)
-        if key_subset is not None:
-            subset_mass[:, :, start:end] = p[..., key_subset].sum(-1)
-        received += p.sum(dim=2)
-        if top_k:
-            values, ids = p.topk(min(top_k, t_k), dim=-1)
-            topk_ids[:, :, start:end], topk_probs[:, :, start:end] = ids, values
+        dead = block_lse < MASKED / 2  # queries that may attend to nothing (padding)
+        lse[:, :, start:end] = torch.where(dead, float("-inf"), block_lse)
+        entropy[:, :, start:end] = torch.where(dead, float("nan"), block_entropy)
     return AttentionStats(lse, entropy, sink_mass, received, subset_mass, topk_ids, topk_probs)
+
+
+def _allowed(start, end, visible, offset, causal, mask, device):
+    """Which of the visible keys each query in [start, end) may attend to:
+    [B | 1, 1 | H, q, visible] bool, or None when all of them may."""
+    allowed = None
+    if causal and visible > start + offset + 1:  # some keys lie after some query of the block
+        queries = torch.arange(start, end, device=device)[:, None] + offset
+        allowed = (torch.arange(visible, device=device)[None, :] <= queries)[None, None]
+    if mask is not None:
+        block = mask[..., start:end, :visible]
+        block = block if block.dtype == torch.bool else block > torch.finfo(block.dtype).min / 2
+        allowed = block if allowed is None else allowed & block
+    return allowed
 
 
 def attention_rows(q, k, queries, *, causal=True, mask=None, scale=None, sink_logits=None) -> torch.Tensor:
