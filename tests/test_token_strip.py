@@ -15,6 +15,7 @@ import pytest
 from workbench.errors import WorkbenchError
 from workbench.run import Run
 from workbench.widgets import TokenStrip, token_strip
+from workbench.widgets.token_strip import page_count, page_of, page_window, strip_page
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -201,7 +202,8 @@ def test_strips_have_unique_ids_and_save_a_standalone_file(tmp_path):
     path = first.save(tmp_path / "out" / "strip.html")
     page = path.read_text(encoding="utf-8")
     assert page.startswith("<!DOCTYPE html>") and '<meta charset="utf-8">' in page and first.html in page
-    assert run.show()._repr_html_().startswith('<div class="tw-strip"')
+    assert run.strip()._repr_html_().startswith('<div class="tw-strip"')
+    assert run.show()._repr_html_().startswith('<div class="tw-strip"')  # outside a notebook kernel
 
 
 def test_long_runs_stay_lean():
@@ -209,6 +211,27 @@ def test_long_runs_stay_lean():
     strip = token_strip(make_run(pieces))
     assert strip.html.count('<span class="t ') == 5000
     assert len(strip.html.encode()) / 5000 < 200  # bytes per token, three top-k alternatives each
+
+
+def test_pages_split_the_strip_exactly():
+    run = make_run()
+    whole = parse(token_strip(run))
+    pages = [parse(strip_page(run, "surprisal", page, page_tokens=6)) for page in range(page_count(len(run.table), 6))]
+    assert len(pages) == 4 and page_window(3, len(run.table), 6) == (18, 20)
+    assert "".join("".join(page.text) for page in pages) == run.text  # nothing lost or repeated
+    spans = [span for page in pages for span in page.tokens]
+    assert [span["data-i"] for span in spans] == [span["data-i"] for span in whole.tokens]
+    colors = whole.backgrounds()  # the colors of the whole run on every page
+    for page in pages:
+        for span in page.tokens:
+            level = level_class(span)
+            assert level is None or page.backgrounds()[level] == colors[level_class(whole.tokens[int(span["data-i"])])]
+    assert page_of(13, 6) == 2
+
+
+def test_windows_outside_the_run_are_refused():
+    with pytest.raises(WorkbenchError, match="not within the run's 20 tokens"):
+        token_strip(make_run(), window=(5, 21))
 
 
 @pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)")

@@ -67,13 +67,16 @@ def signal_columns(table: pd.DataFrame) -> list[str]:
 
 
 def token_strip(run: Run, signal: str = "surprisal", *, colorscale: str | Sequence[str] = "viridis",
-                vmin: float | None = None, vmax: float | None = None) -> TokenStrip:
+                vmin: float | None = None, vmax: float | None = None,
+                window: tuple[int, int] | None = None) -> TokenStrip:
     """Render `run` as a token strip colored by the `signal` column.
 
     colorscale: a name in `COLORSCALES` or a sequence of "#rrggbb" stops (low to high).
     vmin, vmax: the values mapped to the bottom and top colors (default: the signal's
-    min and max); values outside are clipped. Missing values (<NA>, e.g. the first token,
-    which has no prediction) are drawn hatched grey.
+    min and max over the whole run); values outside are clipped. Missing values (<NA>,
+    e.g. the first token, which has no prediction) are drawn hatched grey.
+    window: (start, stop) positions: render only those tokens (one page of a long run,
+    see `strip_page`), with the colors of the whole run.
     """
     table = run.table
     available = signal_columns(table)
@@ -86,18 +89,55 @@ def token_strip(run: Run, signal: str = "surprisal", *, colorscale: str | Sequen
     lo = vmin if vmin is not None else (min(present) if present else 0.0)
     hi = vmax if vmax is not None else (max(present) if present else 1.0)
 
+    start, stop = _window(window, len(table))
+    values = values[start:stop]
     levels = [None if v is None else _level(v, lo, hi) for v in values]
-    spans = _token_spans(run, table, values, levels, integer=pd.api.types.is_integer_dtype(table[signal]))
+    integer = pd.api.types.is_integer_dtype(table[signal])
+    spans = _token_spans(run, table.iloc[start:stop], values, levels, integer=integer)
     strip_id = f"tw-{uuid.uuid4().hex[:12]}"
     parts = [
-        f'<div class="tw-strip" id="{strip_id}" data-signal="{html.escape(signal)}" onclick="{_ONCLICK}">',
+        f'<div class="tw-strip" id="{strip_id}" data-signal="{html.escape(signal)}" '
+        f'data-first="{start}" data-stop="{stop}" onclick="{_ONCLICK}">',
         f"<style>{_css(strip_id, signal, stops, sorted({level for level in levels if level is not None}))}</style>",
         _legend(signal, stops, lo, hi, has_missing=len(present) < len(values), model=run.meta.get("model")),
         f'<div class="tw-text">{"".join(spans)}</div>',
         '<div class="tw-info">click a token to select it</div>',
         "</div>",
     ]
-    return TokenStrip("\n".join(parts), signal, len(table))
+    return TokenStrip("\n".join(parts), signal, stop - start)
+
+
+# ----- pages of long runs --------------------------------------------------------------------
+PAGE_TOKENS = 400  # tokens per page of the strip in the explorer and the dashboard
+
+
+def page_count(n_tokens: int, page_tokens: int = PAGE_TOKENS) -> int:
+    return max(1, -(-n_tokens // page_tokens))
+
+
+def page_of(position: int, page_tokens: int = PAGE_TOKENS) -> int:
+    return position // page_tokens
+
+
+def page_window(page: int, n_tokens: int, page_tokens: int = PAGE_TOKENS) -> tuple[int, int]:
+    """(start, stop) positions of `page` (0-based)."""
+    start = min(max(page, 0), page_count(n_tokens, page_tokens) - 1) * page_tokens
+    return start, min(start + page_tokens, n_tokens)
+
+
+def strip_page(run: Run, signal: str, page: int, page_tokens: int = PAGE_TOKENS) -> TokenStrip:
+    """One page of `run`'s strip: a long run's DOM stays small (a few hundred spans), the
+    colors stay those of the whole run."""
+    return token_strip(run, signal, window=page_window(page, len(run.table), page_tokens))
+
+
+def _window(window: tuple[int, int] | None, n_tokens: int) -> tuple[int, int]:
+    if window is None:
+        return 0, n_tokens
+    start, stop = (int(v) for v in window)
+    if not 0 <= start <= stop <= n_tokens:
+        raise WorkbenchError(f"window {window} is not within the run's {n_tokens} tokens")
+    return start, stop
 
 
 # ----- colors ------------------------------------------------------------------------------
@@ -148,8 +188,13 @@ def _is_dark(color: str) -> bool:
 
 # ----- HTML --------------------------------------------------------------------------------
 def _token_spans(run: Run, table: pd.DataFrame, values, levels, *, integer: bool) -> list[str]:
-    """One span per token; any text not covered by a token span is emitted as plain text."""
-    text, cursor, spans = run.text, 0, []
+    """One span per token of `table` (the run's table, or a window of it); text not covered
+    by a token span is emitted as plain text (before the run's first token and after its
+    last one only on the windows that hold them)."""
+    text, spans, n_tokens = run.text, [], len(run.table)
+    first = len(table) == 0 or table["position"].iloc[0] == 0
+    last = len(table) == 0 or table["position"].iloc[-1] == n_tokens - 1
+    cursor = 0 if first else int(table["start"].iloc[0])
     top_k = all(c in table.columns for c in TOP_K_COLUMNS)
     roles = table["role"] if "role" in table.columns else [None] * len(table)
     for row, value, level, role in zip(table.itertuples(index=False), values, levels, roles):
@@ -172,7 +217,7 @@ def _token_spans(run: Run, table: pd.DataFrame, values, levels, *, integer: bool
         attributes = "".join(f' {k}="{_attr(v)}"' for k, v in attrs.items())
         spans.append(f'<span class="{" ".join(classes)}"{attributes}>{html.escape(piece)}</span>')
         cursor = max(cursor, end)
-    if cursor < len(text):
+    if cursor < len(text) and last:
         spans.append(html.escape(text[cursor:]))
     return spans
 

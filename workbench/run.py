@@ -122,8 +122,20 @@ class Run:
         return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
 
     # ----- views -------------------------------------------------------------------------
-    def show(self, signal: str = "surprisal"):
-        """A token strip colored by `signal`, with hover details (works offline)."""
+    def show(self, signal: str = "surprisal", selected: int | None = None):
+        """Interactive linked views in a notebook (`workbench.widgets.Explorer`: token strip,
+        charts, every panel that applies; click a token to select it everywhere). Outside a
+        notebook kernel, or without anywidget, the token strip (`strip`)."""
+        try:
+            from .widgets.explorer import Explorer, in_notebook
+        except ImportError:  # anywidget missing: the static strip still works
+            return self.strip(signal)
+        return Explorer(self, signal=signal, selected=selected) if in_notebook() else self.strip(signal)
+
+    def strip(self, signal: str = "surprisal"):
+        """The text as a token strip colored by `signal`: hover a token for its value and
+        top-k alternatives, click to select it. Self-contained HTML (`.html`, `.save(path)`)
+        that works offline."""
         from .widgets import token_strip
 
         return token_strip(self, signal=signal)
