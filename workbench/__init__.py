@@ -18,13 +18,17 @@ try:
 except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0.0.0+local"
 
-_LAZY = {"load": "models", "Model": "models", "Run": "run"}
+_LAZY = {"load": "models", "Model": "models", "Run": "run", "Group": "group", "explore": "widgets.explorer"}
+_SUBMODULES = ("samplers", "rewards", "credit")  # wb.samplers.TopH, wb.rewards.exact_answer, ...
 
 
 def __getattr__(name):
     if name in _LAZY:
         return getattr(import_module(f".{_LAZY[name]}", __name__), name)
+    if name in _SUBMODULES:
+        return import_module(f".{name}", __name__)
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
 
 
-__all__ = ["MemoryEstimateExceeded", "Model", "Run", "SignalUnavailable", "WorkbenchError", "load", "__version__"]
+__all__ = ["Group", "MemoryEstimateExceeded", "Model", "Run", "SignalUnavailable", "WorkbenchError", "explore", "load",
+           "__version__"]

@@ -31,19 +31,29 @@ def build_parser() -> argparse.ArgumentParser:
     generate = commands.add_parser("generate", help="sample a continuation, recording each step's signals")
     generate.add_argument("prompt", help="the text to continue")
     _model_options(generate)
-    generate.add_argument("--sampler", default="top-p", choices=list(SAMPLER_DEFAULTS),
-                          help="truncation rule (default: top-p); its value comes from the flag below")
-    generate.add_argument("--temperature", type=float, default=None, help="temperature before truncation")
-    generate.add_argument("--top-k", type=int, default=None, help="top-k: keep the k most likely")
-    generate.add_argument("--top-p", type=float, default=None, help="top-p: smallest set with this mass")
-    generate.add_argument("--min-p", type=float, default=None, help="min-p: keep p >= m * max p")
-    generate.add_argument("--alpha", type=float, default=None, help="top-H: entropy budget alpha * H(p)")
+    _sampler_options(generate, default="top-p")
     generate.add_argument("--compare", default=None, help="several samplers side by side, e.g. top-p:0.9,min-p:0.1,top-h:0.4")
     generate.add_argument("--max-new-tokens", type=int, default=64)
     generate.add_argument("--seed", type=int, default=None, help="same seed, same output")
     generate.add_argument("--stop", action="append", default=None, help="stop once this string appears (repeatable)")
     generate.add_argument("--format", choices=FORMATS, default="table")
     generate.add_argument("--out", type=Path, help="write here instead of stdout (required for parquet)")
+
+    rollouts = commands.add_parser("rollouts", help="a group of sampled responses: rewards, GRPO advantages, token credit")
+    rollouts.add_argument("prompt", help="the question (sent through the chat template when the model has one)")
+    _model_options(rollouts)
+    answer = rollouts.add_mutually_exclusive_group(required=True)
+    answer.add_argument("--answer", help="the expected final answer (reward 1 when the response's answer equals it)")
+    answer.add_argument("--regex", help="reward 1 when this regular expression occurs in the response")
+    rollouts.add_argument("--n", type=int, default=8, help="responses in the group (default: 8)")
+    rollouts.add_argument("--max-new-tokens", type=int, default=64)
+    rollouts.add_argument("--seed", type=int, default=None, help="same seed, same group")
+    _sampler_options(rollouts, default="temperature")
+    rollouts.add_argument("--thr", choices=["auto", "exact", "cheap", "none"], default="auto",
+                          help="Token Hidden Reward: exact (gradients), cheap (hidden states), auto (exact when it fits)")
+    rollouts.add_argument("--raw", action="store_true", help="continue the prompt as raw text, not as a chat message")
+    rollouts.add_argument("--format", choices=FORMATS, default="table")
+    rollouts.add_argument("--out", type=Path, help="write here instead of stdout (required for parquet)")
 
     serve = commands.add_parser("serve", help="the dashboard in a browser (Panel)")
     _model_options(serve)
@@ -52,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list the embedded models")
     return parser
+
+
+def _sampler_options(parser, default: str):
+    parser.add_argument("--sampler", default=default, choices=list(SAMPLER_DEFAULTS),
+                        help=f"truncation rule (default: {default}); its value comes from the flag below")
+    parser.add_argument("--temperature", type=float, default=None, help="temperature before truncation")
+    parser.add_argument("--top-k", type=int, default=None, help="top-k: keep the k most likely")
+    parser.add_argument("--top-p", type=float, default=None, help="top-p: smallest set with this mass")
+    parser.add_argument("--min-p", type=float, default=None, help="min-p: keep p >= m * max p")
+    parser.add_argument("--alpha", type=float, default=None, help="top-H: entropy budget alpha * H(p)")
 
 
 def _model_options(parser):
@@ -152,6 +172,33 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def cmd_rollouts(args) -> int:
+    if args.format == "parquet" and args.out is None:
+        raise WorkbenchError("--format parquet writes a file: add --out PATH")
+    from . import rewards
+
+    reward = rewards.exact_answer(args.answer) if args.answer is not None else rewards.regex(args.regex)
+    sampler = sampler_from_args(args)
+    import workbench as wb
+
+    model = wb.load(args.model, dtype=args.dtype, device=args.device)
+    group = model.rollouts(args.prompt, n=args.n, reward=reward, sampler=sampler, max_new_tokens=args.max_new_tokens,
+                           seed=args.seed, chat=False if args.raw else None,
+                           thr=None if args.thr == "none" else args.thr, progress=sys.stderr.isatty())
+    if args.format == "parquet":
+        group.table.to_parquet(args.out, index=False)
+        print(f"wrote {len(group.table)} token rows of {len(group)} responses to {args.out}", file=sys.stderr)
+        return 0
+    if args.format == "json":
+        output = group.to_json() + "\n"
+    else:
+        from .terminal import render_group
+
+        output = render_group(group, color=args.out is None and _wants_color())
+    _write(output, args.out)
+    return 0
+
+
 def _write(output: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(output)
@@ -192,7 +239,8 @@ def _wants_color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
-COMMANDS = {"analyze": cmd_analyze, "generate": cmd_generate, "serve": cmd_serve, "models": cmd_models}
+COMMANDS = {"analyze": cmd_analyze, "generate": cmd_generate, "rollouts": cmd_rollouts, "serve": cmd_serve,
+            "models": cmd_models}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -96,6 +96,29 @@ class Model:
         return generate(self, prompt, messages=messages, sampler=sampler, max_new_tokens=max_new_tokens,
                         seed=seed, stop=stop, top_k=top_k, progress=progress)
 
+    def rollouts(
+        self,
+        prompt: str | None = None,
+        *,
+        messages: Sequence[dict] | None = None,
+        n: int = 8,
+        reward=None,
+        sampler=None,
+        max_new_tokens: int = 64,
+        seed: int | None = None,
+        chat: bool | None = None,
+        thr: str | None = "auto",
+        progress: bool = True,
+    ):
+        """Sample `n` responses in one batch, score them with `reward` (an expected answer, a
+        `workbench.rewards` reward or any callable text -> number), and return a `Group`
+        with GRPO advantages and per-token logprob, entropy, D3S priority and Token Hidden
+        Reward. See `workbench.rollouts.rollouts`."""
+        from .rollouts import rollouts
+
+        return rollouts(self, prompt, messages=messages, n=n, reward=reward, sampler=sampler,
+                        max_new_tokens=max_new_tokens, seed=seed, chat=chat, thr=thr, progress=progress)
+
     def __repr__(self) -> str:
         params = sum(p.numel() for p in self.hf.parameters())
         return (

@@ -82,3 +82,47 @@ def render_generations(runs, *, color: bool) -> str:
             ]
             blocks.append("\n".join(rows) + "\n")
     return "\n".join(blocks)
+
+
+# Diverging ramps for signed signals (THR): red below zero, blue above, white at zero.
+NEGATIVE = ((255, 255, 255), (253, 219, 199), (244, 165, 130), (214, 96, 77), (178, 24, 43))
+POSITIVE = ((255, 255, 255), (209, 229, 240), (146, 197, 222), (67, 147, 195), (33, 102, 172))
+
+
+def _signed_background(value, top) -> str:
+    if value is None or value is pd.NA or not top or value != value:
+        return ""
+    ramp = POSITIVE if value > 0 else NEGATIVE
+    r, g, b = ramp[min(len(ramp) - 1, int(len(ramp) * abs(float(value)) / (top * 1.0001)))]
+    return f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m"
+
+
+def render_group(group, *, color: bool, signal: str = "thr", top: int = 12) -> str:
+    """A group of rollouts: one block per response (reward, advantage, length, why it
+    stopped, its text with tokens colored by `signal`, red < 0 < blue), then the tokens with
+    the largest |signal|."""
+    table = group.table
+    has_signal = signal in table
+    scale = float(table[signal].abs().max()) if has_signal and len(table) else None
+    stops = group.meta.get("stop_reasons", [None] * len(group))
+    lines = [f"{group.meta.get('model')}: {len(group)} responses · mean reward {group.rewards.mean():.3f} · "
+             f"{group.meta.get('sampler')} · seed {group.meta.get('seed')}"
+             + (f" · color = {signal} (max |{signal}| {scale:.3g})" if has_signal and scale else "")]
+    if not group.advantages.any():
+        lines.append("all rewards are equal: every advantage (and THR) is 0, GRPO learns nothing from this group")
+    lines.append("")
+    for i, text in enumerate(group.responses):
+        rows = group.rows(i)
+        lines.append(f"[{i}] reward {group.rewards[i]:g} · advantage {group.advantages[i]:+.3f} · "
+                     f"{len(rows)} tokens ({stops[i]})")
+        if color and has_signal:
+            text = "".join(f"{_signed_background(v, scale)}{text[s:e]}{RESET}" if text[s:e] else ""
+                           for s, e, v in zip(rows["start"], rows["end"], rows[signal]))
+        lines += [text, ""]
+    if has_signal:
+        strongest = table.reindex(table[signal].abs().sort_values(ascending=False).index).head(top)
+        lines.append(f"tokens with the largest |{signal}|")
+        lines.append(f"{'resp':>5}{'pos':>5}  {'token':<18}{'advantage':>10}{signal:>10}{'entropy':>9}")
+        lines += [f"{r.response:>5}{r.position:>5}  {_short(repr(r.token), 18):<18}{r.advantage:>+10.3f}"
+                  f"{getattr(r, signal):>+10.4f}{r.entropy:>9.3f}" for r in strongest.itertuples()]
+    return "\n".join(lines) + "\n"

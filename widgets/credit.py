@@ -1,0 +1,270 @@
+"""Views of a `Group` (RL rollouts): pure builders, Group -> plotly Figure or offline HTML.
+
+- `group_strips`: the responses stacked as token strips, each token colored by a signed
+  signal (THR by default) on a diverging scale centred on zero, with the response's reward
+  and advantage beside it; self-contained HTML (what `group.show()` returns).
+- `token_heatmap`: responses as rows, positions as columns, each cell a token colored by a
+  signal (THR: diverging around zero), hover: token, advantage, signal, entropy; critical
+  tokens outlined in black.
+- `success_curve`: the success rate c_t / n after each prefix of one response (the rollout
+  definition of critical tokens), the critical token marked, the group's success rate as the
+  baseline.
+- `prefix_tree_figure`: the group's prefix tree as an icicle: shared beginnings on the
+  left, each branch's width the number of responses through it, colored by the success
+  rate below it.
+
+`GROUP_VIEWS` lists them with `applies(group)` (whether the group has the columns a view
+needs), for the dashboard: `views_for(group)` gives the applicable ones, and every
+`view.figure(group, selected)` takes the selected token as (response, position) or None.
+Figures say how a click maps to a token in `layout.meta["workbench"]`: the heatmap has
+{"position_axis": "x", "response_axis": "y"} (a clicked cell's x and y are the token's
+position and response), the success curve {"position_axis": "x", "response": i}; both also
+carry the "selected" token they were drawn for, as [response, position] or None.
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+
+from workbench.errors import WorkbenchError
+from workbench.group import Group
+from workbench.run import Run
+
+from .token_strip import token_strip
+
+# Diverging red (negative) - white (zero) - blue (positive), ColorBrewer RdBu.
+DIVERGING = ("#b2182b", "#d6604d", "#f4a582", "#fddbc7", "#f7f7f7", "#d1e5f0", "#92c5de", "#4393c3", "#2166ac")
+PLOTLY_DIVERGING = [[i / (len(DIVERGING) - 1), c] for i, c in enumerate(DIVERGING)]
+SUCCESS_SCALE = [[0.0, "#d73027"], [0.5, "#fee08b"], [1.0, "#1a9850"]]
+MARKER_COLOR, LINE_COLOR, SELECTED_COLOR = "#111111", "#31688e", "#e4572e"
+FONT = dict(family="system-ui, sans-serif", size=12)
+MAX_CELL_TEXT = 80  # positions beyond which cells show no token text (too narrow to read)
+
+
+def _signal_values(group: Group, signal: str) -> np.ndarray:
+    if signal not in group.table:
+        numeric = [c for c in group.table.columns if pd.api.types.is_float_dtype(group.table[c])]
+        raise WorkbenchError(f"the group has no '{signal}' column; its signal columns are: {', '.join(numeric)}")
+    return group.table[signal].to_numpy(dtype="float64", na_value=np.nan)
+
+
+def _symmetric_limit(values: np.ndarray) -> float:
+    finite = np.abs(values[np.isfinite(values)])
+    return float(finite.max()) if len(finite) and finite.max() > 0 else 1.0
+
+
+def _response_label(group: Group, i: int) -> str:
+    return f"#{i}  r={group.rewards[i]:g}  A={group.advantages[i]:+.2f}"
+
+
+# ----- stacked token strips (offline HTML) -------------------------------------------------
+@dataclass(frozen=True)
+class GroupStrips:
+    """Stacked token strips of a group: `html` is a fragment for notebooks; `save` writes a
+    standalone page (no external assets)."""
+
+    html: str
+    signal: str
+    n_responses: int
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def save(self, path) -> "Path":  # noqa: F821
+        from pathlib import Path
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+                        f"<title>{html.escape(self.signal)}</title></head>\n<body>\n{self.html}\n</body></html>\n",
+                        encoding="utf-8")
+        return path
+
+    def __repr__(self) -> str:
+        return f"GroupStrips(signal={self.signal!r}, responses={self.n_responses})"
+
+
+def group_strips(group: Group, signal: str = "thr") -> GroupStrips:
+    """Every response as a token strip colored by `signal`: a diverging scale symmetric
+    around zero for signed signals, the sequential one otherwise; hover a token for its
+    value. Each strip is headed by the response's reward, advantage and critical token."""
+    values = _signal_values(group, signal)
+    signed = bool(np.nanmin(values, initial=0.0) < 0) if np.isfinite(values).any() else False
+    limit = _symmetric_limit(values)
+    scale = dict(colorscale=DIVERGING, vmin=-limit, vmax=limit) if signed else dict(colorscale="viridis")
+    if not signed and np.isfinite(values).any():
+        scale.update(vmin=float(np.nanmin(values)), vmax=float(np.nanmax(values)))
+    parts = [f'<div class="tw-group" style="font:13px system-ui,sans-serif">'
+             f"<div><b>{html.escape(str(group.meta.get('model', '')))}</b> · {len(group)} responses · "
+             f"mean reward {group.rewards.mean():.3f} · color = {html.escape(signal)}</div>"]
+    columns = ["position", "token_id", "token", "start", "end", signal]
+    for i, text in enumerate(group.responses):
+        rows = group.rows(i)
+        run = Run(text, rows[columns].reset_index(drop=True), {}, {})
+        header = html.escape(_response_label(group, i))
+        if "critical" in rows and rows["critical"].fillna(False).astype(bool).any():
+            critical = rows[rows["critical"].fillna(False).astype(bool)].iloc[0]
+            header += f" · critical token #{int(critical['position'])} {html.escape(repr(critical['token']))}"
+        parts.append(f'<div style="margin-top:10px;color:#444">{header}</div>')
+        parts.append(token_strip(run, signal, **scale).html)
+    parts.append("</div>")
+    return GroupStrips("\n".join(parts), signal, len(group))
+
+
+# ----- heatmap of responses x positions ----------------------------------------------------------
+def _grid(group: Group, column: str, fill=np.nan, dtype=object) -> np.ndarray:
+    """[G, T] values of `column` by (response, position)."""
+    table = group.table
+    width = int(table["position"].max()) + 1 if len(table) else 0
+    grid = np.full((len(group), width), fill, dtype=dtype)
+    grid[table["response"].to_numpy(), table["position"].to_numpy()] = table[column].to_numpy()
+    return grid
+
+
+def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal: str = "thr") -> go.Figure:
+    """Responses stacked (rows), tokens along the positions (columns), each cell colored by
+    `signal`: on a diverging scale centred on zero when it takes negative values (THR), on
+    a sequential one otherwise (D3S); critical tokens outlined in black."""
+    values = _signal_values(group, signal)
+    signed = bool(np.nanmin(values, initial=0.0) < 0) if np.isfinite(values).any() else False
+    limit = _symmetric_limit(values)
+    scale = (dict(colorscale=PLOTLY_DIVERGING, zmin=-limit, zmax=limit, zmid=0) if signed
+             else dict(colorscale="Viridis", zmin=0, zmax=limit))
+    z = _grid(group, signal, dtype="float64")
+    tokens = _grid(group, "token", fill="")
+    advantage = np.repeat(group.advantages[:, None], z.shape[1], axis=1)
+    entropy = _grid(group, "entropy", dtype="float64") if "entropy" in group.table else np.full(z.shape, np.nan)
+    labels = [_response_label(group, i) for i in range(len(group))]
+    show_text = z.shape[1] <= MAX_CELL_TEXT
+    fig = go.Figure(go.Heatmap(
+        z=z, x=list(range(z.shape[1])), y=list(range(len(group))), **scale,
+        text=np.vectorize(lambda t: t.replace("\n", "↵"))(tokens) if tokens.size else tokens,
+        texttemplate="%{text}" if show_text else None, textfont=dict(size=10),
+        customdata=np.dstack([advantage, entropy]) if z.size else None,
+        hovertemplate=("response %{y}<br>position %{x}: %{text}<br>advantage %{customdata[0]:+.3f}<br>"
+                       f"{signal} %{{z:+.4g}}<br>entropy %{{customdata[1]:.3f}}<extra></extra>"),
+        colorbar=dict(title=signal), xgap=1, ygap=2,
+    ))
+    if "critical" in group.table:
+        critical = group.table[group.table["critical"].fillna(False).astype(bool)]
+        fig.add_trace(go.Scatter(
+            x=critical["position"], y=critical["response"], mode="markers", name="critical token",
+            marker=dict(symbol="square-open", size=22, color=MARKER_COLOR, line=dict(width=2)),
+            hovertemplate="critical token<extra></extra>"))
+    if selected is not None:
+        response, position = selected
+        fig.add_shape(type="rect", x0=position - 0.5, x1=position + 0.5, y0=response - 0.5, y1=response + 0.5,
+                      line=dict(color=SELECTED_COLOR, width=3))
+    fig.update_layout(
+        title=f"{signal} per token", height=max(220, 60 + 36 * len(group)), font=FONT, template="plotly_white",
+        xaxis=dict(title="position in the response"),
+        yaxis=dict(autorange="reversed", tickvals=list(range(len(group))), ticktext=labels),
+        showlegend=False, margin=dict(l=150, r=20, t=40, b=40),
+        meta={"workbench": {"position_axis": "x", "response_axis": "y",
+                            "selected": None if selected is None else list(selected)}})
+    return fig
+
+
+# ----- success rate along one response -----------------------------------------------------------
+def success_curve(group: Group, response: int | None = None, selected: tuple[int, int] | None = None) -> go.Figure:
+    """c_t / n after each evaluated prefix of `response` (default: the selected token's
+    response, else the first with a success rate), its critical token marked, the group's
+    own success rate dashed."""
+    if "success_rate" not in group.table:
+        raise WorkbenchError("the group has no success_rate column; run credit.rollout_critical_tokens and group.add "
+                             "its .columns()")
+    evaluated = group.table[group.table["success_rate"].notna()]
+    if response is None:
+        response = selected[0] if selected is not None else (int(evaluated["response"].iloc[0]) if len(evaluated) else 0)
+    rows = group.rows(response)
+    points = rows[rows["success_rate"].notna()]
+    baseline = float(group.correct().mean())
+    fig = go.Figure(go.Scatter(
+        x=points["position"], y=points["success_rate"], mode="lines+markers", line=dict(color=LINE_COLOR),
+        customdata=[repr(t) for t in points["token"]], name="success rate",
+        hovertemplate="after #%{x} %{customdata}: %{y:.0%} of completions correct<extra></extra>"))
+    fig.add_hline(y=baseline, line=dict(dash="dash", color="#888"), annotation_text=f"group {baseline:.0%}",
+                  annotation_position="top left")
+    if "critical" in rows and rows["critical"].fillna(False).astype(bool).any():
+        critical = rows[rows["critical"].fillna(False).astype(bool)].iloc[0]
+        fig.add_vline(x=int(critical["position"]), line=dict(color=MARKER_COLOR, width=2),
+                      annotation_text=f"critical: {critical['token']!r}", annotation_position="top right")
+    if selected is not None and selected[0] == response:
+        fig.add_vline(x=selected[1], line=dict(color=SELECTED_COLOR, width=2, dash="dot"))
+    ticks = rows["position"].tolist()
+    fig.update_layout(
+        title=f"response #{response}: success rate after each prefix", height=300, font=FONT, template="plotly_white",
+        yaxis=dict(title="correct completions", range=[-0.05, 1.05], tickformat=".0%"),
+        xaxis=dict(title="prefix ends at token", tickvals=ticks if len(ticks) <= 40 else None,
+                   ticktext=[t.replace("\n", "↵") for t in rows["token"]] if len(ticks) <= 40 else None),
+        showlegend=False, margin=dict(l=60, r=20, t=40, b=60),
+        meta={"workbench": {"position_axis": "x", "response": response,
+                            "selected": None if selected is None else list(selected)}})
+    return fig
+
+
+# ----- prefix tree -----------------------------------------------------------------------------------
+def prefix_tree_figure(group: Group, selected: tuple[int, int] | None = None, *, threshold: float = 0.0,
+                       max_label: int = 24) -> go.Figure:
+    """The group's prefix tree as an icicle (left to right): the prompt, then the shared
+    beginnings, each branch as wide as the responses through it, colored by the share of
+    them that are correct."""
+    from workbench.credit import prefix_tree
+
+    nodes = prefix_tree(group, threshold=threshold).nodes
+    correct = group.correct(threshold)
+
+    def label(text: str) -> str:
+        text = text.replace("\n", "↵")
+        return text if len(text) <= max_label else text[:max_label - 1] + "…"
+
+    ids = ["prompt"] + [f"n{n}" for n in nodes["node"]]
+    parents = [""] + ["prompt" if p < 0 else f"n{p}" for p in nodes["parent"]]
+    fig = go.Figure(go.Icicle(
+        ids=ids, parents=parents, labels=["prompt"] + [label(t) for t in nodes["text"]],
+        values=[len(group)] + nodes["count"].tolist(), branchvalues="total",
+        marker=dict(colors=[float(correct.mean())] + nodes["success_rate"].tolist(), colorscale=SUCCESS_SCALE,
+                    cmin=0, cmax=1, colorbar=dict(title="success", tickformat=".0%")),
+        customdata=[[len(group), int(correct.sum()), ""]] + [
+            [c, k, ", ".join(map(str, r))] for c, k, r in zip(nodes["count"], nodes["correct"], nodes["responses"])],
+        hovertemplate="%{label}<br>%{customdata[0]} responses, %{customdata[1]} correct"
+                      "<br>responses %{customdata[2]}<extra></extra>",
+        tiling=dict(orientation="h"), textfont=dict(family="ui-monospace, monospace"),
+    ))
+    fig.update_layout(title="prefix tree: shared beginnings and where responses branch", height=max(300, 40 * len(group)),
+                      font=FONT, margin=dict(l=10, r=10, t=40, b=10),
+                      meta={"workbench": {"selected": None if selected is None else list(selected)}})
+    return fig
+
+
+# ----- for the dashboard -------------------------------------------------------------------------
+@dataclass(frozen=True)
+class GroupView:
+    name: str
+    title: str
+    applies: Callable[[Group], bool]
+    figure: Callable[[Group, "tuple[int, int] | None"], go.Figure]  # (group, (response, position) or None)
+
+
+GROUP_VIEWS: dict[str, GroupView] = {view.name: view for view in (
+    GroupView("credit.thr", "Token Hidden Reward per token", lambda g: "thr" in g.table, token_heatmap),
+    GroupView("credit.d3s", "D3S priority |A| x H per token", lambda g: "d3s" in g.table,
+              lambda g, selected: token_heatmap(g, selected, signal="d3s")),
+    GroupView("credit.success", "Success rate along a response", lambda g: "success_rate" in g.table,
+              lambda g, selected: success_curve(g, selected=selected)),
+    GroupView("credit.prefix_tree", "Prefix tree", lambda g: len(g) > 0, prefix_tree_figure),
+)}
+
+
+def views_for(group: Group) -> list[GroupView]:
+    """The group views that have data in `group`, in order."""
+    return [view for view in GROUP_VIEWS.values() if view.applies(group)]
+
+
+__all__ = ["GROUP_VIEWS", "GroupStrips", "GroupView", "group_strips", "prefix_tree_figure", "success_curve",
+           "token_heatmap", "views_for"]
