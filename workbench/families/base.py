@@ -2,13 +2,16 @@
 
 Each family's quirks live in one small adapter (nnterp's idea): where the decoder layers,
 the final norm and the lm_head are, how final hidden states become logits, where the
-MoE routers sit, and a chat template to fall back on. Core code asks the adapter and never
-reaches into a family's module names itself.
+MoE routers sit and how their outputs normalize into `Routing` (routing.py), and a chat
+template to fall back on. Core code asks the adapter and never reaches into a family's
+module names itself.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
+
+from .routing import Routing, normalize
 
 
 def resolve(module: nn.Module, path: str) -> nn.Module | None:
@@ -29,6 +32,7 @@ class FamilyAdapter:
     layers_path = "layers"  # relative to the backbone
     norm_path = "norm"  # relative to the backbone
     router_path: str | None = None  # relative to a decoder layer; None for dense families
+    scoring = "softmax"  # MoE families: how the router turns logits into expert scores
     default_chat_template: str | None = None
 
     def backbone(self, hf: nn.Module) -> nn.Module:
@@ -69,6 +73,33 @@ class FamilyAdapter:
             if router is not None:
                 found.append((index, router))
         return found
+
+    def route(self, hf: nn.Module, index: int, router: nn.Module, hidden: torch.Tensor, output) -> Routing:
+        """One call of layer `index`'s router, normalized (see routing.py). hidden: the
+        router's input [N, d]; output: what its forward returned."""
+        routing = normalize(router, hidden, output, self.router_scoring(hf.config))
+        routing.shared_weight = self.shared_weight(self.layers(hf)[index], hidden)
+        return routing
+
+    def router_scoring(self, config) -> str:
+        return self.scoring
+
+    def shared_weight(self, layer: nn.Module, hidden: torch.Tensor) -> torch.Tensor | None:
+        """Per-token weight [N] of the layer's always-on shared expert(s); None when the
+        family has none."""
+        return None
+
+    def routing_rule(self, config) -> dict:
+        """How this family routes, for a run's metadata: scoring function, how the k weights
+        are formed (in words), number of shared experts."""
+        return {"scoring": self.router_scoring(config), "weights": self.weights_rule(config),
+                "shared_experts": self.shared_experts(config)}
+
+    def weights_rule(self, config) -> str:
+        return "top-k of the scores"
+
+    def shared_experts(self, config) -> int:
+        return 0
 
     def fits(self, hf: nn.Module) -> bool:
         """Whether this adapter's paths exist on the model (used for unknown model types)."""

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 NEEDS = {
     "final_hidden": "final-normed hidden states [T, d] (logits are made from them chunk by chunk)",
     "layer_hidden": "every layer's residual stream [L+1, T, d] (embeddings first)",
+    "routing": "each MoE layer's router call: logits [T, E], top-k expert ids and weights, shared-expert weight",
 }
 
 
