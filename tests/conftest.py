@@ -1,6 +1,14 @@
+import os
+
 import pytest
+import torch
 
 import workbench as wb
+
+if not torch.cuda.is_available():
+    # Triton kernels run on CPU tensors only in the interpreter, which reads this variable
+    # when triton is first imported (never before this point: workbench imports it lazily).
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 
 @pytest.fixture(scope="session")
