@@ -2,7 +2,11 @@
 
 - head grid: a head summary (mean attention entropy, or mean sink mass) for every layer x head;
 - received attention per key (H2O's score), averaged over layers and heads or for one head;
-- heavy-hitter keep/evict: which keys a KV cache of `heavy` + `recent` slots would keep.
+- the exact attention row of the selected token (averaged over layers and heads; kept by
+  analyze for short inputs, `workbench.exact_attention` gives any row of any head);
+- KV-cache keep/evict: which keys a cache of `heavy` + `recent` slots would keep, ranked by
+  received attention (H2O) or by Keyformer scores.
+Clicking a bar selects that token in the other views.
 """
 from __future__ import annotations
 
@@ -15,10 +19,18 @@ from .panels import Panel, register_panel
 
 SUMMARIES = {"entropy": ("attn_head_entropy", "mean attention entropy (nats)"),
              "sink": ("attn_head_sink", "mean mass on the first key (sink)")}
+SCORES = {"received": ("attn_received", "H2O", "received attention"),
+          "keyformer": ("attn_keyformer", "Keyformer", "Keyformer score")}
+SELECTED, KEY, KEPT, EVICTED = "#ff7f0e", "#4c78a8", "#2ca02c", "#c7c7c7"
+POSITION_AXIS = {"workbench": {"position_axis": "x"}}  # a clicked bar selects its token
 
 
 def has_attention(run) -> bool:
     return "attn_received" in run.arrays
+
+
+def has_keyformer(run) -> bool:
+    return "attn_keyformer" in run.arrays
 
 
 def head_grid(run, position=None, summary: str = "entropy") -> go.Figure:
@@ -37,34 +49,61 @@ def head_grid(run, position=None, summary: str = "entropy") -> go.Figure:
 
 def received(run, position=None, layer: int | None = None, head: int | None = None) -> go.Figure:
     """Received attention per key; `layer`/`head` index the arrays (None: mean over them)."""
-    scores = _received(run, layer, head)
+    scores = _scores(run, "attn_received", layer, head)
     table = run.table
-    colors = np.where(table["position"].to_numpy() == position, "#ff7f0e", "#4c78a8")
+    colors = np.where(table["position"].to_numpy() == position, SELECTED, KEY)
     which = "mean over layers and heads" if layer is None and head is None else f"layer {layer}, head {head}"
     fig = go.Figure(go.Bar(x=table["position"], y=scores, marker_color=colors, customdata=table["token"],
                            hovertemplate="%{x}: %{customdata!r}<br>received %{y:.3f}<extra></extra>"))
     fig.update_layout(title=f"Attention received by each token ({which})", xaxis_title="position (key)",
-                      yaxis_title="sum over queries of A[q, key]", height=340)
+                      yaxis_title="sum over queries of A[q, key]", height=340, meta=POSITION_AXIS)
     return fig
 
 
-def keep_evict(run, position=None, heavy: int = 8, recent: int = 8, layer=None, head=None) -> go.Figure:
-    """H2O with a budget of `heavy` + `recent` keys: kept tokens green, evicted grey."""
-    scores = _received(run, layer, head)
+def exact_row(run, position=None) -> go.Figure:
+    """What the selected token (default: the last) attends to: its exact attention row,
+    averaged over layers and heads, over the keys up to it."""
+    table = run.table
+    query = len(table) - 1 if position is None or not 0 <= position < len(table) else int(position)
+    fig = go.Figure()
+    if "attn_rows" not in run.arrays:
+        limit = run.meta.get("attention_rows_max_tokens")
+        fig.add_annotation(text=f"Exact rows are kept for inputs of at most {limit} tokens (this one has {len(table)}).<br>"
+                                f"In a notebook: workbench.exact_attention(model, run, queries=[{query}])",
+                           showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
+        fig.update_layout(title="Exact attention row", height=340, xaxis_visible=False, yaxis_visible=False)
+        return fig
+    row = run.arrays["attn_rows"][query, :query + 1]  # [keys up to the query]
+    keys = table["position"].to_numpy()[:query + 1]
+    fig.add_trace(go.Bar(x=keys, y=row, marker_color=np.where(keys == query, SELECTED, KEY),
+                         customdata=table["token"].to_numpy()[:query + 1],
+                         hovertemplate="%{x}: %{customdata!r}<br>A = %{y:.4f}<extra></extra>"))
+    fig.update_layout(title=f"What token {query} ({table['token'].iloc[query]!r}) attends to: exact row, "
+                            "mean over layers and heads", xaxis_title="position (key)", yaxis_title="attention",
+                      height=340, meta=POSITION_AXIS)
+    return fig
+
+
+def keep_evict(run, position=None, heavy: int = 8, recent: int = 8, layer=None, head=None,
+               score: str = "received") -> go.Figure:
+    """A KV cache of `heavy` + `recent` keys ranked by `score` ("received": H2O, or
+    "keyformer"): kept tokens green, evicted grey."""
+    name, method, label = SCORES[score]
+    scores = _scores(run, name, layer, head)
     keep = heavy_hitters(scores, heavy, recent)
     table = run.table
     fig = go.Figure(go.Bar(
-        x=table["position"], y=scores, marker_color=np.where(keep, "#2ca02c", "#c7c7c7"),
+        x=table["position"], y=scores, marker_color=np.where(keep, KEPT, EVICTED),
         customdata=np.stack([table["token"], np.where(keep, "kept", "evicted")], -1),
-        hovertemplate="%{x}: %{customdata[0]!r} (%{customdata[1]})<br>received %{y:.3f}<extra></extra>",
+        hovertemplate="%{x}: %{customdata[0]!r} (%{customdata[1]})<br>" + label + " %{y:.3f}<extra></extra>",
     ))
-    fig.update_layout(title=f"H2O cache of {heavy} heavy + {recent} recent keys: {int(keep.sum())} kept of {len(keep)}",
-                      xaxis_title="position (key)", yaxis_title="received attention", height=340)
+    fig.update_layout(title=f"{method} cache of {heavy} heavy + {recent} recent keys: {int(keep.sum())} kept of {len(keep)}",
+                      xaxis_title="position (key)", yaxis_title=label, height=340, meta=POSITION_AXIS)
     return fig
 
 
-def _received(run, layer, head) -> np.ndarray:
-    values = run.arrays["attn_received"]  # [L, H, T]
+def _scores(run, name: str, layer, head) -> np.ndarray:
+    values = run.arrays[name]  # [L, H, T]
     values = values if layer is None else values[layer:layer + 1]
     values = values if head is None else values[:, head:head + 1]
     return values.mean(axis=(0, 1))
@@ -72,4 +111,7 @@ def _received(run, layer, head) -> np.ndarray:
 
 register_panel(Panel("attention.heads", "Attention heads (mean entropy)", has_attention, head_grid))
 register_panel(Panel("attention.received", "Received attention (H2O score)", has_attention, received))
+register_panel(Panel("attention.row", "Exact attention row of the selected token", has_attention, exact_row))
 register_panel(Panel("attention.h2o", "Heavy-hitter KV cache: kept and evicted", has_attention, keep_evict))
+register_panel(Panel("attention.keyformer", "Keyformer KV cache: kept and evicted", has_keyformer,
+                     lambda run, position=None: keep_evict(run, position, score="keyformer")))

@@ -18,7 +18,8 @@ try:
 except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0.0.0+local"
 
-_LAZY = {"load": "models", "Model": "models", "Run": "run", "Group": "group", "explore": "widgets.explorer"}
+_LAZY = {"load": "models", "Model": "models", "Run": "run", "Group": "group", "explore": "widgets.explorer",
+         "exact_attention": "attention_rows"}
 _SUBMODULES = ("samplers", "rewards", "credit")  # wb.samplers.TopH, wb.rewards.exact_answer, ...
 
 
@@ -30,5 +31,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
 
 
-__all__ = ["Group", "MemoryEstimateExceeded", "Model", "Run", "SignalUnavailable", "WorkbenchError", "explore", "load",
-           "__version__"]
+__all__ = ["Group", "MemoryEstimateExceeded", "Model", "Run", "SignalUnavailable", "WorkbenchError", "exact_attention",
+           "explore", "load", "__version__"]

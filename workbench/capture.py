@@ -2,15 +2,27 @@
 
 The model's own logits are never computed here: the backbone returns final hidden states
 and signals turn them into vocabulary statistics chunk by chunk, so no [T, V] tensor exists.
+Attention is reduced layer by layer as the forward runs (`attention_capture.py`): each
+layer's queries and keys become [heads, T] statistics and are dropped, so no layer's
+T x T attention is kept (exact rows only for inputs of at most ATTENTION_ROWS_MAX_T tokens).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
+from .attention_capture import AttentionInputs, capturing_queries_keys
 from .families.routing import Routing
+from .kernels.attention_stats import score_blocks
+from .kv import KEYFORMER_TAU, keyformer_scores
 from .models import Model
+
+ATTENTION_SINK = 1  # sink mass: attention on the first key
+ATTENTION_ROWS_MAX_T = 512  # inputs this short also keep their exact attention rows, [T, T] (1 MiB at 512)
+KEYFORMER_SEED = 0  # layer l draws its Gumbel noise from seed KEYFORMER_SEED + l
 
 
 @dataclass
@@ -20,6 +32,10 @@ class Capture:
     final_hidden: torch.Tensor | None = None  # [T, d], after the final norm
     layer_hidden: list[torch.Tensor] | None = None  # L+1 x [T, d], embeddings first, before the final norm
     routing: dict[int, Routing] | None = None  # MoE layer index -> its router's call, normalized
+    # layer index -> {"entropy", "sink_mass", "received" (need "attention"), "keyformer" (need
+    # "keyformer")} -> [H, T] float32
+    attention: dict[int, dict[str, np.ndarray]] | None = None
+    attention_rows: np.ndarray | None = None  # [T, T] exact attention summed over layers, mean over heads
 
 
 def run_forward(model: Model, ids: list[int], needs: set[str]) -> Capture:
@@ -37,7 +53,7 @@ def run_forward(model: Model, ids: list[int], needs: set[str]) -> Capture:
         hooks += [router.register_forward_hook(_keep_routing(model, index, capture.routing), with_kwargs=True)
                   for index, router in model.adapter.routers(model.hf)]
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), _attention_capture(model, capture, needs):
             output = model.adapter.backbone(model.hf)(input_ids=input_ids, use_cache=False)
     finally:
         for hook in hooks:
@@ -72,3 +88,48 @@ def _keep_routing(model: Model, index: int, store: dict):
         store[index] = model.adapter.route(model.hf, index, module, hidden.reshape(-1, hidden.shape[-1]), output)
 
     return hook
+
+
+def _attention_capture(model: Model, capture: Capture, needs: set[str]):
+    """A context in which each attention layer's Q, K become per-layer statistics in
+    `capture.attention` as the layer runs (nothing when no attention need is asked for)."""
+    if not needs & {"attention", "keyformer"}:
+        return nullcontext()
+    capture.attention = {}
+    n_tokens = len(capture.ids)
+    keep_rows = "attention" in needs and n_tokens <= ATTENTION_ROWS_MAX_T
+    if keep_rows:
+        capture.attention_rows = np.zeros((n_tokens, n_tokens), dtype=np.float32)
+
+    def on_layer(inputs: AttentionInputs):
+        layer = capture.attention.setdefault(inputs.layer, {})
+        if "attention" in needs:
+            stats = inputs.stats(sink=ATTENTION_SINK)
+            layer.update(entropy=_head_rows(stats.entropy), sink_mass=_head_rows(stats.sink_mass),
+                         received=_head_rows(stats.received))
+            if keep_rows:
+                capture.attention_rows += _head_mean_rows(inputs, stats.lse)
+        if "keyformer" in needs:
+            layer["keyformer"] = _head_rows(keyformer_scores(
+                inputs.query, inputs.key, tau=KEYFORMER_TAU, seed=KEYFORMER_SEED + inputs.layer, causal=inputs.causal,
+                mask=inputs.mask, scale=inputs.scale, sink_logits=inputs.sink_logits,
+            ))
+
+    return capturing_queries_keys(model.hf, on_layer)
+
+
+def _head_rows(values: torch.Tensor) -> np.ndarray:
+    """[1, H, T] statistic of the batch of one -> [H, T] float32 on the host."""
+    return values[0].float().cpu().numpy()
+
+
+def _head_mean_rows(inputs: AttentionInputs, lse: torch.Tensor) -> np.ndarray:
+    """Every query's exact attention row averaged over heads, [T, T]: A = exp(s - lse) one
+    block of queries at a time, from the scores and each query's lse (the statistics' own)."""
+    n_tokens = inputs.query.shape[2]
+    lse = torch.where(torch.isneginf(lse), float("inf"), lse)[0]  # [H, T]; a query that sees nothing: zeros
+    rows = torch.zeros(n_tokens, n_tokens, device=inputs.query.device)
+    for start, end, scores in score_blocks(inputs.query, inputs.key, causal=inputs.causal, mask=inputs.mask,
+                                           scale=inputs.scale):
+        rows[start:end, :scores.shape[-1]] = scores[0].sub_(lse[:, start:end, None]).exp_().mean(0)
+    return rows.cpu().numpy()

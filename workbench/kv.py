@@ -1,12 +1,32 @@
-"""KV-cache importance: which keys a cache with a budget would keep.
+"""KV-cache importance: which keys a cache with a budget would keep, and the scores it ranks by.
 
 H2O (Zhang et al. 2023, "Heavy-Hitter Oracle"): keep the `recent` most recent keys and,
 among the others, the `heavy` keys with the largest received attention s_j = sum_i A_ij.
 [s = (2.5, .8, .3, .4), heavy 1 + recent 1 -> keys {0, 3}]
+
+Keyformer (Adnan et al. 2024, "Keyformer: KV Cache Reduction through Key Tokens Selection"):
+rank keys by the accumulated Gumbel-softmax of the pre-softmax scores x_ij instead of A_ij,
+    f_j = sum_i softmax_j((x_ij + g_ij) / tau_i),   g_ij ~ Gumbel(0, 1),
+with tau rising linearly from tau_start = 1 to tau_end = 2 over the sequence (query i of T
+plays generation step i). With g = 0 and tau = 1 it equals H2O's received attention. Select
+with `heavy_hitters(f, heavy, recent)`, as Keyformer keeps a recent window plus key tokens.
+
+Zero-TPrune weighted PageRank (Wang et al. 2024, "Zero-TPrune"): s <- A^T s from the uniform
+distribution, per head. Designed for bidirectional (ViT) attention: under causal attention
+every row leaks mass to earlier keys and the first token's row keeps all of its own, so the
+score collapses onto token 0. [A = ((1,0,0), (.5,.5,0), (.2,.3,.5)), one step -> (.5667, .2667, .1667)]
+It needs the full T x T attention of each head: short inputs only.
 """
 from __future__ import annotations
 
 import numpy as np
+import torch
+
+from .errors import WorkbenchError
+from .kernels.attention_stats import MASKED, QUERY_BLOCK, score_blocks
+
+KEYFORMER_TAU = (1.0, 2.0)  # the paper's tau_init and tau_end
+PAGERANK_MAX_T = 1024  # [L, H, T, T] float32 of the embedded model at T = 1024: 1.1 GB
 
 
 def heavy_hitters(received: np.ndarray, heavy: int, recent: int) -> np.ndarray:
@@ -22,3 +42,71 @@ def heavy_hitters(received: np.ndarray, heavy: int, recent: int) -> np.ndarray:
         order = np.argsort(-received[candidates], kind="stable")  # ties: the earlier key
         keep[candidates[order[:heavy]]] = True
     return keep
+
+
+def keyformer_scores(q, k, *, tau=KEYFORMER_TAU, seed: int | None = 0, causal=True, mask=None, scale=None,
+                     sink_logits=None, block=QUERY_BLOCK) -> torch.Tensor:
+    """Keyformer scores f [B, Hq, Tk] from queries [B, Hq, Tq, d] and keys [B, Hkv, Tk, d]
+    (masks, GQA and learned sink logits as in `kernels.attention_stats`; the sink outcome gets
+    its own noise and temperature and, being no key, no score).
+
+    tau: (tau_start, tau_end), linear over the Tq queries; seed: Gumbel noise drawn from a
+    generator with this seed (the same seed gives the same scores), None for no noise (g = 0).
+    One [B, Hq, block, Tk] slab at a time, as the attention statistics."""
+    tau_start, tau_end = map(float, tau)
+    if tau_start <= 0 or tau_end <= 0:
+        raise ValueError(f"Keyformer temperatures must be > 0, got {tau}")
+    batch, heads, t_q, _ = q.shape
+    taus = torch.linspace(tau_start, tau_end, t_q, device=q.device) if t_q > 1 else torch.tensor([tau_start], device=q.device)
+    generator = None if seed is None else torch.Generator(device=q.device).manual_seed(seed)
+    sinks = None if sink_logits is None else sink_logits.float().view(1, heads, 1, 1)
+    scores_out = torch.zeros(batch, heads, k.shape[2], dtype=torch.float32, device=q.device)
+    for start, end, scores in score_blocks(q, k, causal=causal, mask=mask, scale=scale, block=block):
+        tau_block = taus[start:end, None]  # [q, 1]
+        if generator is not None:
+            scores.add_(_gumbel(scores.shape, generator))  # masked keys stay at the floor
+        scores.div_(tau_block)
+        top = scores.amax(-1, keepdim=True)  # [B, H, q, 1]
+        if sinks is not None:
+            sink = sinks.expand(batch, heads, end - start, 1)
+            if generator is not None:
+                sink = sink + _gumbel(sink.shape, generator)
+            sink = sink / tau_block
+            top = torch.maximum(top, sink)
+        e = scores.sub_(top).exp_()  # in place: exp((x + g) / tau - m)
+        z = e.sum(-1)
+        if sinks is not None:
+            z = z + (sink - top)[..., 0].exp()
+        dead = top[..., 0] < MASKED / (2 * tau_block[:, 0])  # no visible key and no sink: padding
+        inv_z = torch.where(dead, 0.0, z.reciprocal())
+        scores_out[..., :e.shape[-1]] += torch.matmul(inv_z[..., None, :], e)[..., 0, :]
+    return scores_out
+
+
+def _gumbel(shape, generator) -> torch.Tensor:
+    """Gumbel(0, 1) noise: -log E with E ~ Exponential(1)."""
+    return torch.empty(shape, device=generator.device).exponential_(generator=generator).log_().neg_()
+
+
+def weighted_pagerank(attention, *, steps: int | None = None, tol: float = 1e-6, max_steps: int = 1000) -> np.ndarray:
+    """Zero-TPrune's weighted PageRank of each head: attention [..., T, T] (rows: queries,
+    each summing to one) -> scores [..., T]. steps: that many iterations of s <- A^T s from
+    s = 1/T; None: iterate until no score moves by more than `tol` (at most `max_steps`).
+    Designed for bidirectional attention: under causal attention it collapses onto token 0."""
+    attention = np.asarray(attention, dtype=np.float64)
+    if attention.ndim < 2 or attention.shape[-1] != attention.shape[-2]:
+        raise WorkbenchError(f"weighted PageRank needs square attention matrices [..., T, T], got {attention.shape}")
+    t = attention.shape[-1]
+    if t > PAGERANK_MAX_T:
+        raise WorkbenchError(
+            f"weighted PageRank needs each head's full {t} x {t} attention matrix; it is meant for inputs of at "
+            f"most {PAGERANK_MAX_T} tokens. For long inputs rank keys by received attention (H2O) or Keyformer"
+        )
+    scores = np.full(attention.shape[:-1], 1.0 / t)  # [..., T]
+    for _ in range(max_steps if steps is None else steps):
+        updated = np.einsum("...qk,...q->...k", attention, scores)  # A^T s
+        converged = np.abs(updated - scores).max() <= tol
+        scores = updated
+        if steps is None and converged:
+            break
+    return scores

@@ -7,8 +7,11 @@ import pandas as pd
 # Light-to-dark red ramp (24-bit ANSI background), readable with black text.
 RAMP = ((255, 255, 255), (255, 230, 200), (255, 190, 140), (250, 140, 100), (230, 80, 70), (190, 30, 50))
 RESET = "\x1b[0m"
-SHOWN = ("entropy", "surprisal", "rank", "margin", "router_entropy")
-LABELS = {"router_entropy": "router H"}  # headers for columns wider than a cell
+SHOWN = ("entropy", "surprisal", "rank", "margin", "router_entropy", "attn_entropy", "attn_sink_mass", "attn_received",
+         "attn_keyformer")
+# headers for columns wider than a cell
+LABELS = {"router_entropy": "router H", "attn_entropy": "attn H", "attn_sink_mass": "sink mass",
+          "attn_received": "received", "attn_keyformer": "keyformer"}
 
 
 def render_table(run, *, color: bool, signal: str = "surprisal") -> str:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from workbench.kernels import attention_rows, attention_stats
+from workbench.kernels.attention_stats import attention_stats_reference
 from workbench.kv import heavy_hitters
 
 
@@ -36,8 +37,6 @@ def test_matches_eager(heads, kv_heads, t, block):
     q, k = torch.randn(2, heads, t, 16, generator=gen) * 2, torch.randn(2, kv_heads, t, 16, generator=gen) * 2
     subset = torch.zeros(t, dtype=torch.bool)
     subset[[1, 3, t - 1]] = True
-    from workbench.kernels.attention_stats import attention_stats_reference
-
     stats = attention_stats_reference(q, k, sink=2, key_subset=subset, top_k=3, block=block)
     a, p_sink = eager(q, k)
     close = dict(rtol=0, atol=1e-5)
@@ -73,3 +72,25 @@ def test_design_heavy_hitter_vector():
     assert np.flatnonzero(heavy_hitters(received, heavy=1, recent=1)).tolist() == [0, 3]
     assert heavy_hitters(received, heavy=0, recent=0).sum() == 0
     assert heavy_hitters(received, heavy=10, recent=1).all()
+
+
+@pytest.mark.parametrize("block", [4, 64])
+def test_queries_that_see_nothing_add_nothing(block):
+    """Left padding as Hugging Face masks it: the first 3 positions are keys nobody attends to,
+    and their own queries see no key at all. Those queries get lse -inf and entropy nan, and
+    add nothing to received attention (eager: column sums over the real queries only)."""
+    gen = torch.Generator().manual_seed(1)
+    q, k = torch.randn(1, 4, 20, 8, generator=gen), torch.randn(1, 2, 20, 8, generator=gen)
+    allowed = torch.ones(20, 20, dtype=torch.bool)
+    allowed[:, :3] = False
+    additive = torch.zeros(1, 1, 20, 20).masked_fill(~allowed, torch.finfo(torch.float32).min)
+    a, _ = eager(q, k, mask=allowed)  # rows 0..2: nan (nothing to attend to)
+    real = a[:, :, 3:]
+    stats = attention_stats_reference(q, k, mask=additive, top_k=2, block=block)
+    assert torch.isneginf(stats.lse[..., :3]).all() and torch.isnan(stats.entropy[..., :3]).all()
+    torch.testing.assert_close(stats.received.double(), real.sum(2), rtol=0, atol=1e-5)
+    torch.testing.assert_close(stats.entropy[..., 3:].double(), entropy_of(real, torch.zeros(real.shape[:3])), rtol=0, atol=1e-5)
+    assert (stats.sink_mass[..., :3] == 0).all() and (stats.topk_probs[..., :3, :] == 0).all()
+    rows = attention_rows(q, k, [1, 10], mask=additive)
+    assert (rows[:, :, 0] == 0).all()
+    torch.testing.assert_close(rows[:, :, 1].double(), a[:, :, 10], rtol=0, atol=1e-6)

@@ -1,5 +1,5 @@
 """Per-token signals, each a registered function (see registry.py)."""
-from . import logit_lens, routing, uncertainty  # noqa: F401  (registration)
+from . import attention, logit_lens, routing, uncertainty  # noqa: F401  (registration)
 from .registry import SIGNALS, Signal, SignalOutput, register, resolve
 
 __all__ = ["SIGNALS", "Signal", "SignalOutput", "register", "resolve"]

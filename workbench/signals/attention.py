@@ -1,50 +1,100 @@
-"""Attention statistics per layer, head and position, computed from Q and K during the
-forward (see `workbench/attention_capture.py` and `kernels/attention_stats.py`); no
-T x T matrix is kept.
+"""Attention statistics and KV importance per layer, head and position, computed from Q and
+K as each layer runs (see `workbench/attention_capture.py` and `kernels/attention_stats.py`);
+no T x T matrix is kept.
 
-Arrays [layer, head, position]: attn_entropy (of each query's attention), attn_sink_mass
-(mass on the first `sink` keys), attn_received (per key: sum over queries of the attention
-it receives, H2O's heavy-hitter score). Head summaries [layer, head]: attn_head_entropy
-(mean over queries), attn_head_sink (mean sink mass). Table columns: the same per-token
-values averaged over layers and heads.
+Signal "attention". With A the attention of one layer and head (rows: queries q, columns: keys j):
+    attn_entropy   [L, H, T]  -sum_j A_qj log A_qj of each query q (nats; 0 for the first token)
+    attn_sink_mass [L, H, T]  A_q0, each query's mass on the first key (attention sink; Xiao et al. 2023)
+    attn_received  [L, H, T]  sum_q A_qj, the attention key j receives (H2O's heavy-hitter score;
+                              Zhang et al. 2023); early keys are seen by more queries
+    attn_head_entropy [L, H]  head summary: mean attention entropy over the queries
+    attn_head_sink    [L, H]  head summary: mean sink mass (the head's sink share)
+    attn_rows         [T, T]  exact attention A averaged over layers and heads, row q = query q;
+                              only for inputs of at most ATTENTION_ROWS_MAX_T (512) tokens
+Table columns: attn_entropy, attn_sink_mass, attn_received, each averaged over layers and heads.
+
+Signal "keyformer" (Adnan et al. 2024; `workbench.kv.keyformer_scores`): the accumulated
+Gumbel-softmax of the pre-softmax scores, sum_q softmax_j((x_qj + g_qj) / tau_q), tau 1 -> 2 over
+the queries, noise seeded (layer l: seed KEYFORMER_SEED + l): array attn_keyformer [L, H, T]
+and the column attn_keyformer (mean over layers and heads).
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
+from ..capture import ATTENTION_ROWS_MAX_T, ATTENTION_SINK, KEYFORMER_SEED
+from ..kernels.attention_stats import QUERY_BLOCK
+from ..kv import KEYFORMER_TAU
 from .registry import SignalOutput, register
 
-QUERY_BLOCK_SLABS = 4  # scores, log p, p, p log p: [heads, block, T] each
+FLOAT32 = 4
+STATISTICS = (("attn_entropy", "entropy"), ("attn_sink_mass", "sink_mass"), ("attn_received", "received"))
 
 
-def _bytes_per_token(model) -> int:
-    """Three stored [L, H, T] float32 arrays, plus one layer's working set while its
-    statistics are computed: a few [H, block, T] float32 slabs, i.e. linear in T."""
-    from ..kernels.attention_stats import QUERY_BLOCK
+def _heads(model) -> int:
+    return getattr(model.hf.config, "num_attention_heads", 1)
 
-    heads = getattr(model.hf.config, "num_attention_heads", 1)
-    return 3 * model.n_layers * heads * 4 + QUERY_BLOCK_SLABS * heads * QUERY_BLOCK * 4
+
+def _attention_bytes(model) -> int:
+    """Per token: three stored [L, H, T] float32 arrays; one layer's working set, two
+    [H, block, T] float32 slabs (scores, their exponentials); for short inputs the exact rows
+    (the [T, T] sum, one layer's [T, T] and its host copy; T <= ATTENTION_ROWS_MAX_T)."""
+    heads = _heads(model)
+    stored = len(STATISTICS) * model.n_layers * heads * FLOAT32
+    working = 2 * heads * QUERY_BLOCK * FLOAT32
+    rows = 3 * ATTENTION_ROWS_MAX_T * FLOAT32
+    return stored + working + rows
+
+
+def _keyformer_bytes(model) -> int:
+    """Per token: the stored [L, H, T] scores and two [H, block, T] slabs (scores, noise)."""
+    heads = _heads(model)
+    return model.n_layers * heads * FLOAT32 + 2 * heads * QUERY_BLOCK * FLOAT32
+
+
+def _per_layer(capture, field: str) -> tuple[list[int], np.ndarray]:
+    """Model layer indices and the statistic stacked over them: [L, H, T] float32."""
+    layers = sorted(capture.attention)
+    return layers, np.stack([capture.attention[i][field] for i in layers]).astype(np.float32)
+
+
+def _column(values: np.ndarray):
+    """[L, H, T] -> the table column [T]: mean over layers and heads."""
+    return pd.array(values.mean(axis=(0, 1)).astype(np.float64), dtype="Float64")
 
 
 @register(
     "attention",
     description="attention entropy, sink mass and received attention (H2O) per layer, head and position",
     needs=("attention",),
-    columns=("attn_entropy", "attn_sink_mass", "attn_received"),
-    arrays=("attn_entropy", "attn_sink_mass", "attn_received", "attn_head_entropy", "attn_head_sink"),
-    bytes_per_token=_bytes_per_token,
+    columns=tuple(name for name, _ in STATISTICS),
+    arrays=tuple(name for name, _ in STATISTICS) + ("attn_head_entropy", "attn_head_sink", "attn_rows"),
+    bytes_per_token=_attention_bytes,
 )
 def attention(capture, params) -> SignalOutput:
-    layers = sorted(capture.attention)
-    arrays = {
-        name: np.stack([capture.attention[i][field] for i in layers]).astype(np.float32)  # [L, H, T]
-        for name, field in (("attn_entropy", "entropy"), ("attn_sink_mass", "sink_mass"), ("attn_received", "received"))
-    }
+    arrays = {}
+    for name, field in STATISTICS:
+        layers, arrays[name] = _per_layer(capture, field)
     arrays["attn_head_entropy"] = arrays["attn_entropy"].mean(-1)  # [L, H]
     arrays["attn_head_sink"] = arrays["attn_sink_mass"].mean(-1)
-    columns = {name: pd.array(values.mean(axis=(0, 1)).astype(np.float64), dtype="Float64") for name, values in
-               (("attn_entropy", arrays["attn_entropy"]), ("attn_sink_mass", arrays["attn_sink_mass"]),
-                ("attn_received", arrays["attn_received"]))}
-    return SignalOutput(columns=columns, arrays=arrays, meta={"attention_sink": params.get("sink", 1),
-                                                            "attention_layers": layers})
+    if capture.attention_rows is not None:
+        arrays["attn_rows"] = capture.attention_rows / len(layers)  # [T, T]
+    columns = {name: _column(arrays[name]) for name, _ in STATISTICS}
+    meta = {"attention_sink": ATTENTION_SINK, "attention_layers": layers,
+            "attention_rows_max_tokens": ATTENTION_ROWS_MAX_T}
+    return SignalOutput(columns=columns, arrays=arrays, meta=meta)
+
+
+@register(
+    "keyformer",
+    description="Keyformer KV-importance score per layer, head and key (Gumbel-softmax attention received, tau 1 -> 2, seeded)",
+    needs=("keyformer",),
+    columns=("attn_keyformer",),
+    arrays=("attn_keyformer",),
+    bytes_per_token=_keyformer_bytes,
+)
+def keyformer(capture, params) -> SignalOutput:
+    layers, scores = _per_layer(capture, "keyformer")
+    meta = {"attention_layers": layers, "keyformer": {"tau": list(KEYFORMER_TAU), "seed": KEYFORMER_SEED}}
+    return SignalOutput(columns={"attn_keyformer": _column(scores)}, arrays={"attn_keyformer": scores}, meta=meta)

@@ -20,6 +20,9 @@ NEEDS = {
     "final_hidden": "final-normed hidden states [T, d] (logits are made from them chunk by chunk)",
     "layer_hidden": "every layer's residual stream [L+1, T, d] (embeddings first)",
     "routing": "each MoE layer's router call: logits [T, E], top-k expert ids and weights, shared-expert weight",
+    "attention": "each attention layer's entropy, sink mass and received attention [H, T], streamed from Q and K "
+                 "(no T x T kept; exact rows [T, T] for short inputs)",
+    "keyformer": "each attention layer's Keyformer scores [H, T] (received Gumbel-softmax attention), streamed from Q and K",
 }
 
 
