@@ -24,8 +24,22 @@ import torch
 IGNORE_INDEX = -100
 
 
+class RowResults:
+    """Base of dataclasses whose fields are per-row tensors (or None), to concatenate the
+    results of blocks of rows."""
+
+    @classmethod
+    def cat(cls, parts: list) -> "RowResults":
+        """Concatenate per-block results along the row dimension."""
+        merged = {}
+        for field in fields(cls):
+            values = [getattr(p, field.name) for p in parts]
+            merged[field.name] = None if values[0] is None else torch.cat(values)
+        return cls(**merged)
+
+
 @dataclass
-class VocabStats:
+class VocabStats(RowResults):
     lse: torch.Tensor  # [T] fp32
     entropy: torch.Tensor  # [T]
     varentropy: torch.Tensor  # [T]
@@ -34,15 +48,6 @@ class VocabStats:
     topk_probs: torch.Tensor  # [T, k] fp32
     target_logprob: torch.Tensor | None = None  # [T], when targets were given
     target_rank: torch.Tensor | None = None  # [T] int64 (-1 where the target is ignored)
-
-    @classmethod
-    def cat(cls, parts: list["VocabStats"]) -> "VocabStats":
-        """Concatenate per-chunk results along the row dimension."""
-        merged = {}
-        for field in fields(cls):
-            values = [getattr(p, field.name) for p in parts]
-            merged[field.name] = None if values[0] is None else torch.cat(values)
-        return cls(**merged)
 
 
 BLOCK_BYTES = 12 * 2**20  # rows per block: a block's fp32 copy stays in the last-level cache
@@ -137,9 +142,26 @@ def _target_stats(logits, logp, top_values, targets, temperature):
 def _check(logits, targets, top_k, temperature):
     if logits.ndim != 2:
         raise ValueError(f"logits must be [T, V], got shape {tuple(logits.shape)}")
-    if targets is not None and targets.shape != logits.shape[:1]:
-        raise ValueError(f"targets must be [T] = [{logits.shape[0]}], got {tuple(targets.shape)}")
-    if not 0 <= top_k <= logits.shape[-1]:
-        raise ValueError(f"top_k must be in [0, V={logits.shape[-1]}], got {top_k}")
+    check_options(*logits.shape, targets, top_k, temperature)
+
+
+def check_options(rows: int, vocab: int, targets: torch.Tensor | None, top_k: int, temperature: float) -> None:
+    """The arguments besides the logits, for T = rows and V = vocab."""
+    if targets is not None:
+        check_targets(targets, rows, vocab)
+    if not 0 <= top_k <= vocab:
+        raise ValueError(f"top_k must be in [0, V={vocab}], got {top_k}")
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
+
+
+def check_targets(targets: torch.Tensor, rows: int, vocab: int) -> None:
+    """targets: [rows] integer token ids in [0, vocab), or IGNORE_INDEX for none."""
+    if targets.shape != (rows,):
+        raise ValueError(f"targets must be [T] = [{rows}], got {tuple(targets.shape)}")
+    if targets.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"targets must be int32 or int64 token ids, got {targets.dtype}")
+    bad = (targets != IGNORE_INDEX) & ((targets < 0) | (targets >= vocab))
+    if bad.any():
+        raise ValueError(f"targets must be token ids in [0, {vocab}) or {IGNORE_INDEX} (ignore), "
+                         f"got {targets[bad][0].item()}")

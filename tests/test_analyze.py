@@ -135,3 +135,20 @@ def test_local_folder_round_trip(tmp_path):
     again = wb.load(str(tmp_path))
     a, b = model.analyze(TEXT).table, again.analyze(TEXT).table
     pd.testing.assert_series_equal(a["entropy"], b["entropy"])
+
+
+def test_vocabulary_statistics_fuse_the_lm_head(monkeypatch):
+    """uncertainty and the logit lens hand the lm_head's weight to kernels.linear_vocab_stats
+    (Triton on CUDA tensors) rather than computing [T, V] logits; the head they read
+    reproduces the family's own logits."""
+    import workbench.vocab as vocab
+
+    model = tiny_model("llama")
+    weight, bias, softcap = model.adapter.head(model.hf)
+    assert softcap is None  # Llama has no final-logit soft-cap
+    hidden = torch.randn(3, weight.shape[1])
+    torch.testing.assert_close(torch.nn.functional.linear(hidden, weight, bias), model.adapter.logits(model.hf, hidden))
+    calls, fused = [], vocab.linear_vocab_stats
+    monkeypatch.setattr(vocab, "linear_vocab_stats", lambda *args, **kwargs: calls.append(args) or fused(*args, **kwargs))
+    model.analyze(TEXT, signals=["uncertainty", "logit_lens"])
+    assert len(calls) == 1 + model.n_layers + 1  # the final hidden states, then the embeddings and every layer

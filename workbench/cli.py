@@ -61,6 +61,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=5006)
 
     commands.add_parser("models", help="list the embedded models")
+
+    bench = commands.add_parser("bench", help="kernel benchmarks: time, GB/s, roofline, speedups (GPU; --quick on CPU)")
+    bench.add_argument("--quick", action="store_true", help="tiny shapes on the CPU, to check the harness")
+    bench.add_argument("--out", type=Path, help="one JSON for all results, plus a plot next to it (.html)")
+    bench.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"),
+                       help="without --out: <kernel>-<device>.json per kernel here (default: benchmarks/results)")
+    bench.add_argument("--kernels", default=None, help="comma-separated kernel names (default: every registered one)")
+    bench.add_argument("--runs", type=int, default=20, help="timed calls per measurement, after warm-up (>= 20)")
+    bench.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparison")
     return parser
 
 
@@ -239,8 +248,14 @@ def _wants_color() -> bool:
     return sys.stdout.isatty() and "NO_COLOR" not in os.environ
 
 
+def cmd_bench(args) -> int:
+    from .bench import main as bench_main
+
+    return bench_main(args)
+
+
 COMMANDS = {"analyze": cmd_analyze, "generate": cmd_generate, "rollouts": cmd_rollouts, "serve": cmd_serve,
-            "models": cmd_models}
+            "models": cmd_models, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())

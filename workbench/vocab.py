@@ -1,10 +1,12 @@
-"""Vocabulary statistics from hidden states, chunk by chunk: logits exist only for a
-block of rows at a time, never as [T, V] for the whole input."""
+"""Vocabulary statistics from hidden states, without [T, V] logits: the lm_head is fused
+with the statistics (`kernels.linear_vocab_stats`: Triton on CUDA, blocks of rows on CPU).
+Families whose lm_head is not a plain linear layer compute logits a block of rows at a
+time and take `kernels.vocab_stats` of each block."""
 from __future__ import annotations
 
 import torch
 
-from .kernels import IGNORE_INDEX, VocabStats, vocab_stats
+from .kernels import IGNORE_INDEX, VocabStats, linear_vocab_stats, vocab_stats
 from .models import Model
 
 CHUNK_BYTES = 64 * 2**20  # logits per lm_head matmul (fp32): ~64 MiB; statistics then go in cache-sized blocks
@@ -22,9 +24,15 @@ def hidden_vocab_stats(model: Model, hidden: torch.Tensor, targets: torch.Tensor
     already been through the final norm (the backbone's output has; a layer's residual
     stream, for the logit lens, has not).
     """
-    rows = chunk_rows(model.vocab_size)
-    parts = []
+    head = model.adapter.head(model.hf)
     with torch.inference_mode():
+        if head is not None:
+            if not normed:
+                hidden = model.adapter.final_norm(model.hf)(hidden)  # [T, d]
+            weight, bias, softcap = head
+            return linear_vocab_stats(hidden, weight, targets, bias=bias, softcap=softcap, top_k=top_k)
+        rows = chunk_rows(model.vocab_size)
+        parts = []
         for begin in range(0, hidden.shape[0], rows):
             block = hidden[begin:begin + rows]  # [c, d]
             if not normed:

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.kernels import IGNORE_INDEX, vocab_stats
+from workbench.kernels import IGNORE_INDEX, vocab_stats, vocab_stats_reference
+from workbench.kernels.dispatch import choose
 
 
 def numpy_stats(logits: np.ndarray, targets: np.ndarray, temperature=1.0):
@@ -105,5 +106,5 @@ def test_bad_arguments():
         vocab_stats(torch.zeros(3, 4), torch.zeros(2, dtype=torch.long))
     with pytest.raises(ValueError, match="backend"):
         vocab_stats(torch.zeros(3, 4), backend="cuda")
-    with pytest.raises(NotImplementedError, match="backend='torch'"):
-        vocab_stats(torch.zeros(3, 4), backend="triton")
+    with pytest.raises(NotImplementedError, match="backend='torch'"):  # a kernel without a Triton module
+        choose("no_such_kernel", vocab_stats_reference, torch.zeros(3, 4), "triton")

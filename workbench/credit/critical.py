@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 from ..errors import WorkbenchError
 from ..generate import _eos_ids
 from ..group import Group
+from ..kernels import divergence
 from ..models import Model
 from ..rewards import as_reward
 from ..samplers import Sampler
@@ -36,10 +37,9 @@ from .forward import check_same_vocabulary, response_logits
 
 
 def cdpo_scores(z_positive: torch.Tensor, z_negative: torch.Tensor, targets: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
-    """s_t = softmax((1 + beta) z_pos - beta z_neg)[y_t] for logits [T, V] and targets [T]."""
-    dtype = torch.promote_types(torch.promote_types(z_positive.dtype, z_negative.dtype), torch.float32)
-    contrast = (1 + beta) * z_positive.to(dtype) - beta * z_negative.to(dtype)
-    return torch.log_softmax(contrast, -1).gather(-1, targets[:, None].long())[:, 0].exp()
+    """s_t = softmax((1 + beta) z_pos - beta z_neg)[y_t] [T] (fp32) for logits [T, V] and
+    targets [T]: the contrastive score of `kernels.divergence` (Triton on CUDA)."""
+    return divergence(z_positive, z_negative, targets, beta=beta, js=False).contrastive
 
 
 def _scorer(group: Group, spec) -> tuple[Model, list[int] | None]:

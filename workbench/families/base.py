@@ -58,10 +58,23 @@ class FamilyAdapter:
         """Final-normed hidden states [..., d] -> logits [..., V], as the model's own head
         computes them (including final-logit soft-capping where a family has it)."""
         logits = self.lm_head(hf)(hidden)
-        cap = getattr(hf.config, "final_logit_softcapping", None)
+        cap = self.softcap(hf)
         if cap:
             logits = torch.tanh(logits / cap) * cap
         return logits
+
+    def softcap(self, hf: nn.Module) -> float | None:
+        """Final-logit soft-cap c (logits -> c tanh(logits / c)), None when the family has none."""
+        return getattr(hf.config, "final_logit_softcapping", None) or None
+
+    def head(self, hf: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, float | None] | None:
+        """(weight [V, d], bias [V] or None, soft-cap or None) such that `logits` equals
+        softcap(hidden @ weight^T + bias), for kernels that fuse the lm_head with the
+        statistics; None when the lm_head is not a plain linear layer (then use `logits`)."""
+        head = self.lm_head(hf)
+        if type(head) is not nn.Linear or type(self).logits is not FamilyAdapter.logits:
+            return None
+        return head.weight, head.bias, self.softcap(hf)
 
     def routers(self, hf: nn.Module) -> list[tuple[int, nn.Module]]:
         """(layer index, router module) for every MoE layer; empty for dense models."""
