@@ -376,7 +376,10 @@ def test_views_show_the_group_data():
         assert z[row.response][row.position] == row.thr
     assert np.isnan(z[1][3])  # response 1 has two tokens
     marks = heat.data[1]
-    assert list(marks.x) == [1] and heat.layout.meta["workbench"]["selected"] == [2, 1]
+    assert list(marks.x) == [1]
+    (selection,) = heat.layout.shapes  # the selected token's cell, outlined
+    assert selection.name == "selection"
+    assert (selection.x0, selection.x1, selection.y0, selection.y1) == (0.5, 1.5, 1.5, 2.5)
     curve = views.success_curve(group)
     assert list(curve.data[0].x) == [0, 1] and list(curve.data[0].y) == [0.5, 0.0]
     tree = views.prefix_tree_figure(group).data[0]

@@ -9,6 +9,18 @@ moved marker is a relayout): on a 2,000-token run a click reaches every view in 
 figure as standalone HTML (and PNG when kaleido is installed; each chart's camera button
 makes a PNG in the browser).
 
+Rollouts mode: n sampled responses to a question, scored by a named reward against the
+expected answer (`exact_answer`, or `numeric_answer` within a tolerance), with GRPO
+advantages, Token Hidden Reward and D3S per token, and the critical token of the first
+wrong response (rollout definition, within a budget of prefixes; any other wrong response's
+on demand). One response is on show, as a run like the others: its token strip (colored on
+the group's common scale) and its per-position charts, which follow the group views
+(widgets/credit.py: THR and D3S per token across the responses, success rate along a
+response, prefix tree). A token selected anywhere, (response, position), is selected in all of
+them; clicking another response's token in a group view shows that response. A click reaches
+the strip and the five views of a 4-response group in about 200 ms on a busy 2-core machine
+(measured by tests/test_serve_rollouts.py).
+
 Safety: each browser session gets its own `Dashboard` (its runs, selection and settings);
 the one model is shared read-only and called only under a lock, from a worker thread,
 while the page shows progress. Nothing the user types is executed: text and chat messages
@@ -25,16 +37,27 @@ import logging
 import threading
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
-from workbench.errors import WorkbenchError
+import numpy as np
 
+from workbench.errors import WorkbenchError
+from workbench.group import Group
+
+from .credit import clicked_token, response_header, response_run, strip_scale, views_for
 from .figures import figure_html, figure_png, update_in_place
 from .panels import clicked_position, load_builtin_panels, panels_for
-from .token_strip import page_count, page_of, page_window, signal_columns, strip_page
+from .token_strip import page_count, page_of, page_window, signal_columns, strip_page, token_strip
 
 DEFAULT_TEXT = "The capital of France is Paris."
-DEFAULT_SIGNAL = "surprisal"
+DEFAULT_QUESTION, DEFAULT_ANSWER = "What is 7 times 8? Answer with a number.", "56"
+DEFAULT_SIGNAL, GROUP_SIGNAL = "surprisal", "thr"
+BUTTONS = {"analyze": "Analyze", "generate": "Generate", "rollouts": "Run rollouts"}
+# Sampler, its value, temperature and new tokens each sampling mode starts with: rollouts
+# sample from the model's own distribution (temperature 1), as GRPO does.
+MODE_SAMPLING = {"generate": ("top-p", 0.9, 1.0, 48), "rollouts": ("temperature", 1.0, 1.0, 24)}
+REWARDS = ("exact answer", "numeric answer")
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 ROLES = ("system", "user", "assistant")
 VIEW_WIDTH = 560  # px per chart: two side by side on a laptop screen
@@ -88,34 +111,44 @@ def _strip_class():
 
 
 class Dashboard:
-    """One browser session's page. `model.analyze` is called only while holding `lock`."""
+    """One browser session's page. The model is called only while holding `lock`."""
 
     def __init__(self, model, lock: threading.Lock):
         import panel as pn
 
         self.model, self.lock = model, lock
-        self.run = None  # this session's latest Run
+        self.run = None  # this session's latest Run (in rollouts mode: the response on show)
+        self.group = None  # rollouts mode: this session's latest Group
+        self.response = 0  # the group's response on show
         self.selected: int | None = None
         self.page = 0
         self.views: list[tuple] = []  # (panel, plotly pane) for the current run
-        self.drawn: dict = {}  # panel name -> the figure its pane was last drawn from (the pane's own
+        self.group_views: list[tuple] = []  # (group view, plotly pane) for the current group
+        self.drawn: dict = {}  # view name -> the figure its pane was last drawn from (the pane's own
         # figure also takes what the browser did to it: zoom, size)
+        self.stage = ""  # what the background work is doing (written by the worker thread)
         load_builtin_panels()
 
         from workbench.signals import SIGNALS
 
         # Uncertainty is always computed (the strip and the next-token view need it); these are the others.
         signals = [name for name, spec in SIGNALS.items() if spec.unavailable(model) is None and name != "uncertainty"]
-        # Modes whose result is a Run (the views show Runs); generation only where the model has it.
+        # Mode -> the coroutine that computes its result (a Run, or a Group in rollouts mode);
+        # sampling modes only where the model has them.
         self.modes = {"analyze": self._analyze}
         if hasattr(model, "generate"):
             self.modes["generate"] = self._generate
+        if hasattr(model, "rollouts"):
+            self.modes["rollouts"] = self._rollouts
         self.mode = pn.widgets.RadioBoxGroup(name="Mode", options=list(self.modes), value="analyze", inline=True)
         self.input_kind = pn.widgets.RadioBoxGroup(name="Input", options=["Text", "Chat messages"], value="Text",
                                                    inline=True)
         self.text = pn.widgets.TextAreaInput(name="Text", value=DEFAULT_TEXT, rows=5, sizing_mode="stretch_width")
         self.signals = pn.widgets.CheckButtonGroup(name="Signals", options=signals, value=[])
-        self.sampler_controls = self._sampler_controls() if "generate" in self.modes else None
+        sampling = [mode for mode in MODE_SAMPLING if mode in self.modes]
+        self.sampler_controls = self._sampler_controls() if sampling else None
+        self.mode_sampling = {mode: MODE_SAMPLING[mode] for mode in sampling}  # each mode's last settings
+        self.rollout_controls = self._rollout_controls() if "rollouts" in self.modes else None
         self.button = pn.widgets.Button(name="Analyze", button_type="primary", width=120)
         self.progress = pn.indicators.Progress(active=False, visible=False, width=160, bar_color="primary")
         self.status = pn.pane.HTML("", sizing_mode="stretch_width")
@@ -124,21 +157,28 @@ class Dashboard:
         self.prev_page = pn.widgets.Button(name="◀ previous", width=100, visible=False)
         self.next_page = pn.widgets.Button(name="next ▶", width=100, visible=False)
         self.page_label = pn.pane.HTML("", visible=False)
+        self.response_picker = pn.widgets.Select(name="Response", options={}, width=320)
+        self.critical_button = pn.widgets.Button(name="Find its critical token", width=170, align="end",
+                                                 disabled=True)
+        self.response_info = pn.pane.HTML("", align="end")
+        self.response_row = pn.Row(self.response_picker, self.critical_button, self.response_info, visible=False)
         self.strip = _strip_class()(sizing_mode="stretch_width", min_height=40)
         self.sections = pn.Column(sizing_mode="stretch_width")
-        self.exports = pn.Row(
+        self.table_downloads = (
             pn.widgets.FileDownload(callback=lambda: self._table_bytes("parquet"), filename="tokens.parquet",
-                                    label="Table (Parquet)", button_type="light", width=150),
+                                    label="Table (Parquet)", button_type="light", width=170),
             pn.widgets.FileDownload(callback=lambda: self._table_bytes("csv"), filename="tokens.csv",
-                                    label="Table (CSV)", button_type="light", width=130),
-            visible=False,
+                                    label="Table (CSV)", button_type="light", width=150),
         )
+        self.exports = pn.Row(*self.table_downloads, visible=False)
 
         self.button.on_click(self._on_go)
+        self.critical_button.on_click(self._on_critical)
         self.mode.param.watch(self._on_mode, "value")
         self.input_kind.param.watch(self._on_input_kind, "value")
         self.color_by.param.watch(lambda _event: self._redraw(strip=True), "value")
         self.strip.param.watch(lambda event: self.select(event.new), "selected")
+        self.response_picker.param.watch(lambda event: self.show_response(event.new), "value")
         self.prev_page.on_click(lambda _event: self._turn(-1))
         self.next_page.on_click(lambda _event: self._turn(+1))
 
@@ -149,29 +189,42 @@ class Dashboard:
             pn.Row(pn.pane.HTML("<b>Mode</b>", margin=(5, 5, 0, 10)), self.mode,
                    pn.pane.HTML("<b>Input</b>", margin=(5, 5, 0, 30)), self.input_kind),
             self.text,
-            *([self.sampler_controls] if self.sampler_controls else []),
+            *[controls for controls in (self.rollout_controls, self.sampler_controls) if controls is not None],
             pn.Row(self.signals_row, self.button, self.progress),
             self.status,
             pn.Row(self.color_by, self.exports, pn.Spacer(width=20), self.prev_page, self.page_label,
                    self.next_page, align="end"),
+            self.response_row,
             self.strip,
             self.sections,
             sizing_mode="stretch_width", margin=(10, 20), stylesheets=[CSS],
         )
 
-    # ----- status ------------------------------------------------------------------------
+    # ----- controls ------------------------------------------------------------------------
     def say(self, message: str, *, error: bool = False) -> None:
         self.status.object = f'<div class="tw-status{" error" if error else ""}">{html.escape(message)}</div>'
 
     def _on_mode(self, event) -> None:
-        generating = event.new == "generate"
-        self.button.name = "Generate" if generating else "Analyze"
-        self.sampler_controls.visible = generating
-        self.signals_row.visible = not generating
+        self.button.name = BUTTONS[event.new]
+        if self.sampler_controls is not None:
+            if event.old in self.mode_sampling:  # keep each sampling mode's own settings
+                self.mode_sampling[event.old] = (self.sampler.value, self.sampler_value.value,
+                                                 self.temperature.value, self.max_new_tokens.value)
+            if event.new in self.mode_sampling:
+                name, value, temperature, new_tokens = self.mode_sampling[event.new]
+                self.sampler.value = name  # first: choosing a sampler resets its value
+                self.sampler_value.value, self.temperature.value = value, temperature
+                self.max_new_tokens.value = new_tokens
+            self.sampler_controls.visible = event.new in self.mode_sampling
+        if self.rollout_controls is not None:
+            self.rollout_controls.visible = event.new == "rollouts"
+        self.signals_row.visible = event.new == "analyze"
+        if self.input_kind.value == "Text" and self.text.value in (DEFAULT_TEXT, DEFAULT_QUESTION):
+            self.text.value = DEFAULT_QUESTION if event.new == "rollouts" else DEFAULT_TEXT
         self._label_text()
 
     def _sampler_controls(self):
-        """Sampler, its parameter, temperature, length and seed (shown in generate mode)."""
+        """Sampler, its parameter, temperature, length and seed (shown in the sampling modes)."""
         import panel as pn
 
         from workbench import samplers
@@ -192,113 +245,302 @@ class Dashboard:
         return pn.Row(self.sampler, self.sampler_value, self.temperature, self.max_new_tokens, self.seed,
                       visible=False)
 
+    def _rollout_controls(self):
+        """The expected answer and its reward, the group size, the THR mode and the critical-token
+        search (shown in rollouts mode). Rewards are named ones only: nothing typed is run as code."""
+        import panel as pn
+
+        self.answer = pn.widgets.TextInput(name="Answer", value=DEFAULT_ANSWER, placeholder="e.g. 56", width=110)
+        self.reward_kind = pn.widgets.Select(name="Reward", options=list(REWARDS), value=REWARDS[0], width=140)
+        self.tolerance = pn.widgets.FloatInput(name="Tolerance", value=0.01, start=0.0, step=0.01, width=90,
+                                               visible=False)
+        self.n = pn.widgets.IntInput(name="Responses", value=4, start=1, end=64, width=90)
+        self.thr_mode = pn.widgets.Select(name="THR", options=["auto", "exact", "cheap"], value="auto", width=90)
+        self.critical_n = pn.widgets.IntInput(name="Critical: completions", value=4, start=1, end=64, width=140)
+        self.critical_budget = pn.widgets.IntInput(name="prefixes at most", value=8, start=1, end=1024, width=120)
+        self.critical_first = pn.widgets.Checkbox(name="for the first wrong response", value=True, align="end")
+        self.reward_kind.param.watch(lambda event: setattr(self.tolerance, "visible", event.new == "numeric answer"),
+                                     "value")
+        return pn.Row(self.answer, self.reward_kind, self.tolerance, self.n, self.thr_mode, pn.Spacer(width=20),
+                      self.critical_n, self.critical_budget, self.critical_first, visible=False)
+
     def _on_input_kind(self, event) -> None:
-        if event.new == "Chat messages" and self.text.value == DEFAULT_TEXT:
-            self.text.value = "user: What is the capital of Italy?\nassistant: The capital of Italy is Rome."
+        if event.new == "Chat messages" and self.text.value in (DEFAULT_TEXT, DEFAULT_QUESTION):
+            self.text.value = ("user: What is the capital of Italy?\nassistant: The capital of Italy is Rome."
+                               if self.mode.value != "rollouts" else f"user: {DEFAULT_QUESTION}")
         self._label_text()
 
     def _label_text(self) -> None:
         if self.input_kind.value == "Chat messages":
             self.text.name = "Chat messages (a line 'user:', 'assistant:' or 'system:' starts each message)"
         else:
-            self.text.name = "Prompt" if self.mode.value == "generate" else "Text"
+            self.text.name = {"generate": "Prompt", "rollouts": "Question"}.get(self.mode.value, "Text")
 
-    # ----- long work: in a thread, under the lock, with progress ---------------------------
-    async def _on_go(self, _event) -> None:
-        started = time.monotonic()
-        self.button.disabled = True
-        self.progress.visible = self.progress.active = True
-        try:
-            run = await self.modes[self.mode.value]()
-        except WorkbenchError as error:
-            self.say(f"Error: {error}", error=True)
-        except Exception as error:  # a bug: keep the page usable, log the traceback server-side
-            log.exception("analysis failed")
-            self.say(f"Unexpected error ({type(error).__name__}: {error}); details are in the server log.", error=True)
-        else:
-            self.show_run(run)
-            done = (f"{run.meta['n_generated']} tokens generated" if "n_generated" in run.meta
-                    else f"{len(run)} tokens analyzed")
-            self.say(f"{done} with {self.model.name} in {time.monotonic() - started:.2g} s. "
-                     "Click a token (or a point in a chart) to select it in every view.")
-        finally:
-            self.button.disabled = False
-            self.progress.visible = self.progress.active = False
-
-    async def _analyze(self):
+    def _inputs(self, text_key: str) -> dict:
+        """The text box as keyword arguments: chat messages, or the text under `text_key`."""
         if self.input_kind.value == "Chat messages":
-            kwargs = {"messages": parse_messages(self.text.value)}
-        else:
-            kwargs = {"text": self.text.value}
-        signals = ["uncertainty", *self.signals.value]
+            return {"messages": parse_messages(self.text.value)}
+        return {text_key: self.text.value}
 
-        def work():
-            with self.lock:
-                return self.model.analyze(signals=signals, **kwargs)
-
-        return await self._in_background(work)
-
-    async def _generate(self):
+    def _sampler(self):
         from workbench import samplers
 
-        if self.input_kind.value == "Chat messages":
-            kwargs = {"messages": parse_messages(self.text.value)}
-        else:
-            kwargs = {"prompt": self.text.value}
         name = self.sampler.value
         if samplers.BY_NAME[name][1] is None:
             spec = name
         else:
             spec = f"{name}:{int(self.sampler_value.value) if name == 'top-k' else self.sampler_value.value}"
         temperature = None if name in ("temperature", "gumbel", "greedy") else self.temperature.value
-        sampler = samplers.from_spec(spec, temperature)
-        options = {"sampler": sampler, "max_new_tokens": self.max_new_tokens.value, "seed": self.seed.value,
-                   "progress": False}
+        return samplers.from_spec(spec, temperature)
+
+    def _reward(self):
+        """The named reward the answer box asks for."""
+        from workbench import rewards
+
+        answer = self.answer.value.strip()
+        if not answer:
+            raise WorkbenchError("give the expected answer (e.g. 56): a response's reward is 1 when its final "
+                                 "answer equals it, else 0")
+        if self.reward_kind.value == "exact answer":
+            return rewards.exact_answer(answer)
+        number = rewards.parse_number(answer)
+        if number is None:
+            raise WorkbenchError(f"the numeric reward needs a number as the answer, got {answer!r}; "
+                                 "or choose the exact-answer reward")
+        return rewards.numeric_answer(number, tol=self.tolerance.value or 0.0)
+
+    # ----- long work: in a thread, under the lock, with progress ---------------------------
+    async def _on_go(self, _event) -> None:
+        await self._busy(self.modes[self.mode.value], self._show_result)
+
+    async def _on_critical(self, _event) -> None:
+        group, response = self.group, self.response
+        options = self._critical_options()
 
         def work():
-            with self.lock:
-                return self.model.generate(**kwargs, **options)
+            with self._holding_model(f"critical token of response #{response}"):
+                return self._critical_columns(group, response, options)
+
+        async def find():
+            return await self._in_background(work)
+
+        def show(columns, seconds: float) -> None:
+            group.add(columns)
+            self.show_group(group, response)
+            self.say(f"{response_header(group, response)} (found in {_seconds(seconds)})"
+                     if columns["critical"].any() else
+                     f"Response #{response}: no prefix without a correct completion among those tried "
+                     f"({_seconds(seconds)}); allow more prefixes to search them all")
+
+        await self._busy(find, show)
+
+    async def _busy(self, work, show) -> None:
+        """Await `work()` with the buttons disabled and progress shown, then `show(result,
+        seconds)`; errors are reported on the page."""
+        started = time.monotonic()
+        self.button.disabled = self.critical_button.disabled = True
+        self.progress.visible = self.progress.active = True
+        try:
+            result = await work()
+        except WorkbenchError as error:
+            self.say(f"Error: {error}", error=True)
+        except Exception as error:  # a bug: keep the page usable, log the traceback server-side
+            log.exception("analysis failed")
+            self.say(f"Unexpected error ({type(error).__name__}: {error}); details are in the server log.", error=True)
+        else:
+            show(result, time.monotonic() - started)
+        finally:
+            self.button.disabled = False
+            self.progress.visible = self.progress.active = False
+            self._update_critical_button()
+
+    def _show_result(self, result, seconds: float) -> None:
+        if isinstance(result, Group):
+            self.show_group(result)
+            correct = int(result.correct().sum())
+            note = ("" if 0 < correct < len(result) else
+                    f" Every reward is {result.rewards[0]:g}, so every advantage and THR is 0.")
+            self.say(f"{len(result)} responses ({len(result.table)} tokens), {correct} correct, with {self.model.name} "
+                     f"in {_seconds(seconds)}.{note} Click a token (or a cell) to select it in every view.")
+            return
+        self.show_run(result)
+        done = (f"{result.meta['n_generated']} tokens generated" if "n_generated" in result.meta
+                else f"{len(result)} tokens analyzed")
+        self.say(f"{done} with {self.model.name} in {_seconds(seconds)}. "
+                 "Click a token (or a point in a chart) to select it in every view.")
+
+    async def _analyze(self):
+        kwargs = self._inputs("text")
+        signals = ["uncertainty", *self.signals.value]
+
+        def work():
+            with self._holding_model("analyzing") as model:
+                return model.analyze(signals=signals, **kwargs)
 
         return await self._in_background(work)
 
+    async def _generate(self):
+        kwargs = self._inputs("prompt")
+        options = {"sampler": self._sampler(), "max_new_tokens": self.max_new_tokens.value, "seed": self.seed.value,
+                   "progress": False}
+
+        def work():
+            with self._holding_model("generating") as model:
+                return model.generate(**kwargs, **options)
+
+        return await self._in_background(work)
+
+    async def _rollouts(self):
+        from workbench import credit
+
+        kwargs = self._inputs("prompt")
+        options = {"n": self.n.value, "reward": self._reward(), "sampler": self._sampler(),
+                   "max_new_tokens": self.max_new_tokens.value, "seed": self.seed.value, "thr": None, "progress": False}
+        thr, critical = self.thr_mode.value, self._critical_options() if self.critical_first.value else None
+
+        def work():
+            with self._holding_model(f"sampling {options['n']} responses") as model:
+                group = model.rollouts(**kwargs, **options)
+                self.stage = f"Token Hidden Reward ({thr})"
+                group.add(credit.token_hidden_reward(model, group, mode=thr))
+                wrong = np.flatnonzero(~group.correct())
+                if critical is not None and len(wrong):
+                    group.add(self._critical_columns(group, int(wrong[0]), critical))
+                return group
+
+        return await self._in_background(work)
+
+    def _critical_options(self) -> dict:
+        return {"n": self.critical_n.value, "budget": self.critical_budget.value, "seed": self.seed.value}
+
+    def _critical_columns(self, group, response: int, options: dict):
+        """Success rate after the prefixes of `response` and its critical token (rollout
+        definition), as columns for `group.add`. Call holding the lock."""
+        from workbench import credit
+
+        self.stage = (f"critical token of response #{response}: {options['n']} completions after each of up to "
+                      f"{options['budget']} prefixes")
+        return credit.rollout_critical_tokens(self.model, group, response, progress=False, **options).columns()
+
+    @contextmanager
+    def _holding_model(self, stage: str):
+        """The model, while holding its lock (in a worker thread); `stage` says what is done."""
+        with self.lock:
+            self.stage = stage
+            yield self.model
+
     async def _in_background(self, work):
-        """Run `work` in a thread; meanwhile tell the user how long it has been running and
-        whether it waits for another session."""
+        """Run `work` in a thread; meanwhile tell the user how long it has been running, what
+        it is doing (`stage`) or that it waits for another session's work."""
         started = time.monotonic()
+        self.stage = ""  # until `work` holds the model
         task = asyncio.ensure_future(asyncio.to_thread(work))
         while True:
-            waiting = " (waiting for another session's work to finish)" if self.lock.locked() else ""
-            self.say(f"Working… {time.monotonic() - started:.0f} s{waiting}")
+            if self.stage:
+                doing = f": {self.stage}"
+            else:
+                doing = " (waiting for another session's work to finish)" if self.lock.locked() else ""
+            self.say(f"Working… {time.monotonic() - started:.0f} s{doing}")
             done, _ = await asyncio.wait({task}, timeout=0.5)
             if done:
                 return task.result()
 
     # ----- views ---------------------------------------------------------------------------
     def show_run(self, run) -> None:
-        """Show a new run: signal choices, first page of the strip, one pane per panel."""
+        """Show a new run (analyze and generate modes)."""
+        self.group, self.group_views = None, []
+        self._show(run)
+
+    def show_group(self, group: Group, response: int | None = None) -> None:
+        """Show a new group: its views and one response (default: the first whose prefixes
+        were searched for a critical token, else the first) as the run on show."""
         import panel as pn
 
-        self.run, self.selected, self.page = run, None, 0
+        if response is None:
+            table = group.table
+            searched = table.loc[table["success_rate"].notna(), "response"] if "success_rate" in table else []
+            response = int(min(searched)) if len(searched) else 0
+        self.group, self.response = group, response
+        self.group_views = []
+        for view in views_for(group):
+            pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config={"displaylogo": False})
+            pane.param.watch(self._on_group_click, "click_data")
+            self.group_views.append((view, pane))
+        options = {f"#{i}  r={group.rewards[i]:g}  A={group.advantages[i]:+.2f}  {_preview(text)}": i
+                   for i, text in enumerate(group.responses)}
+        self.response_picker.param.update(options=options, value=response)
+        self._show(response_run(group, response))
+
+    def _show(self, run) -> None:
+        """Show `run` (and the group views, in rollouts mode): signal choices, first page of
+        the strip, one pane per panel."""
+        import panel as pn
+
+        self.run, self.views, self.drawn = None, [], {}  # (nothing is redrawn until the views are built)
         available = signal_columns(run.table)
         columns = available or [DEFAULT_SIGNAL]
-        keep = self.color_by.value if self.color_by.value in columns else DEFAULT_SIGNAL
+        default = GROUP_SIGNAL if self.group is not None else DEFAULT_SIGNAL
+        keep = self.color_by.value if self.color_by.value in columns else default
         self.color_by.param.update(options=columns, value=keep if keep in columns else columns[0],
                                    disabled=not available)
-        self.views, self.drawn, sections = [], {}, {}
         for panel in panels_for(run):
             pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config={"displaylogo": False})
             pane.param.watch(self._on_click, "click_data")
             self.views.append((panel, pane))
-            sections.setdefault(panel.section, []).append(pn.Column(pane, self._figure_exports(panel),
-                                                                    width=VIEW_WIDTH + 10))
+
+        def shown(view, pane):
+            return pn.Column(pane, self._figure_exports(view), width=VIEW_WIDTH + 10)
+
+        sections = {"credit: the group": [shown(view, pane) for view, pane in self.group_views]} if self.group else {}
+        for panel, pane in self.views:
+            sections.setdefault(panel.section, []).append(shown(panel, pane))
+        self.run, self.selected, self.page = run, None, 0
         self.sections.objects = [
             pn.Column(pn.pane.HTML(f"<h3>{html.escape(name.replace('_', ' '))}</h3>", sizing_mode="stretch_width"),
                       pn.FlexBox(*views, sizing_mode="stretch_width"),
                       css_classes=["tw-section"], stylesheets=[CSS], sizing_mode="stretch_width")
             for name, views in sections.items()
         ]
+        grouped = self.group is not None
+        for download, kind in zip(self.table_downloads, ("Parquet", "CSV")):
+            download.param.update(filename=f"{'rollouts' if grouped else 'tokens'}.{kind.lower()}",
+                                  label=f"{'Group table' if grouped else 'Table'} ({kind})")
         self.exports.visible = True
+        self.response_row.visible = grouped
+        self._describe_response()
         self._redraw(strip=True)
+
+    def show_response(self, response: int, position: int | None = None) -> None:
+        """Show another response of the group, with `position` selected (None: none)."""
+        if self.group is None or response is None or (response == self.response and position is None):
+            return
+        if response == self.response:
+            self.select(position)
+            return
+        run = response_run(self.group, response)
+        self.response = response
+        self.response_picker.value = response  # (its watcher then finds the response on show)
+        if [panel.name for panel, _ in self.views] != [panel.name for panel in panels_for(run)]:
+            self._show(run)
+            self.select(position)
+            return
+        self.run, self.selected = run, position if position is not None and 0 <= position < len(run.table) else None
+        self.page = 0 if self.selected is None else page_of(self.selected)
+        self._describe_response()
+        self._redraw(strip=True)
+
+    def _describe_response(self) -> None:
+        if self.group is not None:
+            self.response_info.object = (f"<span style='font-size:13px'>"
+                                         f"{html.escape(response_header(self.group, self.response))}</span>")
+        self._update_critical_button()
+
+    def _update_critical_button(self) -> None:
+        """Enabled for a wrong response whose prefixes were not searched yet."""
+        group, response = self.group, self.response
+        searched = (group is not None and "success_rate" in group.table
+                    and bool(group.rows(response)["success_rate"].notna().any()))
+        self.critical_button.disabled = group is None or bool(group.correct()[response]) or searched
 
     def select(self, position: int | None) -> None:
         """Select `position` (None: no selection) in every view."""
@@ -324,9 +566,10 @@ class Dashboard:
         if self.run is None:
             return
         signal = self.color_by.value
+        token = None if self.group is None or self.selected is None else (self.response, self.selected)
         with pn.io.hold():
             if strip:
-                self.strip.html = strip_page(self.run, signal, self.page).html
+                self.strip.html = self._strip_html(signal)
                 pages = page_count(len(self.run.table))
                 start, stop = page_window(self.page, len(self.run.table))
                 self.page_label.object = (f"<span style='font-size:13px'>tokens {start}–{stop - 1} "
@@ -335,17 +578,35 @@ class Dashboard:
                     widget.visible = pages > 1
                 self.prev_page.disabled, self.next_page.disabled = self.page == 0, self.page == pages - 1
             self.strip.selected = self.selected
+            for view, pane in self.group_views:
+                self._draw(view, pane, lambda: view.figure(self.group, token, self.response))
             for panel, pane in self.views:
-                try:
-                    figure = panel.render(self.run, self.selected, signal=signal)
-                    # Sizes fixed in the figure: a redraw never falls back to plotly's or the page's.
-                    figure.layout.width = VIEW_WIDTH
-                    figure.layout.height = figure.layout.height or VIEW_HEIGHT
-                    if pane.object is None or not update_in_place(pane.object, figure, self.drawn[panel.name]):
-                        pane.param.update(object=figure, height=int(figure.layout.height))
-                    self.drawn[panel.name] = figure
-                except WorkbenchError as error:
-                    self.say(f"{panel.title}: {error}", error=True)
+                self._draw(panel, pane, lambda: panel.render(self.run, self.selected, signal=signal))
+
+    def _strip_html(self, signal: str) -> str:
+        """The strip's current page; a group's responses share one color scale."""
+        if self.group is None or signal not in self.group.table:
+            return strip_page(self.run, signal, self.page).html
+        window = page_window(self.page, len(self.run.table))
+        return token_strip(self.run, signal, window=window, **strip_scale(self.group, signal)).html
+
+    def _draw(self, view, pane, figure) -> None:
+        """Update `pane` to the figure `figure()` builds, in place when it can."""
+        try:
+            new = figure()
+        except WorkbenchError as error:
+            self.say(f"{view.title}: {error}", error=True)
+            return
+        # Sizes fixed in the figure: a redraw never falls back to plotly's or the page's.
+        new.layout.width = VIEW_WIDTH
+        new.layout.height = new.layout.height or VIEW_HEIGHT
+        # A figure whose `meta` changed (the success curve of another response) is drawn anew,
+        # as plotly.js would do anyway; otherwise only what changed is sent.
+        previous = self.drawn.get(view.name)
+        if (pane.object is None or previous is None or previous.layout.meta != new.layout.meta
+                or not update_in_place(pane.object, new, previous)):
+            pane.param.update(object=new, height=int(new.layout.height))
+        self.drawn[view.name] = new
 
     def _on_click(self, event) -> None:
         pane = event.obj
@@ -355,23 +616,32 @@ class Dashboard:
             if position is not None:
                 self.select(position)
 
+    def _on_group_click(self, event) -> None:
+        pane = event.obj
+        points = (event.new or {}).get("points") or []
+        token = clicked_token(pane.object.layout.meta, points[0]) if points and pane.object is not None else None
+        if token is not None and 0 <= token[0] < len(self.group):
+            self.show_response(*token)
+
     # ----- exports -------------------------------------------------------------------------
     def _table_bytes(self, kind: str) -> io.BytesIO:
+        """The table as a file: the group's (every response's tokens) in rollouts mode."""
+        table = self.group.table if self.group is not None else self.run.table
         buffer = io.BytesIO()
         if kind == "parquet":
-            self.run.table.to_parquet(buffer, index=False)
+            table.to_parquet(buffer, index=False)
         else:
-            buffer.write(self.run.table.to_csv(index=False).encode("utf-8"))
+            buffer.write(table.to_csv(index=False).encode("utf-8"))
         buffer.seek(0)
         return buffer
 
-    def _figure_exports(self, panel):
+    def _figure_exports(self, view):
         import panel as pn
 
         def figure():  # as shown, for the exports
-            return self.drawn[panel.name]
+            return self.drawn[view.name]
 
-        name = panel.name.replace(".", "-")
+        name = view.name.replace(".", "-")
         buttons = [pn.widgets.FileDownload(callback=lambda: io.BytesIO(figure_html(figure()).encode("utf-8")),
                                            filename=f"{name}.html", label="HTML", button_type="light", width=70,
                                            height=28, margin=(0, 5))]
@@ -380,6 +650,16 @@ class Dashboard:
                                                    filename=f"{name}.png", label="PNG", button_type="light", width=70,
                                                    height=28, margin=(0, 5)))
         return pn.Row(*buttons, align="end")
+
+
+def _seconds(seconds: float) -> str:
+    return f"{seconds:.2g} s" if seconds < 10 else f"{seconds:.0f} s"
+
+
+def _preview(text: str, width: int = 40) -> str:
+    """The start of a response on one line, for the response picker."""
+    line = " ".join(text.split())
+    return line if len(line) <= width else line[:width - 1] + "…"
 
 
 def _png_export_available() -> bool:

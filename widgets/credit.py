@@ -11,15 +11,20 @@
   baseline.
 - `prefix_tree_figure`: the group's prefix tree as an icicle: shared beginnings on the
   left, each branch's width the number of responses through it, colored by the success
-  rate below it.
+  rate below it; the branch holding the selected token outlined.
 
-`GROUP_VIEWS` lists them with `applies(group)` (whether the group has the columns a view
-needs), for the dashboard: `views_for(group)` gives the applicable ones, and every
-`view.figure(group, selected)` takes the selected token as (response, position) or None.
-Figures say how a click maps to a token in `layout.meta["workbench"]`: the heatmap has
-{"position_axis": "x", "response_axis": "y"} (a clicked cell's x and y are the token's
-position and response), the success curve {"position_axis": "x", "response": i}; both also
-carry the "selected" token they were drawn for, as [response, position] or None.
+For the dashboard: `GROUP_VIEWS` lists them with `applies(group)` (whether the group has the
+columns a view needs); `views_for(group)` gives the applicable ones, and every
+`view.figure(group, selected, response)` takes the selected token as (response, position)
+or None and the response on show (the success curve follows it). `response_run(group, i)`
+is one response as a `Run` (the token strip and the per-position panels show it), colored
+on the group's common scale (`strip_scale`). Figures say how a click maps to a token in
+`layout.meta["workbench"]` (read by `clicked_token`): the heatmap has {"position_axis": "x",
+"response_axis": "y"} (a clicked cell's x and y are the token's position and response), the
+success curve {"position_axis": "x", "response": i}, the prefix tree {"points": [[response,
+position] or None per sector]} (a sector stands for its last token in its first response).
+The selected token is marked by a shape named "selection" (see figures.py; the prefix tree
+outlines its sector instead), never in `meta`, which stays the same while the selection moves.
 """
 from __future__ import annotations
 
@@ -35,6 +40,7 @@ from workbench.errors import WorkbenchError
 from workbench.group import Group
 from workbench.run import Run
 
+from .figures import SELECTION, TEMPLATE
 from .token_strip import token_strip
 
 # Diverging red (negative) - white (zero) - blue (positive), ColorBrewer RdBu.
@@ -44,6 +50,9 @@ SUCCESS_SCALE = [[0.0, "#d73027"], [0.5, "#fee08b"], [1.0, "#1a9850"]]
 MARKER_COLOR, LINE_COLOR, SELECTED_COLOR = "#111111", "#31688e", "#e4572e"
 FONT = dict(family="system-ui, sans-serif", size=12)
 MAX_CELL_TEXT = 80  # positions beyond which cells show no token text (too narrow to read)
+# Figures are built in one go (traces and a layout dict) with figures.py's light template:
+# the dashboard rebuilds them on every click, and plotly's add_* helpers and named templates
+# cost tens of milliseconds each.
 
 
 def _signal_values(group: Group, signal: str) -> np.ndarray:
@@ -60,6 +69,48 @@ def _symmetric_limit(values: np.ndarray) -> float:
 
 def _response_label(group: Group, i: int) -> str:
     return f"#{i}  r={group.rewards[i]:g}  A={group.advantages[i]:+.2f}"
+
+
+def _critical_row(rows: pd.DataFrame):
+    """The critical token's row among one response's `rows`, or None."""
+    if "critical" not in rows:
+        return None
+    marked = rows[rows["critical"].fillna(False).astype(bool)]
+    return marked.iloc[0] if len(marked) else None
+
+
+def response_header(group: Group, i: int) -> str:
+    """One line about response `i`: reward, advantage and, when found, its critical token."""
+    header = _response_label(group, i)
+    critical = _critical_row(group.rows(i))
+    if critical is not None:
+        header += f" · critical token #{int(critical['position'])} {critical['token']!r}"
+    return header
+
+
+def strip_scale(group: Group, signal: str) -> dict:
+    """Token-strip colors (`token_strip` keywords) shared by every response of the group:
+    a diverging scale symmetric around zero when `signal` takes negative values (THR), the
+    sequential one over the group's range otherwise."""
+    values = _signal_values(group, signal)
+    finite = values[np.isfinite(values)]
+    if len(finite) and finite.min() < 0:
+        limit = _symmetric_limit(values)
+        return dict(colorscale=DIVERGING, vmin=-limit, vmax=limit)
+    if len(finite):
+        return dict(colorscale="viridis", vmin=float(finite.min()), vmax=float(finite.max()))
+    return dict(colorscale="viridis")
+
+
+def response_run(group: Group, i: int) -> Run:
+    """Response `i` as a `Run`: its text, and its table rows with positions within the
+    response and every per-token column except those constant over a response (response,
+    reward, advantage, which go to `meta`)."""
+    rows = group.rows(i)
+    table = rows.drop(columns=[c for c in ("response", "reward", "advantage") if c in rows]).reset_index(drop=True)
+    meta = {"model": group.meta.get("model"), "response": i, "reward": float(group.rewards[i]),
+            "advantage": float(group.advantages[i])}
+    return Run(group.responses[i], table, {}, meta)
 
 
 # ----- stacked token strips (offline HTML) -------------------------------------------------
@@ -93,25 +144,15 @@ def group_strips(group: Group, signal: str = "thr") -> GroupStrips:
     """Every response as a token strip colored by `signal`: a diverging scale symmetric
     around zero for signed signals, the sequential one otherwise; hover a token for its
     value. Each strip is headed by the response's reward, advantage and critical token."""
-    values = _signal_values(group, signal)
-    signed = bool(np.nanmin(values, initial=0.0) < 0) if np.isfinite(values).any() else False
-    limit = _symmetric_limit(values)
-    scale = dict(colorscale=DIVERGING, vmin=-limit, vmax=limit) if signed else dict(colorscale="viridis")
-    if not signed and np.isfinite(values).any():
-        scale.update(vmin=float(np.nanmin(values)), vmax=float(np.nanmax(values)))
+    scale = strip_scale(group, signal)
     parts = [f'<div class="tw-group" style="font:13px system-ui,sans-serif">'
              f"<div><b>{html.escape(str(group.meta.get('model', '')))}</b> · {len(group)} responses · "
              f"mean reward {group.rewards.mean():.3f} · color = {html.escape(signal)}</div>"]
-    columns = ["position", "token_id", "token", "start", "end", signal]
-    for i, text in enumerate(group.responses):
-        rows = group.rows(i)
-        run = Run(text, rows[columns].reset_index(drop=True), {}, {})
-        header = html.escape(_response_label(group, i))
-        if "critical" in rows and rows["critical"].fillna(False).astype(bool).any():
-            critical = rows[rows["critical"].fillna(False).astype(bool)].iloc[0]
-            header += f" · critical token #{int(critical['position'])} {html.escape(repr(critical['token']))}"
-        parts.append(f'<div style="margin-top:10px;color:#444">{header}</div>')
-        parts.append(token_strip(run, signal, **scale).html)
+    for i in range(len(group)):
+        run = response_run(group, i)
+        parts.append(f'<div style="margin-top:10px;color:#444">{html.escape(response_header(group, i))}</div>')
+        # (without its metadata: the model's name heads the group, not every strip)
+        parts.append(token_strip(Run(run.text, run.table), signal, **scale).html)
     parts.append("</div>")
     return GroupStrips("\n".join(parts), signal, len(group))
 
@@ -141,7 +182,7 @@ def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal:
     entropy = _grid(group, "entropy", dtype="float64") if "entropy" in group.table else np.full(z.shape, np.nan)
     labels = [_response_label(group, i) for i in range(len(group))]
     show_text = z.shape[1] <= MAX_CELL_TEXT
-    fig = go.Figure(go.Heatmap(
+    traces = [go.Heatmap(
         z=z, x=list(range(z.shape[1])), y=list(range(len(group))), **scale,
         text=np.vectorize(lambda t: t.replace("\n", "↵"))(tokens) if tokens.size else tokens,
         texttemplate="%{text}" if show_text else None, textfont=dict(size=10),
@@ -149,32 +190,34 @@ def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal:
         hovertemplate=("response %{y}<br>position %{x}: %{text}<br>advantage %{customdata[0]:+.3f}<br>"
                        f"{signal} %{{z:+.4g}}<br>entropy %{{customdata[1]:.3f}}<extra></extra>"),
         colorbar=dict(title=signal), xgap=1, ygap=2,
-    ))
+    )]
     if "critical" in group.table:
         critical = group.table[group.table["critical"].fillna(False).astype(bool)]
-        fig.add_trace(go.Scatter(
+        traces.append(go.Scatter(
             x=critical["position"], y=critical["response"], mode="markers", name="critical token",
             marker=dict(symbol="square-open", size=22, color=MARKER_COLOR, line=dict(width=2)),
             hovertemplate="critical token<extra></extra>"))
+    shapes = []
     if selected is not None:
         response, position = selected
-        fig.add_shape(type="rect", x0=position - 0.5, x1=position + 0.5, y0=response - 0.5, y1=response + 0.5,
-                      line=dict(color=SELECTED_COLOR, width=3))
-    fig.update_layout(
-        title=f"{signal} per token", height=max(220, 60 + 36 * len(group)), font=FONT, template="plotly_white",
+        shapes.append(dict(type="rect", name=SELECTION, x0=position - 0.5, x1=position + 0.5, y0=response - 0.5,
+                           y1=response + 0.5, line=dict(color=SELECTED_COLOR, width=3)))
+    finite = values[np.isfinite(values)]
+    zero = len(finite) > 0 and not finite.any()
+    return go.Figure(traces, layout=dict(
+        title=f"{signal} per token" + (" (all zero)" if zero else ""), height=max(220, 60 + 36 * len(group)),
+        font=FONT, template=TEMPLATE, shapes=shapes,
         xaxis=dict(title="position in the response"),
         yaxis=dict(autorange="reversed", tickvals=list(range(len(group))), ticktext=labels),
         showlegend=False, margin=dict(l=150, r=20, t=40, b=40),
-        meta={"workbench": {"position_axis": "x", "response_axis": "y",
-                            "selected": None if selected is None else list(selected)}})
-    return fig
+        meta={"workbench": {"position_axis": "x", "response_axis": "y"}}))
 
 
 # ----- success rate along one response -----------------------------------------------------------
 def success_curve(group: Group, response: int | None = None, selected: tuple[int, int] | None = None) -> go.Figure:
     """c_t / n after each evaluated prefix of `response` (default: the selected token's
     response, else the first with a success rate), its critical token marked, the group's
-    own success rate dashed."""
+    own success rate dashed; the selected token, when in this response, marked."""
     if "success_rate" not in group.table:
         raise WorkbenchError("the group has no success_rate column; run credit.rollout_critical_tokens and group.add "
                              "its .columns()")
@@ -184,28 +227,38 @@ def success_curve(group: Group, response: int | None = None, selected: tuple[int
     rows = group.rows(response)
     points = rows[rows["success_rate"].notna()]
     baseline = float(group.correct().mean())
-    fig = go.Figure(go.Scatter(
+    trace = go.Scatter(
         x=points["position"], y=points["success_rate"], mode="lines+markers", line=dict(color=LINE_COLOR),
         customdata=[repr(t) for t in points["token"]], name="success rate",
-        hovertemplate="after #%{x} %{customdata}: %{y:.0%} of completions correct<extra></extra>"))
-    fig.add_hline(y=baseline, line=dict(dash="dash", color="#888"), annotation_text=f"group {baseline:.0%}",
-                  annotation_position="top left")
-    if "critical" in rows and rows["critical"].fillna(False).astype(bool).any():
-        critical = rows[rows["critical"].fillna(False).astype(bool)].iloc[0]
-        fig.add_vline(x=int(critical["position"]), line=dict(color=MARKER_COLOR, width=2),
-                      annotation_text=f"critical: {critical['token']!r}", annotation_position="top right")
+        hovertemplate="after #%{x} %{customdata}: %{y:.0%} of completions correct<extra></extra>")
+    shapes = [dict(type="line", xref="paper", yref="y", x0=0, x1=1, y0=baseline, y1=baseline,
+                   line=dict(dash="dash", color="#888"))]
+    annotations = [dict(text=f"group {baseline:.0%}", xref="paper", yref="y", x=0, y=baseline, showarrow=False,
+                        xanchor="left", yanchor="bottom")]
+    critical = _critical_row(rows)
+    if critical is not None:
+        x = int(critical["position"])
+        shapes.append(dict(type="line", xref="x", yref="paper", x0=x, x1=x, y0=0, y1=1,
+                           line=dict(color=MARKER_COLOR, width=2)))
+        annotations.append(dict(text=f"critical: {critical['token']!r}", xref="x", yref="paper", x=x, y=1,
+                                showarrow=False, xanchor="left", yanchor="top"))
+    if not len(points):
+        why = "a correct response has no critical token" if group.correct()[response] else "not searched yet"
+        annotations.append(dict(text=f"no prefix of this response evaluated ({why})", showarrow=False,
+                                xref="paper", yref="paper", x=0.5, y=0.5))
     if selected is not None and selected[0] == response:
-        fig.add_vline(x=selected[1], line=dict(color=SELECTED_COLOR, width=2, dash="dot"))
+        shapes.append(dict(type="line", name=SELECTION, xref="x", yref="paper", x0=selected[1], x1=selected[1],
+                           y0=0, y1=1, line=dict(color=SELECTED_COLOR, width=2, dash="dot")))
     ticks = rows["position"].tolist()
-    fig.update_layout(
-        title=f"response #{response}: success rate after each prefix", height=300, font=FONT, template="plotly_white",
+    return go.Figure(trace, layout=dict(
+        title=f"response #{response}: success rate after each prefix", height=300, font=FONT, template=TEMPLATE,
+        shapes=shapes, annotations=annotations,
         yaxis=dict(title="correct completions", range=[-0.05, 1.05], tickformat=".0%"),
-        xaxis=dict(title="prefix ends at token", tickvals=ticks if len(ticks) <= 40 else None,
+        xaxis=dict(title="prefix ends at token", range=[-0.5, len(ticks) - 0.5],
+                   tickvals=ticks if len(ticks) <= 40 else None,
                    ticktext=[t.replace("\n", "↵") for t in rows["token"]] if len(ticks) <= 40 else None),
         showlegend=False, margin=dict(l=60, r=20, t=40, b=60),
-        meta={"workbench": {"position_axis": "x", "response": response,
-                            "selected": None if selected is None else list(selected)}})
-    return fig
+        meta={"workbench": {"position_axis": "x", "response": response}}))
 
 
 # ----- prefix tree -----------------------------------------------------------------------------------
@@ -213,7 +266,7 @@ def prefix_tree_figure(group: Group, selected: tuple[int, int] | None = None, *,
                        max_label: int = 24) -> go.Figure:
     """The group's prefix tree as an icicle (left to right): the prompt, then the shared
     beginnings, each branch as wide as the responses through it, colored by the share of
-    them that are correct."""
+    them that are correct; the sector holding the selected token outlined."""
     from workbench.credit import prefix_tree
 
     nodes = prefix_tree(group, threshold=threshold).nodes
@@ -223,23 +276,31 @@ def prefix_tree_figure(group: Group, selected: tuple[int, int] | None = None, *,
         text = text.replace("\n", "↵")
         return text if len(text) <= max_label else text[:max_label - 1] + "…"
 
+    ends = nodes["start"] + nodes["token_ids"].map(len) - 1  # position of each sector's last token
+    points = [None] + [[int(r[0]), int(e)] for r, e in zip(nodes["responses"], ends)]
+    outline = [0.5] * len(points)
+    if selected is not None:
+        response, position = selected
+        holding = [k + 1 for k, (r, start, end) in enumerate(zip(nodes["responses"], nodes["start"], ends))
+                   if response in r and start <= position <= end]
+        for k in holding:
+            outline[k] = 3.0
     ids = ["prompt"] + [f"n{n}" for n in nodes["node"]]
     parents = [""] + ["prompt" if p < 0 else f"n{p}" for p in nodes["parent"]]
-    fig = go.Figure(go.Icicle(
+    return go.Figure(go.Icicle(
         ids=ids, parents=parents, labels=["prompt"] + [label(t) for t in nodes["text"]],
         values=[len(group)] + nodes["count"].tolist(), branchvalues="total",
         marker=dict(colors=[float(correct.mean())] + nodes["success_rate"].tolist(), colorscale=SUCCESS_SCALE,
-                    cmin=0, cmax=1, colorbar=dict(title="success", tickformat=".0%")),
+                    cmin=0, cmax=1, colorbar=dict(title="success", tickformat=".0%"),
+                    line=dict(width=outline, color=[SELECTED_COLOR if w > 1 else "white" for w in outline])),
         customdata=[[len(group), int(correct.sum()), ""]] + [
             [c, k, ", ".join(map(str, r))] for c, k, r in zip(nodes["count"], nodes["correct"], nodes["responses"])],
         hovertemplate="%{label}<br>%{customdata[0]} responses, %{customdata[1]} correct"
                       "<br>responses %{customdata[2]}<extra></extra>",
         tiling=dict(orientation="h"), textfont=dict(family="ui-monospace, monospace"),
-    ))
-    fig.update_layout(title="prefix tree: shared beginnings and where responses branch", height=max(300, 40 * len(group)),
-                      font=FONT, margin=dict(l=10, r=10, t=40, b=10),
-                      meta={"workbench": {"selected": None if selected is None else list(selected)}})
-    return fig
+    ), layout=dict(title="prefix tree: shared beginnings and where responses branch", height=max(300, 40 * len(group)),
+                   font=FONT, template=TEMPLATE, margin=dict(l=10, r=10, t=40, b=10),
+                   meta={"workbench": {"points": points}}))
 
 
 # ----- for the dashboard -------------------------------------------------------------------------
@@ -248,16 +309,19 @@ class GroupView:
     name: str
     title: str
     applies: Callable[[Group], bool]
-    figure: Callable[[Group, "tuple[int, int] | None"], go.Figure]  # (group, (response, position) or None)
+    # (group, selected (response, position) or None, response on show or None) -> figure
+    figure: Callable[[Group, "tuple[int, int] | None", "int | None"], go.Figure]
 
 
 GROUP_VIEWS: dict[str, GroupView] = {view.name: view for view in (
-    GroupView("credit.thr", "Token Hidden Reward per token", lambda g: "thr" in g.table, token_heatmap),
+    GroupView("credit.thr", "Token Hidden Reward per token", lambda g: "thr" in g.table,
+              lambda g, selected, response: token_heatmap(g, selected)),
     GroupView("credit.d3s", "D3S priority |A| x H per token", lambda g: "d3s" in g.table,
-              lambda g, selected: token_heatmap(g, selected, signal="d3s")),
+              lambda g, selected, response: token_heatmap(g, selected, signal="d3s")),
     GroupView("credit.success", "Success rate along a response", lambda g: "success_rate" in g.table,
-              lambda g, selected: success_curve(g, selected=selected)),
-    GroupView("credit.prefix_tree", "Prefix tree", lambda g: len(g) > 0, prefix_tree_figure),
+              lambda g, selected, response: success_curve(g, response, selected)),
+    GroupView("credit.prefix_tree", "Prefix tree", lambda g: len(g) > 0,
+              lambda g, selected, response: prefix_tree_figure(g, selected)),
 )}
 
 
@@ -266,5 +330,22 @@ def views_for(group: Group) -> list[GroupView]:
     return [view for view in GROUP_VIEWS.values() if view.applies(group)]
 
 
-__all__ = ["GROUP_VIEWS", "GroupStrips", "GroupView", "group_strips", "prefix_tree_figure", "success_curve",
-           "token_heatmap", "views_for"]
+def clicked_token(layout_meta, point: dict) -> tuple[int, int] | None:
+    """The (response, position) a clicked plotly `point` of a group view stands for (see the
+    module docstring), or None (a click on the prompt, or on a figure that maps no token)."""
+    if not isinstance(layout_meta, dict) or not isinstance(layout_meta.get("workbench"), dict):
+        return None
+    mapping = layout_meta["workbench"]
+    if "points" in mapping:
+        number = point.get("pointNumber")
+        valid = isinstance(number, int) and 0 <= number < len(mapping["points"])
+        return tuple(mapping["points"][number]) if valid and mapping["points"][number] is not None else None
+    position = point.get(mapping.get("position_axis"))
+    response = point.get(mapping["response_axis"]) if "response_axis" in mapping else mapping.get("response")
+    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (response, position)):
+        return int(round(response)), int(round(position))
+    return None
+
+
+__all__ = ["GROUP_VIEWS", "GroupStrips", "GroupView", "clicked_token", "group_strips", "prefix_tree_figure",
+           "response_header", "response_run", "strip_scale", "success_curve", "token_heatmap", "views_for"]
