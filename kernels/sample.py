@@ -1,12 +1,14 @@
 """Batched sampling with per-row parameters: temperature, then truncation (top-k, top-p,
 min-p, top-H), then a draw from the renormalized kept set.
 
-For row logits z and temperature T (T = 0: greedy), p = softmax(z / T) sorted descending
-(p_(1) >= p_(2) >= ...); a token is kept when every active rule keeps it, and the most
-likely token is always kept:
+For row logits z and temperature T (T = 0: greedy), p = softmax(z / T). Tokens are ranked
+in one total order: logit descending, and among equal logits the lower vocabulary id
+first (a stable sort of z; ranking by z rather than by the rounded p keeps tokens whose
+probabilities round to the same float in their logit order). With p_(1) >= p_(2) >= ... in
+that order, a token is kept when every active rule keeps it, and the first token always is:
     top-k   rank < k                                        (k = 0: off)
     top-p   sum of the probabilities ranked above it < top_p (the smallest prefix with mass
-            >= top_p; top_p = 1: off)                         [p = .9 keeps {0,1,2}]
+            >= top_p; top_p >= 1: off)                        [p = .9 keeps {0,1,2}]
     min-p   p >= min_p * p_(1)                                 [m = .2 keeps {0,1}]
     top-H   Baghaei et al. 2025, Algorithm 1: the largest prefix k whose renormalized
             distribution q_k has H(q_k) <= alpha * H(p) (alpha = top_h; 0: off). H(q_k) grows
@@ -14,14 +16,23 @@ likely token is always kept:
             also where greedy growth of the set first exceeds the budget. The authors'
             released code uses a different stopping rule (in the uniform case over 10 tokens
             with alpha = .45 it keeps 4; the paper's rule keeps 2); this follows the paper.
-The draw is Gumbel-max on the kept set: argmax(log q + g), g ~ Gumbel(0, 1) from the given
-generator, which samples exactly from q = p * kept / sum(p * kept) and is reproducible.
+Every rule keeps a prefix of the order, so the kept set is its first `count` tokens, count
+the smallest of the rules' prefix lengths (at least 1). Ties are cut by id: top-k 2 over
+three equal logits keeps the two lowest ids.
+
+The draw is Gumbel-max on the kept set: argmax over kept v of z_v / T + g_v, g ~ Gumbel(0, 1),
+which samples exactly from q = p * kept / sum(p * kept). The noise is counter-based
+(`kernels/philox.py`: a seed drawn from the caller's generator, Philox4x32-10 at (v // 4,
+row)), so this reference and the Triton kernel (`kernels/triton_sample.py`) draw the same
+token for the same generator state, up to the rounding of log in the noise.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
+
+from .philox import draw_seed, gumbel_noise
 
 
 @dataclass
@@ -49,8 +60,9 @@ def kept_counts(sorted_p, entropy, *, top_k=0, top_p=1.0, min_p=0.0, top_h=0.0) 
     count = torch.full((rows,), width, dtype=torch.int64, device=device)
     k = per_row(top_k, rows, torch.int64, device)
     count = torch.where(k > 0, torch.minimum(count, k), count)
-    mass_before = sorted_p.cumsum(-1) - sorted_p
-    count = torch.minimum(count, (mass_before < per_row(top_p, rows, torch.float32, device)[:, None]).sum(-1))
+    top_p = per_row(top_p, rows, torch.float32, device)
+    mass_before = sorted_p.double().cumsum(-1) - sorted_p.double()  # float64: no drift over 10^5 terms
+    count = torch.where(top_p < 1, torch.minimum(count, (mass_before < top_p[:, None]).sum(-1)), count)
     floor = per_row(min_p, rows, torch.float32, device)[:, None] * sorted_p[:, :1]
     count = torch.minimum(count, (sorted_p >= floor).sum(-1))
     alpha = per_row(top_h, rows, torch.float32, device)
@@ -64,8 +76,10 @@ def kept_set_reference(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0
     rows, vocab = logits.shape
     temperature = per_row(temperature, rows, torch.float32, logits.device)
     greedy = temperature <= 0
-    p = torch.softmax(logits.float() / torch.where(greedy, 1.0, temperature)[:, None], dim=-1)
-    sorted_p, order = p.sort(dim=-1, descending=True)  # [B, V]
+    z = logits.float()
+    p = torch.softmax(z / torch.where(greedy, 1.0, temperature)[:, None], dim=-1)
+    order = z.argsort(dim=-1, descending=True, stable=True)  # [B, V], the total order above
+    sorted_p = p.gather(-1, order)
     count = kept_counts(sorted_p, _entropy(p), top_k=top_k, top_p=top_p, min_p=min_p, top_h=top_h)
     count = torch.where(greedy, 1, count)
     keep = torch.arange(vocab, device=logits.device)[None, :] < count[:, None]  # a prefix of the sorted order
@@ -77,9 +91,10 @@ def kept_set_reference(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0
 def _top_h_size(sorted_p: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
     """Per row, the number of leading tokens whose renormalized entropy H(q_k) <= budget
     (= alpha H(p)). With S_k = sum_{i<=k} p_i and A_k = sum_{i<=k} p_i log p_i:
-    H(q_k) = log S_k - A_k / S_k.
+    H(q_k) = log S_k - A_k / S_k (sums in float64).
     """
-    plogp = torch.where(sorted_p > 0, sorted_p * sorted_p.clamp_min(1e-45).log(), 0.0)
+    sorted_p = sorted_p.double()
+    plogp = torch.where(sorted_p > 0, sorted_p * sorted_p.clamp_min(1e-300).log(), 0.0)
     mass = sorted_p.cumsum(-1)
     prefix_entropy = mass.log() - plogp.cumsum(-1) / mass  # [B, K]
     return (prefix_entropy <= budget[:, None] + 1e-6).sum(-1)
@@ -96,10 +111,10 @@ def sample_reference(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, 
         raise ValueError(f"logits must be [B, V], got shape {tuple(logits.shape)}")
     kept, q = kept_set_reference(logits, temperature=temperature, top_k=top_k, top_p=top_p,
                                  min_p=min_p, top_h=top_h)
-    rows = logits.shape[0]
+    rows, vocab = logits.shape
     temperature = per_row(temperature, rows, torch.float32, logits.device)
-    before = torch.softmax(logits.float() / torch.where(temperature <= 0, 1.0, temperature)[:, None], -1)
-    uniform = torch.rand(q.shape, generator=generator, device=q.device if generator is None else generator.device)
-    gumbel = -torch.log(-torch.log(uniform.clamp(1e-20, 1.0)))
-    ids = torch.where(kept, q.log() + gumbel.to(q.device), float("-inf")).argmax(-1)
-    return SampleResult(ids, kept.sum(-1), _entropy(before), _entropy(q), q.gather(-1, ids[:, None])[:, 0])
+    scaled = logits.float() / torch.where(temperature <= 0, 1.0, temperature)[:, None]  # z / T
+    gumbel = gumbel_noise(draw_seed(generator, logits.device), rows, vocab)
+    ids = torch.where(kept, scaled + gumbel, float("-inf")).argmax(-1)
+    return SampleResult(ids, kept.sum(-1), _entropy(torch.softmax(scaled, -1)), _entropy(q),
+                        q.gather(-1, ids[:, None])[:, 0])
