@@ -26,13 +26,13 @@ import json
 import os
 import platform
 import re
-import statistics
 import sys
-import time
 import warnings
 from pathlib import Path
 
 import torch
+
+from workbench import bench
 
 CASES = {
     "temperature 0.8": dict(temperature=0.8),
@@ -115,22 +115,10 @@ def flashinfer_sampler(params):
 
 
 def median_ms(fn, repeats: int, warmup: int, cuda: bool) -> float:
+    """`workbench.bench.median_ms` of the argument-free `fn`, after `warmup` calls."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        if cuda:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            times.append(start.elapsed_time(end))
-        else:
-            begin = time.perf_counter()
-            fn()
-            times.append((time.perf_counter() - begin) * 1e3)
-    return statistics.median(times)
+    return bench.median_ms(lambda _: fn(), {}, torch.device("cuda" if cuda else "cpu"), repeats)
 
 
 def device_name(cuda: bool) -> str:

@@ -73,19 +73,28 @@ def kept_counts(sorted_p, entropy, *, top_k=0, top_p=1.0, min_p=0.0, top_h=0.0) 
 
 def kept_set_reference(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, top_h=0.0):
     """The kept-set mask [B, V] (bool) and the sampling distribution q [B, V] (fp32)."""
+    kept, q, _, _ = _kept_set(logits, temperature, top_k, top_p, min_p, top_h)
+    return kept, q
+
+
+def _kept_set(logits, temperature, top_k, top_p, min_p, top_h):
+    """`kept_set_reference`'s kept and q, with what it computes on the way: the scaled logits
+    s = z / T [B, V] (T = 1 on greedy rows) and the entropy [B] of p = softmax(s)."""
     rows, vocab = logits.shape
     temperature = per_row(temperature, rows, torch.float32, logits.device)
     greedy = temperature <= 0
     z = logits.float()
-    p = torch.softmax(z / torch.where(greedy, 1.0, temperature)[:, None], dim=-1)
+    scaled = z / torch.where(greedy, 1.0, temperature)[:, None]
+    p = torch.softmax(scaled, dim=-1)
+    entropy = _entropy(p)
     order = z.argsort(dim=-1, descending=True, stable=True)  # [B, V], the total order above
     sorted_p = p.gather(-1, order)
-    count = kept_counts(sorted_p, _entropy(p), top_k=top_k, top_p=top_p, min_p=min_p, top_h=top_h)
+    count = kept_counts(sorted_p, entropy, top_k=top_k, top_p=top_p, min_p=min_p, top_h=top_h)
     count = torch.where(greedy, 1, count)
     keep = torch.arange(vocab, device=logits.device)[None, :] < count[:, None]  # a prefix of the sorted order
     kept = torch.zeros_like(keep).scatter(-1, order, keep)  # back to vocabulary order
     q = torch.where(kept, p, 0.0)
-    return kept, q / q.sum(-1, keepdim=True)
+    return kept, q / q.sum(-1, keepdim=True), scaled, entropy
 
 
 def _top_h_size(sorted_p: torch.Tensor, budget: torch.Tensor) -> torch.Tensor:
@@ -109,12 +118,7 @@ def sample_reference(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, 
     """Draw one token per row of logits [B, V]; every parameter is a scalar or a [B] tensor."""
     if logits.ndim != 2:
         raise ValueError(f"logits must be [B, V], got shape {tuple(logits.shape)}")
-    kept, q = kept_set_reference(logits, temperature=temperature, top_k=top_k, top_p=top_p,
-                                 min_p=min_p, top_h=top_h)
-    rows, vocab = logits.shape
-    temperature = per_row(temperature, rows, torch.float32, logits.device)
-    scaled = logits.float() / torch.where(temperature <= 0, 1.0, temperature)[:, None]  # z / T
-    gumbel = gumbel_noise(draw_seed(generator, logits.device), rows, vocab)
+    kept, q, scaled, entropy = _kept_set(logits, temperature, top_k, top_p, min_p, top_h)
+    gumbel = gumbel_noise(draw_seed(generator, logits.device), *logits.shape)
     ids = torch.where(kept, scaled + gumbel, float("-inf")).argmax(-1)
-    return SampleResult(ids, kept.sum(-1), _entropy(torch.softmax(scaled, -1)), _entropy(q),
-                        q.gather(-1, ids[:, None])[:, 0])
+    return SampleResult(ids, kept.sum(-1), entropy, _entropy(q), q.gather(-1, ids[:, None])[:, 0])

@@ -23,7 +23,7 @@ import triton
 import triton.language as tl
 
 from .divergence import LN2, Divergence, check_pair
-from .triton_online import INTERPRETED, PROGRAM_CONFIGS, tuned
+from .triton_online import ROW_CONFIGS, rows_per_program
 from .vocab_stats import IGNORE_INDEX
 
 
@@ -36,7 +36,7 @@ def _lse_tile(x, alive):
 
 
 @triton.jit
-def _merge(ma, sa, aa, mb, sb, ab):
+def merge_states(ma, sa, aa, mb, sb, ab):
     """Merge two (m, s, a) states whose s and a share the factor e^(-m)."""
     m = tl.maximum(ma, mb)
     ca = tl.exp(tl.where(ma > float("-inf"), ma - m, 0.0))
@@ -44,10 +44,43 @@ def _merge(ma, sa, aa, mb, sb, ab):
     return m, ca * sa + cb * sb, ca * aa + cb * ab
 
 
+@triton.jit
+def contrast(z_p, z_q, beta):
+    """c = (1 + beta) z_p - beta z_q, -inf where z_p is."""
+    return tl.where(z_p > float("-inf"), (1 + beta) * z_p - beta * z_q, float("-inf"))
+
+
+@triton.jit
+def fold_tile(z_p, z_q, beta, m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c, HAS_TARGETS: tl.constexpr):
+    """Fold a tile of both rows' logits z_p, z_q [R, B] (-inf where absent) into the pass-1
+    states [R]: (m, s, a) of p and of q, and (m, s) of the contrast when there are targets."""
+    alive_p = z_p > float("-inf")
+    tile_m, e = _lse_tile(z_p, alive_p)
+    gap = tl.sum(tl.where(e > 0, e * (z_p - z_q), 0.0), 1)
+    m_p, s_p, a_p = merge_states(m_p, s_p, a_p, tile_m, tl.sum(e, 1), gap)
+    tile_m, e = _lse_tile(z_q, z_q > float("-inf"))
+    gap = tl.sum(tl.where(e > 0, e * (z_q - z_p), 0.0), 1)
+    m_q, s_q, a_q = merge_states(m_q, s_q, a_q, tile_m, tl.sum(e, 1), gap)
+    if HAS_TARGETS:
+        tile_m, e = _lse_tile(contrast(z_p, z_q, beta), alive_p)
+        zero = tl.zeros_like(s_c)
+        m_c, s_c, _ = merge_states(m_c, s_c, zero, tile_m, tl.sum(e, 1), zero)
+    return m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c
+
+
+@triton.jit
+def js_share(log_p, log_q, LOG2: tl.constexpr):
+    """Row sums [R] of p log(2p / (p + q)) + q log(2q / (p + q)) over a tile of log p, log q
+    [R, B]; terms with p = 0 (q = 0) are skipped."""
+    p = tl.exp(log_p)
+    q = tl.exp(log_q)
+    log_2m = tl.log(p + q)  # log(2m): finite wherever p > 0 or q > 0
+    terms = tl.where(p > 0, p * (log_p + LOG2 - log_2m), 0.0) + tl.where(q > 0, q * (log_q + LOG2 - log_2m), 0.0)
+    return tl.sum(terms, 1)
+
+
 @triton.autotune(
-    configs=tuned([triton.Config({"BLOCK": block, "PREFETCH": prefetch}, num_warps=warps)
-                   for block, warps, prefetch in PROGRAM_CONFIGS],
-                  triton.Config({"BLOCK": 1024, "PREFETCH": True}, num_warps=1)),
+    configs=ROW_CONFIGS,
     key=["V", "HAS_TARGETS", "JS"],
     cache_results=True,  # the choice persists in Triton's cache: later processes skip the timing
 )
@@ -82,18 +115,9 @@ def _divergence_kernel(p_ptr, p_stride, q_ptr, q_stride, targets_ptr, beta, T, V
             in_range = row_mask[:, None] & (cols < V)
             z_p = tl.load(p_rows + cols, mask=in_range, other=float("-inf")).to(tl.float32)
             z_q = tl.load(q_rows + cols, mask=in_range, other=float("-inf")).to(tl.float32)
-        alive_p = z_p > float("-inf")  # lanes past V load -inf: dead too
-        alive_q = z_q > float("-inf")
-        tile_m, e = _lse_tile(z_p, alive_p)
-        gap = tl.sum(tl.where(e > 0, e * (z_p - z_q), 0.0), 1)
-        m_p, s_p, a_p = _merge(m_p, s_p, a_p, tile_m, tl.sum(e, 1), gap)
-        tile_m, e = _lse_tile(z_q, alive_q)
-        gap = tl.sum(tl.where(e > 0, e * (z_q - z_p), 0.0), 1)
-        m_q, s_q, a_q = _merge(m_q, s_q, a_q, tile_m, tl.sum(e, 1), gap)
-        if HAS_TARGETS:
-            contrast = tl.where(alive_p, (1 + beta) * z_p - beta * z_q, float("-inf"))
-            tile_m, e = _lse_tile(contrast, alive_p)
-            m_c, s_c, _ = _merge(m_c, s_c, zero, tile_m, tl.sum(e, 1), zero)
+        # lanes past V load -inf: dead too
+        m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c = fold_tile(z_p, z_q, beta, m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c,
+                                                           HAS_TARGETS)
 
     masked = (m_p == float("-inf")) | (m_q == float("-inf"))
     lse_p = m_p + tl.log(s_p)
@@ -106,8 +130,7 @@ def _divergence_kernel(p_ptr, p_stride, q_ptr, q_stride, targets_ptr, beta, T, V
         index = tl.where(ignored, 0, target)
         z_py = tl.load(p_ptr + rows * p_stride + index, mask=row_mask, other=0.0).to(tl.float32)
         z_qy = tl.load(q_ptr + rows * q_stride + index, mask=row_mask, other=0.0).to(tl.float32)
-        contrast_y = tl.where(z_py > float("-inf"), (1 + beta) * z_py - beta * z_qy, float("-inf"))
-        score = tl.exp(contrast_y - (m_c + tl.log(s_c)))
+        score = tl.exp(contrast(z_py, z_qy, beta) - (m_c + tl.log(s_c)))
         tl.store(score_ptr + rows, tl.where(ignored | masked, float("nan"), score), mask=row_mask)
     if JS:
         total = zero
@@ -126,11 +149,7 @@ def _divergence_kernel(p_ptr, p_stride, q_ptr, q_stride, targets_ptr, beta, T, V
                 in_range = row_mask[:, None] & (cols < V)
                 log_p = tl.load(p_rows + cols, mask=in_range, other=float("-inf")).to(tl.float32) - lse_p[:, None]
                 log_q = tl.load(q_rows + cols, mask=in_range, other=float("-inf")).to(tl.float32) - lse_q[:, None]
-            p = tl.exp(log_p)
-            q = tl.exp(log_q)
-            log_2m = tl.log(p + q)  # log(2m): finite wherever p > 0 or q > 0
-            terms = tl.where(p > 0, p * (log_p + LOG2 - log_2m), 0.0) + tl.where(q > 0, q * (log_q + LOG2 - log_2m), 0.0)
-            total += tl.sum(terms, 1)
+            total += js_share(log_p, log_q, LOG2)
         tl.store(js_ptr + rows, tl.where(masked, float("nan"), 0.5 * total), mask=row_mask)
 
 
@@ -147,7 +166,7 @@ def divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, targets: torch.Te
                         torch.empty(rows, **fp32) if targets is not None else None)
     if rows == 0:
         return result
-    per_program = triton.next_power_of_2(min(rows, 16)) if INTERPRETED else 1  # see triton_online.INTERPRETED
+    per_program = rows_per_program(rows, 1)
     _divergence_kernel[(triton.cdiv(rows, per_program),)](
         logits_p, logits_p.stride(0), logits_q, logits_q.stride(0),
         targets.contiguous() if targets is not None else kl_pq, float(beta), rows, vocab,

@@ -23,9 +23,9 @@ import triton.language as tl
 
 from .divergence import LN2, Divergence, check_pair
 from .linear_vocab_stats import check_head
-from .triton_divergence import _lse_tile, _merge
+from .triton_divergence import contrast, fold_tile, js_share, merge_states
 from .triton_linear_vocab_stats import dot_precision, dot_tile, head_transform, vocab_splits
-from .triton_online import INTERPRETED, tuned
+from .triton_online import INTERPRETED, rows_per_program, tuned
 from .vocab_stats import IGNORE_INDEX
 
 FIELDS = 8  # per split and row: m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c (pass 1); the JS share (pass 2)
@@ -79,8 +79,7 @@ def _pair_kernel(hp_ptr, hp_stride, wp_ptr, wp_stride, bp_ptr, hq_ptr, hq_stride
                                                       softcap_q, DQ, BLOCK_T, BLOCK_T, BLOCK_K, HAS_BIAS_Q, SOFTCAP_Q,
                                                       DOT_FP32, PRECISION_Q), 0.0), 1)
         if split == 0:
-            contrast_y = tl.where(z_py > float("-inf"), (1 + beta) * z_py - beta * z_qy, float("-inf"))
-            tl.store(contrast_y_ptr + rows, contrast_y, mask=row_mask)
+            tl.store(contrast_y_ptr + rows, contrast(z_py, z_qy, beta), mask=row_mask)
 
     if JS_PASS:
         lse_p = tl.load(lse_p_ptr + rows, mask=row_mask, other=0.0)
@@ -102,23 +101,10 @@ def _pair_kernel(hp_ptr, hp_stride, wp_ptr, wp_stride, bp_ptr, hq_ptr, hq_stride
         z_p = tl.where(in_range, z_p, float("-inf"))
         z_q = tl.where(in_range, z_q, float("-inf"))
         if JS_PASS:
-            log_p = z_p - lse_p[:, None]
-            log_q = z_q - lse_q[:, None]
-            p = tl.exp(log_p)
-            q = tl.exp(log_q)
-            log_2m = tl.log(p + q)
-            terms = tl.where(p > 0, p * (log_p + LOG2 - log_2m), 0.0) + tl.where(q > 0, q * (log_q + LOG2 - log_2m), 0.0)
-            share += tl.sum(terms, 1)
+            share += js_share(z_p - lse_p[:, None], z_q - lse_q[:, None], LOG2)
         else:
-            alive_p = z_p > float("-inf")
-            tile_m, e = _lse_tile(z_p, alive_p)
-            m_p, s_p, a_p = _merge(m_p, s_p, a_p, tile_m, tl.sum(e, 1), tl.sum(tl.where(e > 0, e * (z_p - z_q), 0.0), 1))
-            tile_m, e = _lse_tile(z_q, z_q > float("-inf"))
-            m_q, s_q, a_q = _merge(m_q, s_q, a_q, tile_m, tl.sum(e, 1), tl.sum(tl.where(e > 0, e * (z_q - z_p), 0.0), 1))
-            if HAS_TARGETS:
-                contrast = tl.where(alive_p, (1 + beta) * z_p - beta * z_q, float("-inf"))
-                tile_m, e = _lse_tile(contrast, alive_p)
-                m_c, s_c, _ = _merge(m_c, s_c, zero, tile_m, tl.sum(e, 1), zero)
+            m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c = fold_tile(z_p, z_q, beta, m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c,
+                                                               HAS_TARGETS)
 
     out = part_ptr + split * T + rows  # field f of this split: out + f * S * T
     if JS_PASS:
@@ -145,14 +131,14 @@ def _pair_merge_kernel(part_ptr, contrast_y_ptr, targets_ptr, T, S, kl_pq_ptr, k
     m_c, s_c = zero + float("-inf"), zero
     for split in range(0, S):
         at = part_ptr + split * T + rows  # field f: at + f * S * T
-        m_p, s_p, a_p = _merge(m_p, s_p, a_p, tl.load(at, mask=row_mask, other=float("-inf")),
-                               tl.load(at + S * T, mask=row_mask, other=0.0),
-                               tl.load(at + 2 * S * T, mask=row_mask, other=0.0))
-        m_q, s_q, a_q = _merge(m_q, s_q, a_q, tl.load(at + 3 * S * T, mask=row_mask, other=float("-inf")),
-                               tl.load(at + 4 * S * T, mask=row_mask, other=0.0),
-                               tl.load(at + 5 * S * T, mask=row_mask, other=0.0))
-        m_c, s_c, _ = _merge(m_c, s_c, zero, tl.load(at + 6 * S * T, mask=row_mask, other=float("-inf")),
-                             tl.load(at + 7 * S * T, mask=row_mask, other=0.0), zero)
+        m_p, s_p, a_p = merge_states(m_p, s_p, a_p, tl.load(at, mask=row_mask, other=float("-inf")),
+                                     tl.load(at + S * T, mask=row_mask, other=0.0),
+                                     tl.load(at + 2 * S * T, mask=row_mask, other=0.0))
+        m_q, s_q, a_q = merge_states(m_q, s_q, a_q, tl.load(at + 3 * S * T, mask=row_mask, other=float("-inf")),
+                                     tl.load(at + 4 * S * T, mask=row_mask, other=0.0),
+                                     tl.load(at + 5 * S * T, mask=row_mask, other=0.0))
+        m_c, s_c, _ = merge_states(m_c, s_c, zero, tl.load(at + 6 * S * T, mask=row_mask, other=float("-inf")),
+                                   tl.load(at + 7 * S * T, mask=row_mask, other=0.0), zero)
     masked = (m_p == float("-inf")) | (m_q == float("-inf"))
     lse_p = tl.where(masked, float("nan"), m_p + tl.log(s_p))
     lse_q = tl.where(masked, float("nan"), m_q + tl.log(s_q))
@@ -204,7 +190,7 @@ def linear_divergence(hidden_p: torch.Tensor, weight_p: torch.Tensor, hidden_q: 
         )
 
     launch(js_pass=False)
-    merge_rows = triton.next_power_of_2(min(rows, 16)) if INTERPRETED else 64
+    merge_rows = rows_per_program(rows, 64)
     _pair_merge_kernel[(triton.cdiv(rows, merge_rows),)](
         part, contrast_y, targets if targets is not None else placeholder, rows, splits, result.kl_pq, result.kl_qp,
         result.contrastive if targets is not None else placeholder, lse_p, lse_q,

@@ -26,8 +26,8 @@ import triton
 import triton.language as tl
 
 from .linear_vocab_stats import check_head
-from .triton_online import (EMPTY_BASE, INTERPRETED, merge_moments, store_stats, tile_moments, topk_init,
-                            topk_insert, tuned)
+from .triton_online import (EMPTY_BASE, INTERPRETED, merge_moments, rows_per_program, stats_outputs, store_stats,
+                            tile_moments, topk_init, topk_insert, tuned)
 from .vocab_stats import IGNORE_INDEX, VocabStats, check_options
 
 
@@ -206,15 +206,12 @@ def linear_vocab_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torc
     device = hidden.device
     k = min(max(top_k, 2), vocab)
     kp = triton.next_power_of_2(k)
-    fp32 = dict(dtype=torch.float32, device=device)
-    lse, entropy, varentropy, margin = (torch.empty(rows, **fp32) for _ in range(4))
-    topk_ids = torch.empty(rows, top_k, dtype=torch.int64, device=device)
-    topk_probs = torch.empty(rows, top_k, **fp32)
-    logprob = torch.empty(rows, **fp32) if targets is not None else None
-    rank = torch.empty(rows, dtype=torch.int64, device=device) if targets is not None else None
+    stats, outputs = stats_outputs(rows, top_k, targets is not None, device)
     if rows == 0:
-        return VocabStats(lse, entropy, varentropy, margin, topk_ids, topk_probs, logprob, rank)
+        return stats
 
+    fp32 = dict(dtype=torch.float32, device=device)
+    lse = stats.lse  # stands in for absent optional tensors (never read)
     splits, split_cols = vocab_splits(rows, vocab, device)
     part_m, part_s0, part_s1, part_s2 = (torch.empty(splits, rows, **fp32) for _ in range(4))
     part_rank = torch.empty(splits, rows, dtype=torch.int32, device=device)
@@ -231,16 +228,14 @@ def linear_vocab_stats(hidden: torch.Tensor, weight: torch.Tensor, targets: torc
         K=k, KP=kp, HAS_BIAS=bias is not None, SOFTCAP=bool(softcap), SCALED=temperature != 1.0,
         DOT_FP32=INTERPRETED, PRECISION=dot_precision(hidden.dtype), **flags,
     )
-    merge_rows = triton.next_power_of_2(min(rows, 16)) if INTERPRETED else 16
+    merge_rows = rows_per_program(rows, 16)
     _merge_kernel[(triton.cdiv(rows, merge_rows),)](
         part_m, part_s0, part_s1, part_s2, part_rank, part_values, part_ids, target_logit,
-        targets if targets is not None else lse, rows, splits,
-        lse, entropy, varentropy, margin, logprob if logprob is not None else lse, rank if rank is not None else lse,
-        topk_ids if top_k else lse, topk_probs if top_k else lse,  # empty tensors have no address on a GPU
+        targets if targets is not None else lse, rows, splits, *outputs,
         K=k, KP=kp, TOP_K=top_k, ROWS=merge_rows, **flags,
         num_warps=1 if INTERPRETED else 4,
     )
-    return VocabStats(lse, entropy, varentropy, margin, topk_ids, topk_probs, logprob, rank)
+    return stats
 
 
 def dot_precision(dtype: torch.dtype) -> str:

@@ -27,8 +27,11 @@ arrive in increasing id order, so ties keep the lower id, as a stable sort would
 """
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
+
+from .vocab_stats import VocabStats
 
 NEG_INF = tl.constexpr(float("-inf"))
 POS_INF = tl.constexpr(float("inf"))
@@ -42,16 +45,23 @@ NONE = tl.constexpr(2**31 - 1)  # "no lane" in index reductions
 INTERPRETED = triton.knobs.runtime.interpret
 
 
-# Row-walking kernels (vocab_stats, divergence) on GPUs: (logits per tile, warps, whether to
-# load the next tile before this tile's math). Prefetching keeps two tiles in flight per
-# program but takes ~50 more registers per thread, so fewer programs share an SM: timing decides.
-PROGRAM_CONFIGS = ((2048, 4, True), (4096, 4, True), (4096, 8, True), (4096, 8, False), (8192, 8, False),
-                   (8192, 16, False))
-
-
 def tuned(gpu_configs: list, interpreted_config):
     """The autotuning candidates: `gpu_configs`, or the single `interpreted_config`."""
     return [interpreted_config] if INTERPRETED else gpu_configs
+
+
+def rows_per_program(rows: int, gpu_rows: int) -> int:
+    """Rows each program takes: `gpu_rows` on GPUs; in the interpreter up to 16 (a power of two)."""
+    return triton.next_power_of_2(min(rows, 16)) if INTERPRETED else gpu_rows
+
+
+# Row-walking kernels (vocab_stats, divergence): on GPUs (logits per tile, warps, whether to
+# load the next tile before this tile's math). Prefetching keeps two tiles in flight per
+# program but takes ~50 more registers per thread, so fewer programs share an SM: timing decides.
+ROW_CONFIGS = tuned([triton.Config({"BLOCK": block, "PREFETCH": prefetch}, num_warps=warps)
+                     for block, warps, prefetch in ((2048, 4, True), (4096, 4, True), (4096, 8, True),
+                                                    (4096, 8, False), (8192, 8, False), (8192, 16, False))],
+                    triton.Config({"BLOCK": 1024, "PREFETCH": True}, num_warps=1))
 
 
 @triton.jit
@@ -170,3 +180,19 @@ def store_stats(rows, row_mask, m, s0, s1, s2, values, ids, target_logit, rank, 
     if HAS_TARGETS:
         tl.store(logprob_ptr + rows, tl.where(ignored, float("nan"), target_logit - lse), mask=row_mask)
         tl.store(rank_ptr + rows, tl.where(ignored, -1, rank).to(tl.int64), mask=row_mask)
+
+
+def stats_outputs(rows: int, top_k: int, with_targets: bool, device: torch.device) -> tuple[VocabStats, tuple]:
+    """Empty VocabStats for `rows` rows, and the tensors `store_stats` writes in its argument
+    order (lse, entropy, varentropy, margin, logprob, rank, topk_ids, topk_probs); lse stands in
+    for absent ones and for an empty top-k (empty tensors have no address on a GPU), never written."""
+    fp32 = dict(dtype=torch.float32, device=device)
+    stats = VocabStats(*(torch.empty(rows, **fp32) for _ in range(4)),
+                       torch.empty(rows, top_k, dtype=torch.int64, device=device), torch.empty(rows, top_k, **fp32),
+                       torch.empty(rows, **fp32) if with_targets else None,
+                       torch.empty(rows, dtype=torch.int64, device=device) if with_targets else None)
+    lse = stats.lse
+    outputs = (lse, stats.entropy, stats.varentropy, stats.margin,
+               stats.target_logprob if with_targets else lse, stats.target_rank if with_targets else lse,
+               stats.topk_ids if top_k else lse, stats.topk_probs if top_k else lse)
+    return stats, outputs

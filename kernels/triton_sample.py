@@ -58,10 +58,9 @@ import triton.language as tl
 
 from .philox import U_FLOOR, UNIFORM_SCALE, draw_seed
 from .sample import SampleResult, per_row
+from .triton_online import NEG_INF, POS_INF
 
 # Globals a kernel reads must be tl.constexpr instances (an annotation alone is not enough).
-NEG_INF = tl.constexpr(float("-inf"))
-POS_INF = tl.constexpr(float("inf"))
 TOP_H_SLACK = tl.constexpr(1e-6)  # the reference's tolerance on H(q_k) <= alpha H(p)
 SCALE = tl.constexpr(UNIFORM_SCALE)
 FLOOR = tl.constexpr(U_FLOOR)
@@ -156,7 +155,7 @@ def _add_stats(z, lo, hi, active, tau, T, s_max, count3, low3, high3, S3, A3,
 
 
 @triton.jit
-def _narrow(tau, count3, low3, high3, S3, A3, lo, hi, n_lo, n_above, S_above, A_above, z_low_above, active,
+def _narrow(count3, low3, high3, S3, A3, lo, hi, n_lo, n_above, S_above, A_above, z_low_above, active,
             k, top_p, min_p, alpha, Z, budget, T, s_max,
             NTH: tl.constexpr, USE_MASS: tl.constexpr, USE_ENTROPY: tl.constexpr):
     """One search step from a pass's statistics: judge each threshold's prefix {z >= tau},
@@ -263,7 +262,7 @@ def _sample_kernel(logits_ptr, row_stride, B, V,
             count3, low3, high3, S3, A3 = _add_stats(z, lo, hi, active, tau, T, s_max, count3, low3, high3,
                                                      S3, A3, USE_MASS, USE_ENTROPY)
         lo, hi, n_lo, n_above, S_above, A_above, z_low_above, active = _narrow(
-            tau, count3, low3, high3, S3, A3, lo, hi, n_lo, n_above, S_above, A_above, z_low_above, active,
+            count3, low3, high3, S3, A3, lo, hi, n_lo, n_above, S_above, A_above, z_low_above, active,
             k, top_p, min_p, alpha, Z, budget, T, s_max, NTH, USE_MASS, USE_ENTROPY)
     # ... then one pass gathers the band's logits (in any order) into a per-row scratch row
     # of CAP, and the rest of the search reads only those
@@ -287,7 +286,7 @@ def _sample_kernel(logits_ptr, row_stride, B, V,
                 count3, low3, high3, S3, A3 = _add_stats(z, lo, hi, active, tau, T, s_max, count3, low3, high3,
                                                          S3, A3, USE_MASS, USE_ENTROPY)
             lo, hi, n_lo, n_above, S_above, A_above, z_low_above, active = _narrow(
-                tau, count3, low3, high3, S3, A3, lo, hi, n_lo, n_above, S_above, A_above, z_low_above, active,
+                count3, low3, high3, S3, A3, lo, hi, n_lo, n_above, S_above, A_above, z_low_above, active,
                 k, top_p, min_p, alpha, Z, budget, T, s_max, NTH, USE_MASS, USE_ENTROPY)
 
     # 3. how many of the g tokens tied at t = lo are kept

@@ -24,15 +24,13 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_online import (INTERPRETED, PROGRAM_CONFIGS, merge_moments, store_stats, tile_moments, topk_init,
-                            topk_insert, tuned)
+from .triton_online import (ROW_CONFIGS, merge_moments, rows_per_program, stats_outputs, store_stats, tile_moments,
+                            topk_init, topk_insert)
 from .vocab_stats import IGNORE_INDEX, VocabStats, _check
 
 
 @triton.autotune(
-    configs=tuned([triton.Config({"BLOCK": block, "PREFETCH": prefetch}, num_warps=warps)
-                   for block, warps, prefetch in PROGRAM_CONFIGS],
-                  triton.Config({"BLOCK": 1024, "PREFETCH": True}, num_warps=1)),
+    configs=ROW_CONFIGS,
     key=["V", "K", "HAS_TARGETS"],
     cache_results=True,  # the choice persists in Triton's cache: later processes skip the timing
 )
@@ -100,20 +98,13 @@ def vocab_stats(logits: torch.Tensor, targets: torch.Tensor | None = None, *, to
         targets = targets.contiguous()
     rows, vocab = logits.shape
     k = min(max(top_k, 2), vocab)
-    fp32 = dict(dtype=torch.float32, device=logits.device)
-    lse, entropy, varentropy, margin = (torch.empty(rows, **fp32) for _ in range(4))
-    topk_ids = torch.empty(rows, top_k, dtype=torch.int64, device=logits.device)
-    topk_probs = torch.empty(rows, top_k, **fp32)
-    logprob = torch.empty(rows, **fp32) if targets is not None else None
-    rank = torch.empty(rows, dtype=torch.int64, device=logits.device) if targets is not None else None
+    stats, outputs = stats_outputs(rows, top_k, targets is not None, logits.device)
     if rows:
-        per_program = triton.next_power_of_2(min(rows, 16)) if INTERPRETED else 1
+        per_program = rows_per_program(rows, 1)
         _vocab_stats_kernel[(triton.cdiv(rows, per_program),)](
-            logits, logits.stride(0), targets if targets is not None else lse, float(temperature), rows, vocab,
-            lse, entropy, varentropy, margin, logprob if logprob is not None else lse, rank if rank is not None else lse,
-            topk_ids if top_k else lse, topk_probs if top_k else lse,  # empty tensors have no address on a GPU
-            K=k, KP=triton.next_power_of_2(k), TOP_K=top_k, ROWS=per_program,
+            logits, logits.stride(0), targets if targets is not None else stats.lse, float(temperature), rows, vocab,
+            *outputs, K=k, KP=triton.next_power_of_2(k), TOP_K=top_k, ROWS=per_program,
             HAS_TARGETS=targets is not None, SCALED=temperature != 1.0, IGNORE=IGNORE_INDEX,
         )
-    return VocabStats(lse, entropy, varentropy, margin, topk_ids, topk_probs, logprob, rank)
+    return stats
 

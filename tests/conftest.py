@@ -4,6 +4,7 @@ import pytest
 import torch
 
 import workbench as wb
+from pages import chromium
 
 if not torch.cuda.is_available():
     # Triton kernels run on CPU tensors only in the interpreter, which reads this variable
@@ -15,3 +16,10 @@ if not torch.cuda.is_available():
 def smol():
     """The embedded SmolLM2-135M-Instruct (first load writes the local cache)."""
     return wb.load()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Chromium driven by Playwright, one per test module (skipped where either is missing)."""
+    with chromium() as browser:
+        yield browser

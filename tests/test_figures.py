@@ -9,23 +9,19 @@ from __future__ import annotations
 import json
 import math
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import plotly.io as pio
 import pytest
 
+from pages import CHROMIUM, chromium
 from workbench.errors import WorkbenchError
 from workbench.run import Run
 from workbench.widgets import figures
 from workbench.widgets.figures import (MAX_POINTS, SELECTED_COLOR, SELECTION, decimate, figure_html, lens_heatmap,
                                        next_token_chart, signal_chart, update_in_place)
 from workbench.widgets.panels import PANELS, Panel, clicked_position, load_builtin_panels, panels_for
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 
 
 def make_run(n: int = 12, layers: int = 4, seed: int = 0) -> Run:
@@ -208,21 +204,15 @@ def test_figure_html_is_standalone():
     assert not re.search(r"<script[^>]*\ssrc=", page)  # no external script
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)")
 def test_exported_html_draws_with_no_network(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
     path = tmp_path / "chart.html"
     path.write_text(figure_html(signal_chart(make_run(), 2)), encoding="utf-8")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            requests: list[str] = []
-            page.on("request", lambda request: requests.append(request.url))
-            page.goto(path.as_uri())
-            page.locator(".js-plotly-plot .scatterlayer .trace").wait_for(timeout=20_000)
-        finally:
-            browser.close()
+    with chromium() as browser:
+        page = browser.new_page()
+        requests: list[str] = []
+        page.on("request", lambda request: requests.append(request.url))
+        page.goto(path.as_uri())
+        page.locator(".js-plotly-plot .scatterlayer .trace").wait_for(timeout=20_000)
     assert all(url.startswith(("file:", "data:", "blob:")) for url in requests), requests
 
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from test_serve import ALL_MARKED, CHROMIUM, CHROMIUM_ARGS, FIND, start_server, stop_server
+from pages import ALL_MARKED, CHROMIUM, CHROMIUM_ARGS, FIND, start_server, stop_server
 
 N_SESSIONS = 4
 TIMEOUT_S = 120

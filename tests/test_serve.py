@@ -6,82 +6,19 @@ the same server.
 """
 from __future__ import annotations
 
-import json
 import re
-import socket
-import statistics
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
 import warnings
 from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urljoin, urlparse
+from urllib.parse import urljoin
 
 import pandas as pd
 import panel
 import pytest
 
+from pages import (ALL_MARKED, FIND, LATENCY_LIMIT_MS, MARKED, WORKBENCH_SERVE, artifact, click_and_time,
+                   click_latencies, click_point, get, report_latencies, start_server, stop_server, watched_page)
 from workbench.widgets import serve
-
-ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
-STARTUP_S = 60
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as response:
-            return response.status, response.read().decode("utf-8", "replace")
-    except urllib.error.HTTPError as error:
-        return error.code, ""
-
-
-# tiny:llama's config says 512 positions; its rotary embedding has no hard limit, so the
-# server lifts it to analyze the 2,000-token text of the latency test.
-SERVER_CODE = ("import workbench as wb; from workbench.widgets import serve; m = wb.load('tiny:llama'); "
-               "m.hf.config.max_position_embeddings = 4096; serve(m, port={port})")
-
-
-def start_server(log_path: Path, command: list[str] | None = None):
-    """(process, base URL) of a `serve` process (on tiny:llama unless `command`, which gets
-    the port appended), once it answers."""
-    port = free_port()
-    command = [sys.executable, "-c", SERVER_CODE.format(port=port)] if command is None else command + [str(port)]
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
-    url, deadline = f"http://127.0.0.1:{port}/", time.monotonic() + STARTUP_S
-    while True:
-        if process.poll() is not None:
-            pytest.fail(f"the server exited with {process.returncode}:\n{log_path.read_text()}")
-        try:
-            if get(url)[0] == 200:
-                return process, url
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            stop_server(process)
-            pytest.fail(f"the server did not answer within {STARTUP_S} s:\n{log_path.read_text()}")
-        time.sleep(0.5)
-
-
-def stop_server(process) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=10)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 @pytest.fixture(scope="module")
@@ -126,49 +63,9 @@ def test_page_and_its_assets_come_from_the_server(server):
         assert get(urljoin(server, src))[0] == 200, src
 
 
-# Page helpers, in the browser. Panel draws components in shadow roots: walk them.
-FIND = """
-() => {
-  const found = {plots: [], strips: []};
-  (function walk(root) {
-    for (const e of root.querySelectorAll('*')) {
-      if (e.classList.contains('js-plotly-plot')) found.plots.push(e);
-      if (e.classList.contains('tw-strip')) found.strips.push(e);
-      if (e.shadowRoot) walk(e.shadowRoot);
-    }
-  })(document);
-  return found;
-}
-"""
-# Whether every view shows `position` selected: the strip, and each chart by its shape named
-# "selection" (covering the position) or, for the next-token chart, its title.
-MARKED = "(plot, position) => (plot.layout.shapes || []).some(s => s.name === 'selection' && s.x0 <= position " \
-         "&& position <= s.x1) || ((plot.layout.title && plot.layout.title.text) || '').includes('#' + position + ' ')"
-ALL_MARKED = f"""
-(position) => {{
-  const {{plots, strips}} = ({FIND})();
-  const marked = {MARKED};
-  return strips.length === 1 && strips[0].dataset.selected === String(position) && plots.length >= 2
-    && plots.every(plot => marked(plot, position));
-}}
-"""
 # Click token `position` in the strip; resolve with the milliseconds until every view shows it.
-CLICK_AND_TIME = f"""
-async (position) => {{
-  const {{plots, strips}} = ({FIND})();
-  const marked = {MARKED};
-  const token = strips[0].querySelector('.t[data-i="' + position + '"]');
-  const frame = () => new Promise(resolve => requestAnimationFrame(resolve));
-  const start = performance.now();
-  token.click();
-  while (!plots.every(plot => marked(plot, position))) {{
-    await frame();
-    if (performance.now() - start > 10000) return null;
-  }}
-  await frame();  // painted
-  return performance.now() - start;
-}}
-"""
+CLICK_AND_TIME = click_and_time(
+    f"(({{plots}}, marked) => position => plots.every(plot => marked(plot, position)))(({FIND})(), {MARKED})", "arg")
 # Page coordinates of the point at x = `position` of the first chart (the signal per token).
 POINT = f"""
 (position) => {{
@@ -179,7 +76,6 @@ POINT = f"""
 }}
 """
 LATENCY_CLICKS = 12
-LATENCY_LIMIT_MS = 400  # asserted with headroom for a busy 2-core CI machine; the target (200 ms) is reported
 
 
 def long_text(tokenizer, n_tokens: int) -> str:
@@ -208,94 +104,69 @@ def wait_until(page, script: str, arg, what: str, timeout_ms: int = 10_000) -> N
         pytest.fail(f"{what} (within {timeout_ms} ms)")
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
-    if not CHROMIUM.exists():
-        pytest.skip("needs /usr/bin/chromium (apt-get install chromium)")
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
-
-
 @pytest.mark.slow
 def test_linked_views_in_a_browser(server, browser, tmp_path):
     """As a person: type a text, pick the logit lens, analyze, click a token, click a chart
     point, change the signal, download the table and a figure, see an error."""
     text = "Tokens matter:\n  the capital of France is Paris & more."
-    page = browser.new_page(viewport={"width": 1200, "height": 900}, accept_downloads=True)
-    requests: list[str] = []
-    errors: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(server)
-    page.get_by_role("button", name="logit_lens").click()
-    analyze(page, text, "Paris & more.")
-    assert page.locator(".tw-text").inner_text() == text
-    assert "tokens analyzed with tiny:llama" in page.locator(".tw-status").inner_text()
-    page.wait_for_function(f"() => ({FIND})().plots.length === 3", timeout=20_000)
+    with watched_page(browser, server, viewport={"width": 1200, "height": 900}, accept_downloads=True) as page:
+        page.get_by_role("button", name="logit_lens").click()
+        analyze(page, text, "Paris & more.")
+        assert page.locator(".tw-text").inner_text() == text
+        assert "tokens analyzed with tiny:llama" in page.locator(".tw-status").inner_text()
+        page.wait_for_function(f"() => ({FIND})().plots.length === 3", timeout=20_000)
 
-    # A token clicked in the strip is selected in every view.
-    page.locator(".tw-text .t").nth(4).click()
-    wait_until(page, ALL_MARKED, 4, "clicking token 4 did not select it in every view")
-    assert "#4" in page.locator(".tw-info").inner_text()
+        # A token clicked in the strip is selected in every view.
+        page.locator(".tw-text .t").nth(4).click()
+        wait_until(page, ALL_MARKED, 4, "clicking token 4 did not select it in every view")
+        assert "#4" in page.locator(".tw-info").inner_text()
 
-    # A point clicked in the signal chart is selected in the strip and the other views.
-    x, y = page.evaluate(POINT, 9)
-    page.mouse.move(x, y)
-    page.mouse.click(x, y)
-    wait_until(page, ALL_MARKED, 9, "clicking the chart's point 9 did not select token 9 in every view")
+        # A point clicked in the signal chart is selected in the strip and the other views.
+        click_point(page, POINT, 9)
+        wait_until(page, ALL_MARKED, 9, "clicking the chart's point 9 did not select token 9 in every view")
 
-    # Another signal recolors the strip and redraws the chart; the selection stays.
-    page.locator("select", has=page.locator("option", has_text="entropy")).select_option("entropy")
-    page.locator(".tw-legend b", has_text="entropy").wait_for(timeout=10_000)
-    wait_until(page, f"() => ({FIND})().plots[0].layout.title.text.startsWith('entropy')", None,
-               "the chart did not switch to entropy")
-    wait_until(page, ALL_MARKED, 9, "the selection was lost when the signal changed")
-    page.locator(".tw-text .t").nth(7).hover()
-    (ROOT / "artifacts").mkdir(exist_ok=True)
-    page.screenshot(path=ROOT / "artifacts" / "serve.png", full_page=True)
+        # Another signal recolors the strip and redraws the chart; the selection stays.
+        page.locator("select", has=page.locator("option", has_text="entropy")).select_option("entropy")
+        page.locator(".tw-legend b", has_text="entropy").wait_for(timeout=10_000)
+        wait_until(page, f"() => ({FIND})().plots[0].layout.title.text.startsWith('entropy')", None,
+                   "the chart did not switch to entropy")
+        wait_until(page, ALL_MARKED, 9, "the selection was lost when the signal changed")
+        page.locator(".tw-text .t").nth(7).hover()
+        page.screenshot(path=artifact("serve.png"), full_page=True)
 
-    # Exports: the table as CSV and Parquet, a figure as standalone HTML.
-    n_tokens = page.locator(".tw-text .t").count()
-    with page.expect_download() as download:
-        page.get_by_role("button", name="Table (CSV)").click()
-    table = pd.read_csv(download.value.path())
-    assert len(table) == n_tokens and list(table.columns[:3]) == ["position", "token_id", "token"]
-    with page.expect_download() as download:
-        page.get_by_role("button", name="Table (Parquet)").click()
-    parquet = pd.read_parquet(download.value.path())
-    assert len(parquet) == n_tokens and parquet["position"].tolist() == table["position"].tolist()
-    with page.expect_download() as download:
-        page.get_by_role("button", name="HTML").first.click()
-    assert download.value.suggested_filename == "tokens-signal.html"
-    exported = Path(download.value.path()).read_text(encoding="utf-8")
-    assert "entropy per token" in exported and not re.search(r"<script[^>]*\ssrc=", exported)
+        # Exports: the table as CSV and Parquet, a figure as standalone HTML.
+        n_tokens = page.locator(".tw-text .t").count()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Table (CSV)").click()
+        table = pd.read_csv(download.value.path())
+        assert len(table) == n_tokens and list(table.columns[:3]) == ["position", "token_id", "token"]
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Table (Parquet)").click()
+        parquet = pd.read_parquet(download.value.path())
+        assert len(parquet) == n_tokens and parquet["position"].tolist() == table["position"].tolist()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="HTML").first.click()
+        assert download.value.suggested_filename == "tokens-signal.html"
+        exported = Path(download.value.path()).read_text(encoding="utf-8")
+        assert "entropy per token" in exported and not re.search(r"<script[^>]*\ssrc=", exported)
 
-    # Generation (the model has it): a greedy continuation, shown in the same views.
-    page.get_by_text("generate", exact=True).click()
-    page.locator("select", has=page.locator("option", has_text="greedy")).select_option("greedy")
-    page.locator(".bk-input-group", has_text="New tokens").locator("input").fill("6")
-    page.keyboard.press("Enter")
-    page.get_by_role("button", name="Generate").click()
-    page.locator(".tw-status", has_text="6 tokens generated").wait_for(timeout=60_000)
-    assert page.locator(".tw-text").inner_text().startswith(text)
-    page.get_by_text("analyze", exact=True).click()
+        # Generation (the model has it): a greedy continuation, shown in the same views.
+        page.get_by_text("generate", exact=True).click()
+        page.locator("select", has=page.locator("option", has_text="greedy")).select_option("greedy")
+        page.locator(".bk-input-group", has_text="New tokens").locator("input").fill("6")
+        page.keyboard.press("Enter")
+        page.get_by_role("button", name="Generate").click()
+        page.locator(".tw-status", has_text="6 tokens generated").wait_for(timeout=60_000)
+        assert page.locator(".tw-text").inner_text().startswith(text)
+        page.get_by_text("analyze", exact=True).click()
 
-    # Chat messages are parsed into roles; bad input is one clear line.
-    page.get_by_text("Chat messages").click()
-    analyze(page, "user: What is the capital of Italy?\nassistant: Rome.", "Rome.")
-    assert "capital of Italy?" in page.locator(".tw-text").inner_text()
-    page.locator("textarea").fill("")
-    page.get_by_role("button", name="Analyze").click()
-    page.locator(".tw-status", has_text="Error: no chat messages").wait_for(timeout=10_000)
-    page.close()
-
-    assert not errors, errors
-    origin = urlparse(server).netloc
-    foreign = [url for url in requests if not url.startswith(("blob:", "data:")) and urlparse(url).netloc != origin]
-    assert not foreign, f"the page loaded assets from elsewhere: {foreign}"
+        # Chat messages are parsed into roles; bad input is one clear line.
+        page.get_by_text("Chat messages").click()
+        analyze(page, "user: What is the capital of Italy?\nassistant: Rome.", "Rome.")
+        assert "capital of Italy?" in page.locator(".tw-text").inner_text()
+        page.locator("textarea").fill("")
+        page.get_by_role("button", name="Analyze").click()
+        page.locator(".tw-status", has_text="Error: no chat messages").wait_for(timeout=10_000)
 
 
 @pytest.mark.slow
@@ -314,27 +185,15 @@ def test_a_2000_token_run_is_paged_and_clicks_are_fast(server, browser):
     assert page.locator(".tw-text .t").count() == 400  # one page in the DOM
     page.wait_for_function(f"() => ({FIND})().plots.length === 3", timeout=20_000)
 
-    latencies = []
-    for k in range(LATENCY_CLICKS):
-        page.wait_for_timeout(300)  # let the previous update settle
-        latency = page.evaluate(CLICK_AND_TIME, 5 + 29 * k)
-        assert latency is not None, f"click {k} never reached every view"
-        latencies.append(latency)
-    median = statistics.median(latencies)
-    (ROOT / "artifacts").mkdir(exist_ok=True)
-    (ROOT / "artifacts" / "latency.json").write_text(json.dumps(
-        {"tokens": 2000, "clicks": len(latencies), "median_ms": round(median, 1), "max_ms": round(max(latencies), 1),
-         "latencies_ms": [round(t, 1) for t in latencies]}, indent=2))
-    print(f"click-to-all-views latency on 2000 tokens: median {median:.0f} ms, max {max(latencies):.0f} ms")
+    latencies = click_latencies(page, CLICK_AND_TIME, [5 + 29 * k for k in range(LATENCY_CLICKS)])
+    median = report_latencies("latency.json", "click-to-all-views latency on 2000 tokens", latencies, tokens=2000)
     assert median < LATENCY_LIMIT_MS, latencies
 
     # A chart point on another page turns the strip to that page, with the token selected.
-    x, y = page.evaluate(POINT, 1500)
-    page.mouse.move(x, y)
-    page.mouse.click(x, y)
+    click_point(page, POINT, 1500)
     wait_until(page, ALL_MARKED, 1500, "clicking position 1500 in the chart did not select it everywhere")
     assert page.get_by_text("tokens 1200–1599 of 2000").is_visible()
-    page.screenshot(path=ROOT / "artifacts" / "serve-long.png", full_page=True)
+    page.screenshot(path=artifact("serve-long.png"), full_page=True)
     page.close()
 
 
@@ -343,7 +202,7 @@ def test_the_command_on_the_embedded_model(browser, tmp_path):
     """`workbench serve` as a user starts it (the embedded SmolLM2): the capitals text, the
     logit lens, and the wrong capital selected. The screenshot is the README's."""
     log_path = tmp_path / "server.log"
-    process, url = start_server(log_path, [str(Path(sys.executable).parent / "workbench"), "serve", "--port"])
+    process, url = start_server(log_path, WORKBENCH_SERVE)
     try:
         page = browser.new_page(viewport={"width": 1200, "height": 900})
         page.goto(url)
@@ -355,8 +214,7 @@ def test_the_command_on_the_embedded_model(browser, tmp_path):
         wait_until(page, ALL_MARKED, position, "selecting ' Madrid' did not reach every view")
         title = page.evaluate(f"() => ({FIND})().plots[1].layout.title.text")
         assert "Madrid" in title
-        (ROOT / "artifacts").mkdir(exist_ok=True)
-        page.screenshot(path=ROOT / "artifacts" / "serve-smollm2.png", full_page=True)
+        page.screenshot(path=artifact("serve-smollm2.png"), full_page=True)
         page.close()
     finally:
         stop_server(process)

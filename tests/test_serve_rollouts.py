@@ -10,18 +10,14 @@ clicks mapped to tokens, the prefix tree's outline) are checked against hand-bui
 """
 from __future__ import annotations
 
-import json
 import re
-import statistics
-import sys
-from pathlib import Path
-from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from test_serve import FIND, LATENCY_LIMIT_MS, MARKED, ROOT, browser, start_server, stop_server  # noqa: F401
+from pages import (FIND, LATENCY_LIMIT_MS, MARKED, WORKBENCH_SERVE, artifact, click_and_time, click_latencies,
+                   click_point, report_latencies, start_server, stop_server, watched_page)
 from workbench.group import Group
 from workbench.widgets import credit as views
 
@@ -55,21 +51,7 @@ ROLLOUT_MARKED = f"""
     && plots.every(ok);
 }}
 """
-CLICK_AND_TIME = f"""
-async ([response, position]) => {{
-  const done = {ROLLOUT_MARKED};
-  const {{strips}} = ({FIND})();
-  const frame = () => new Promise(resolve => requestAnimationFrame(resolve));
-  const start = performance.now();
-  strips[0].querySelector('.t[data-i="' + position + '"]').click();
-  while (!done([response, position])) {{
-    await frame();
-    if (performance.now() - start > 10000) return null;
-  }}
-  await frame();  // painted
-  return performance.now() - start;
-}}
-"""
+CLICK_AND_TIME = click_and_time(ROLLOUT_MARKED, "arg[1]")  # arg: [response, position]
 # Page coordinates of cell (response, position) of the first heatmap (THR per token).
 CELL = f"""
 ([response, position]) => {{
@@ -92,7 +74,7 @@ def embedded_server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("serve-rollouts") / "server.log"
     with pytest.MonkeyPatch.context() as environment:
         environment.setenv("OMP_NUM_THREADS", "1")
-        process, url = start_server(log_path, [str(Path(sys.executable).parent / "workbench"), "serve", "--port"])
+        process, url = start_server(log_path, WORKBENCH_SERVE)
     try:
         yield url
     finally:
@@ -130,110 +112,91 @@ def wait_marked(page, response: int, position: int, what: str) -> None:
 
 
 @pytest.mark.slow
-def test_rollouts_mode_in_a_browser(embedded_server, browser):  # noqa: F811
+def test_rollouts_mode_in_a_browser(embedded_server, browser):
     """As a person: switch to rollouts, type a question and its answer, run a group, click a
     token in the strip and a cell of the THR view, download the group's table."""
-    page = browser.new_page(viewport={"width": 1280, "height": 1000}, accept_downloads=True)
-    requests: list[str] = []
-    errors: list[str] = []
-    page.on("request", lambda request: requests.append(request.url))
-    page.on("pageerror", lambda error: errors.append(str(error)))
-    page.goto(embedded_server)
-    page.get_by_text("rollouts", exact=True).click()
-    page.get_by_role("button", name="Run rollouts").wait_for(timeout=10_000)
-    page.locator("textarea").fill(QUESTION)
-    fill(page, "Answer", ANSWER)
-    fill(page, "Responses", N)
-    fill(page, "New tokens", NEW_TOKENS)
-    fill(page, "Seed", SEED)
-    fill(page, "Critical: completions", 1)
-    fill(page, "prefixes at most", 2)
-    page.get_by_role("button", name="Run rollouts").click()
-    page.locator(".tw-status", has_text=re.compile(rf"^{N} responses .* correct, with")).wait_for(timeout=120_000)
-    status = page.locator(".tw-status").inner_text()
-    tokens, correct = (int(v) for v in re.search(r"\((\d+) tokens\), (\d+) correct", status).groups())
-    # Which answers come out right depends on the sampler's random numbers: with mixed rewards,
-    # THR takes both signs; with equal rewards, every advantage and THR is 0, and the page says so.
-    mixed = 0 < correct < N
-    assert mixed or "every advantage and THR is 0" in status, status
+    viewport = {"width": 1280, "height": 1000}
+    with watched_page(browser, embedded_server, viewport=viewport, accept_downloads=True) as page:
+        page.get_by_text("rollouts", exact=True).click()
+        page.get_by_role("button", name="Run rollouts").wait_for(timeout=10_000)
+        page.locator("textarea").fill(QUESTION)
+        fill(page, "Answer", ANSWER)
+        fill(page, "Responses", N)
+        fill(page, "New tokens", NEW_TOKENS)
+        fill(page, "Seed", SEED)
+        fill(page, "Critical: completions", 1)
+        fill(page, "prefixes at most", 2)
+        page.get_by_role("button", name="Run rollouts").click()
+        page.locator(".tw-status", has_text=re.compile(rf"^{N} responses .* correct, with")).wait_for(timeout=120_000)
+        status = page.locator(".tw-status").inner_text()
+        tokens, correct = (int(v) for v in re.search(r"\((\d+) tokens\), (\d+) correct", status).groups())
+        # Which answers come out right depends on the sampler's random numbers: with mixed rewards,
+        # THR takes both signs; with equal rewards, every advantage and THR is 0, and the page says so.
+        mixed = 0 < correct < N
+        assert mixed or "every advantage and THR is 0" in status, status
 
-    # The credit views and the response's per-position chart appear.
-    page.wait_for_function(f"() => ({FIND})().plots.length === 5", timeout=20_000)
-    titles = page.evaluate(TITLES)
-    for expected in ("heatmap: thr per token", "heatmap: d3s per token", "success rate after each prefix",
-                     "icicle: prefix tree", "scatter: thr per token"):
-        assert any(expected in title for title in titles), (expected, titles)
-    zmid = page.evaluate(f"() => ({FIND})().plots.find(p => p.data[0].type === 'heatmap').data[0].zmid")
-    assert (zmid == 0) == mixed  # THR of both signs: a diverging scale centred on zero
-    response = shown_response(page)  # the first wrong response: its prefixes were searched
-    assert any(f"response #{response}: success rate" in title for title in titles), titles
+        # The credit views and the response's per-position chart appear.
+        page.wait_for_function(f"() => ({FIND})().plots.length === 5", timeout=20_000)
+        titles = page.evaluate(TITLES)
+        for expected in ("heatmap: thr per token", "heatmap: d3s per token", "success rate after each prefix",
+                         "icicle: prefix tree", "scatter: thr per token"):
+            assert any(expected in title for title in titles), (expected, titles)
+        zmid = page.evaluate(f"() => ({FIND})().plots.find(p => p.data[0].type === 'heatmap').data[0].zmid")
+        assert (zmid == 0) == mixed  # THR of both signs: a diverging scale centred on zero
+        response = shown_response(page)  # the first wrong response: its prefixes were searched
+        assert any(f"response #{response}: success rate" in title for title in titles), titles
 
-    # A token clicked in the strip is selected in every view.
-    position = min(3, page.locator(".tw-text .t").count() - 1)
-    page.locator(".tw-text .t").nth(position).click()
-    wait_marked(page, response, position, f"clicking token {position} did not select it in every view")
+        # A token clicked in the strip is selected in every view.
+        position = min(3, page.locator(".tw-text .t").count() - 1)
+        page.locator(".tw-text .t").nth(position).click()
+        wait_marked(page, response, position, f"clicking token {position} did not select it in every view")
 
-    # A cell of another response clicked in the THR view shows that response, that token selected.
-    other = (response + 1) % N
-    x, y = page.evaluate(CELL, [other, 0])
-    page.mouse.move(x, y)
-    page.mouse.click(x, y)
-    wait_marked(page, other, 0, f"clicking response {other}'s first token in the THR view did not select it everywhere")
-    assert shown_response(page) == other
+        # A cell of another response clicked in the THR view shows that response, that token selected.
+        other = (response + 1) % N
+        click_point(page, CELL, [other, 0])
+        wait_marked(page, other, 0,
+                    f"clicking response {other}'s first token in the THR view did not select it everywhere")
+        assert shown_response(page) == other
 
-    count = page.locator(".tw-text .t").count()
-    assert count >= 2, f"response {other} has one token: nothing to click for the latency"
-    latencies = []
-    for k in range(LATENCY_CLICKS):  # tokens 1, 2, ... (each another token than the one selected)
-        page.wait_for_timeout(300)  # let the previous update settle
-        latency = page.evaluate(CLICK_AND_TIME, [other, (1 + k) % count])
-        assert latency is not None, f"click {k} never reached every view"
-        latencies.append(latency)
-    median = statistics.median(latencies)
-    (ROOT / "artifacts").mkdir(exist_ok=True)
-    (ROOT / "artifacts" / "latency-rollouts.json").write_text(json.dumps(
-        {"responses": N, "tokens": tokens, "views": 5, "clicks": len(latencies), "median_ms": round(median, 1),
-         "max_ms": round(max(latencies), 1), "latencies_ms": [round(t, 1) for t in latencies]}, indent=2))
-    print(f"rollouts mode, click-to-all-views latency: median {median:.0f} ms, max {max(latencies):.0f} ms")
-    assert median < ROLLOUT_LATENCY_LIMIT_MS, latencies
-    page.locator(".tw-text .t").nth(count - 1).hover()
-    page.screenshot(path=ROOT / "artifacts" / "serve-rollouts.png", full_page=True)
+        count = page.locator(".tw-text .t").count()
+        assert count >= 2, f"response {other} has one token: nothing to click for the latency"
+        # tokens 1, 2, ... (each another token than the one selected)
+        latencies = click_latencies(page, CLICK_AND_TIME, [[other, (1 + k) % count] for k in range(LATENCY_CLICKS)])
+        median = report_latencies("latency-rollouts.json", "rollouts mode, click-to-all-views latency", latencies,
+                                  responses=N, tokens=tokens, views=5)
+        assert median < ROLLOUT_LATENCY_LIMIT_MS, latencies
+        page.locator(".tw-text .t").nth(count - 1).hover()
+        page.screenshot(path=artifact("serve-rollouts.png"), full_page=True)
 
-    # The group's table: every response's tokens, advantages summing to zero, finite THR.
-    with page.expect_download() as download:
-        page.get_by_role("button", name="Group table (CSV)").click()
-    assert download.value.suggested_filename == "rollouts.csv"
-    table = pd.read_csv(download.value.path())
-    assert len(table) == tokens and sorted(table["response"].unique()) == list(range(N))
-    assert abs(table.groupby("response")["advantage"].first().sum()) < 1e-9
-    assert np.isfinite(table["thr"]).all()
-    assert ((table["thr"] < 0).any() and (table["thr"] > 0).any()) if mixed else (table["thr"] == 0).all()
-    with page.expect_download() as download:
-        page.get_by_role("button", name="Group table (Parquet)").click()
-    parquet = pd.read_parquet(download.value.path())
-    assert parquet[["response", "position"]].values.tolist() == table[["response", "position"]].values.tolist()
+        # The group's table: every response's tokens, advantages summing to zero, finite THR.
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Group table (CSV)").click()
+        assert download.value.suggested_filename == "rollouts.csv"
+        table = pd.read_csv(download.value.path())
+        assert len(table) == tokens and sorted(table["response"].unique()) == list(range(N))
+        assert abs(table.groupby("response")["advantage"].first().sum()) < 1e-9
+        assert np.isfinite(table["thr"]).all()
+        assert ((table["thr"] < 0).any() and (table["thr"] > 0).any()) if mixed else (table["thr"] == 0).all()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Group table (Parquet)").click()
+        parquet = pd.read_parquet(download.value.path())
+        assert parquet[["response", "position"]].values.tolist() == table[["response", "position"]].values.tolist()
 
-    # Another wrong response's critical token, on demand: its success curve gets points.
-    wrong = [i for i, reward in enumerate(rewards_listed(page)) if reward == 0 and i != response]
-    if wrong:
-        picker(page).select_option(index=wrong[0])
-        page.get_by_role("button", name="Find its critical token").click()
-        page.locator(".tw-status", has_text=re.compile(rf"#{wrong[0]} .*found in|Response #{wrong[0]}: no prefix")
-                     ).wait_for(timeout=120_000)
-        page.wait_for_function(f"""() => ({FIND})().plots.some(p => p.layout.title.text.startsWith(
-            'response #{wrong[0]}: success') && p.data[0].x.length > 0)""", timeout=10_000)
-        assert page.get_by_role("button", name="Find its critical token").is_disabled()  # searched
+        # Another wrong response's critical token, on demand: its success curve gets points.
+        wrong = [i for i, reward in enumerate(rewards_listed(page)) if reward == 0 and i != response]
+        if wrong:
+            picker(page).select_option(index=wrong[0])
+            page.get_by_role("button", name="Find its critical token").click()
+            page.locator(".tw-status", has_text=re.compile(rf"#{wrong[0]} .*found in|Response #{wrong[0]}: no prefix")
+                         ).wait_for(timeout=120_000)
+            page.wait_for_function(f"""() => ({FIND})().plots.some(p => p.layout.title.text.startsWith(
+                'response #{wrong[0]}: success') && p.data[0].x.length > 0)""", timeout=10_000)
+            assert page.get_by_role("button", name="Find its critical token").is_disabled()  # searched
 
-    # A missing answer is one clear line.
-    fill(page, "Answer", "")
-    page.get_by_role("button", name="Run rollouts").click()
-    page.locator(".tw-status", has_text="Error: give the expected answer").wait_for(timeout=10_000)
-    page.close()
-
-    assert not errors, errors
-    origin = urlparse(embedded_server).netloc
-    foreign = [url for url in requests if not url.startswith(("blob:", "data:")) and urlparse(url).netloc != origin]
-    assert not foreign, f"the page loaded assets from elsewhere: {foreign}"
+        # A missing answer is one clear line.
+        fill(page, "Answer", "")
+        page.get_by_role("button", name="Run rollouts").click()
+        page.locator(".tw-status", has_text="Error: give the expected answer").wait_for(timeout=10_000)
 
 
 # ----- the helpers behind the page, on hand-built groups ----------------------------------------

@@ -45,10 +45,10 @@ import numpy as np
 from workbench.errors import WorkbenchError
 from workbench.group import Group
 
-from .credit import clicked_token, response_header, response_run, strip_scale, views_for
+from .credit import clicked_token, response_header, response_label, response_run, strip_scale, views_for
 from .figures import figure_html, figure_png, update_in_place
 from .panels import clicked_position, load_builtin_panels, panels_for
-from .token_strip import page_count, page_of, page_window, signal_columns, strip_page, token_strip
+from .token_strip import page_count, page_of, page_window, signal_columns, strip_page
 
 DEFAULT_TEXT = "The capital of France is Paris."
 DEFAULT_QUESTION, DEFAULT_ANSWER = "What is 7 times 8? Answer with a number.", "56"
@@ -282,7 +282,8 @@ class Dashboard:
             return {"messages": parse_messages(self.text.value)}
         return {text_key: self.text.value}
 
-    def _sampler(self):
+    def _sampling(self) -> dict:
+        """The sampler controls as keyword arguments of `generate` and `rollouts`."""
         from workbench import samplers
 
         name = self.sampler.value
@@ -291,7 +292,8 @@ class Dashboard:
         else:
             spec = f"{name}:{int(self.sampler_value.value) if name == 'top-k' else self.sampler_value.value}"
         temperature = None if name in ("temperature", "gumbel", "greedy") else self.temperature.value
-        return samplers.from_spec(spec, temperature)
+        return {"sampler": samplers.from_spec(spec, temperature), "max_new_tokens": self.max_new_tokens.value,
+                "seed": self.seed.value, "progress": False}
 
     def _reward(self):
         """The named reward the answer box asks for."""
@@ -381,8 +383,7 @@ class Dashboard:
 
     async def _generate(self):
         kwargs = self._inputs("prompt")
-        options = {"sampler": self._sampler(), "max_new_tokens": self.max_new_tokens.value, "seed": self.seed.value,
-                   "progress": False}
+        options = self._sampling()
 
         def work():
             with self._holding_model("generating") as model:
@@ -394,8 +395,7 @@ class Dashboard:
         from workbench import credit
 
         kwargs = self._inputs("prompt")
-        options = {"n": self.n.value, "reward": self._reward(), "sampler": self._sampler(),
-                   "max_new_tokens": self.max_new_tokens.value, "seed": self.seed.value, "thr": None, "progress": False}
+        options = {"n": self.n.value, "reward": self._reward(), **self._sampling(), "thr": None}
         thr, critical = self.thr_mode.value, self._critical_options() if self.critical_first.value else None
 
         def work():
@@ -454,20 +454,13 @@ class Dashboard:
     def show_group(self, group: Group, response: int | None = None) -> None:
         """Show a new group: its views and one response (default: the first whose prefixes
         were searched for a critical token, else the first) as the run on show."""
-        import panel as pn
-
         if response is None:
             table = group.table
             searched = table.loc[table["success_rate"].notna(), "response"] if "success_rate" in table else []
             response = int(min(searched)) if len(searched) else 0
         self.group, self.response = group, response
-        self.group_views = []
-        for view in views_for(group):
-            pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config={"displaylogo": False})
-            pane.param.watch(self._on_group_click, "click_data")
-            self.group_views.append((view, pane))
-        options = {f"#{i}  r={group.rewards[i]:g}  A={group.advantages[i]:+.2f}  {_preview(text)}": i
-                   for i, text in enumerate(group.responses)}
+        self.group_views = [(view, _plotly_pane(self._on_group_click)) for view in views_for(group)]
+        options = {f"{response_label(group, i)}  {_preview(text)}": i for i, text in enumerate(group.responses)}
         self.response_picker.param.update(options=options, value=response)
         self._show(response_run(group, response))
 
@@ -476,17 +469,14 @@ class Dashboard:
         the strip, one pane per panel."""
         import panel as pn
 
-        self.run, self.views, self.drawn = None, [], {}  # (nothing is redrawn until the views are built)
+        self.run, self.drawn = None, {}  # (nothing is redrawn until the views are built)
         available = signal_columns(run.table)
         columns = available or [DEFAULT_SIGNAL]
         default = GROUP_SIGNAL if self.group is not None else DEFAULT_SIGNAL
         keep = self.color_by.value if self.color_by.value in columns else default
         self.color_by.param.update(options=columns, value=keep if keep in columns else columns[0],
                                    disabled=not available)
-        for panel in panels_for(run):
-            pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config={"displaylogo": False})
-            pane.param.watch(self._on_click, "click_data")
-            self.views.append((panel, pane))
+        self.views = [(panel, _plotly_pane(self._on_click)) for panel in panels_for(run)]
 
         def shown(view, pane):
             return pn.Column(pane, self._figure_exports(view), width=VIEW_WIDTH + 10)
@@ -585,10 +575,8 @@ class Dashboard:
 
     def _strip_html(self, signal: str) -> str:
         """The strip's current page; a group's responses share one color scale."""
-        if self.group is None or signal not in self.group.table:
-            return strip_page(self.run, signal, self.page).html
-        window = page_window(self.page, len(self.run.table))
-        return token_strip(self.run, signal, window=window, **strip_scale(self.group, signal)).html
+        shared = self.group is not None and signal in self.group.table
+        return strip_page(self.run, signal, self.page, **(strip_scale(self.group, signal) if shared else {})).html
 
     def _draw(self, view, pane, figure) -> None:
         """Update `pane` to the figure `figure()` builds, in place when it can."""
@@ -650,6 +638,15 @@ class Dashboard:
                                                    filename=f"{name}.png", label="PNG", button_type="light", width=70,
                                                    height=28, margin=(0, 5)))
         return pn.Row(*buttons, align="end")
+
+
+def _plotly_pane(on_click):
+    """An empty pane for a view's figure; a click on the figure calls `on_click(event)`."""
+    import panel as pn
+
+    pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config={"displaylogo": False})
+    pane.param.watch(on_click, "click_data")
+    return pane
 
 
 def _seconds(seconds: float) -> str:

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -40,15 +41,14 @@ from workbench.errors import WorkbenchError
 from workbench.group import Group
 from workbench.run import Run
 
-from .figures import SELECTION, TEMPLATE
-from .token_strip import token_strip
+from .figures import FONT, LINE_COLOR, SELECTED_COLOR, TEMPLATE, selection_box, selection_line
+from .token_strip import save_page, token_strip
 
 # Diverging red (negative) - white (zero) - blue (positive), ColorBrewer RdBu.
 DIVERGING = ("#b2182b", "#d6604d", "#f4a582", "#fddbc7", "#f7f7f7", "#d1e5f0", "#92c5de", "#4393c3", "#2166ac")
 PLOTLY_DIVERGING = [[i / (len(DIVERGING) - 1), c] for i, c in enumerate(DIVERGING)]
 SUCCESS_SCALE = [[0.0, "#d73027"], [0.5, "#fee08b"], [1.0, "#1a9850"]]
-MARKER_COLOR, LINE_COLOR, SELECTED_COLOR = "#111111", "#31688e", "#e4572e"
-FONT = dict(family="system-ui, sans-serif", size=12)
+MARKER_COLOR = "#111111"
 MAX_CELL_TEXT = 80  # positions beyond which cells show no token text (too narrow to read)
 # Figures are built in one go (traces and a layout dict) with figures.py's light template:
 # the dashboard rebuilds them on every click, and plotly's add_* helpers and named templates
@@ -67,7 +67,8 @@ def _symmetric_limit(values: np.ndarray) -> float:
     return float(finite.max()) if len(finite) and finite.max() > 0 else 1.0
 
 
-def _response_label(group: Group, i: int) -> str:
+def response_label(group: Group, i: int) -> str:
+    """Response `i` in a few characters: its number, reward and advantage."""
     return f"#{i}  r={group.rewards[i]:g}  A={group.advantages[i]:+.2f}"
 
 
@@ -81,7 +82,7 @@ def _critical_row(rows: pd.DataFrame):
 
 def response_header(group: Group, i: int) -> str:
     """One line about response `i`: reward, advantage and, when found, its critical token."""
-    header = _response_label(group, i)
+    header = response_label(group, i)
     critical = _critical_row(group.rows(i))
     if critical is not None:
         header += f" · critical token #{int(critical['position'])} {critical['token']!r}"
@@ -126,15 +127,8 @@ class GroupStrips:
     def _repr_html_(self) -> str:
         return self.html
 
-    def save(self, path) -> "Path":  # noqa: F821
-        from pathlib import Path
-
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-                        f"<title>{html.escape(self.signal)}</title></head>\n<body>\n{self.html}\n</body></html>\n",
-                        encoding="utf-8")
-        return path
+    def save(self, path) -> Path:
+        return save_page(path, self.signal, self.html)
 
     def __repr__(self) -> str:
         return f"GroupStrips(signal={self.signal!r}, responses={self.n_responses})"
@@ -180,7 +174,7 @@ def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal:
     tokens = _grid(group, "token", fill="")
     advantage = np.repeat(group.advantages[:, None], z.shape[1], axis=1)
     entropy = _grid(group, "entropy", dtype="float64") if "entropy" in group.table else np.full(z.shape, np.nan)
-    labels = [_response_label(group, i) for i in range(len(group))]
+    labels = [response_label(group, i) for i in range(len(group))]
     show_text = z.shape[1] <= MAX_CELL_TEXT
     traces = [go.Heatmap(
         z=z, x=list(range(z.shape[1])), y=list(range(len(group))), **scale,
@@ -200,8 +194,7 @@ def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal:
     shapes = []
     if selected is not None:
         response, position = selected
-        shapes.append(dict(type="rect", name=SELECTION, x0=position - 0.5, x1=position + 0.5, y0=response - 0.5,
-                           y1=response + 0.5, line=dict(color=SELECTED_COLOR, width=3)))
+        shapes.append(selection_box(position - 0.5, position + 0.5, response - 0.5, response + 0.5, yref="y", width=3))
     finite = values[np.isfinite(values)]
     zero = len(finite) > 0 and not finite.any()
     return go.Figure(traces, layout=dict(
@@ -247,8 +240,7 @@ def success_curve(group: Group, response: int | None = None, selected: tuple[int
         annotations.append(dict(text=f"no prefix of this response evaluated ({why})", showarrow=False,
                                 xref="paper", yref="paper", x=0.5, y=0.5))
     if selected is not None and selected[0] == response:
-        shapes.append(dict(type="line", name=SELECTION, xref="x", yref="paper", x0=selected[1], x1=selected[1],
-                           y0=0, y1=1, line=dict(color=SELECTED_COLOR, width=2, dash="dot")))
+        shapes.append(selection_line(selected[1]))
     ticks = rows["position"].tolist()
     return go.Figure(trace, layout=dict(
         title=f"response #{response}: success rate after each prefix", height=300, font=FONT, template=TEMPLATE,
@@ -348,4 +340,5 @@ def clicked_token(layout_meta, point: dict) -> tuple[int, int] | None:
 
 
 __all__ = ["GROUP_VIEWS", "GroupStrips", "GroupView", "clicked_token", "group_strips", "prefix_tree_figure",
-           "response_header", "response_run", "strip_scale", "success_curve", "token_heatmap", "views_for"]
+           "response_header", "response_label", "response_run", "strip_scale", "success_curve", "token_heatmap",
+           "views_for"]

@@ -77,11 +77,10 @@ def signal_chart(run: Run, selected: int | None = None, signal: str = "surprisal
                      yaxis=dict(title=signal), hovermode="closest")
     if selected is not None and 0 <= selected < n:
         value = values[selected]
-        label = f"#{selected} {table['token'].iloc[selected]!r}" + ("" if math.isnan(value) else f"  {value:.4g}")
-        layout["shapes"] = [dict(type="line", name=SELECTION, xref="x", yref="paper", x0=selected, x1=selected,
-                                 y0=0, y1=1, line=dict(color=SELECTED_COLOR, width=2, dash="dot"),
-                                 label=dict(text=label, textposition="end", textangle=0, yanchor="bottom",
-                                            font=dict(color=SELECTED_COLOR, size=12)))]
+        text = f"#{selected} {table['token'].iloc[selected]!r}" + ("" if math.isnan(value) else f"  {value:.4g}")
+        label = dict(text=text, textposition="end", textangle=0, yanchor="bottom",
+                     font=dict(color=SELECTED_COLOR, size=12))
+        layout["shapes"] = [selection_line(selected, label=label)]
     return go.Figure(trace, layout=layout)
 
 
@@ -183,13 +182,25 @@ def lens_heatmap(run: Run, selected: int | None = None, signal: str = "rank",
                      yaxis=dict(title="layer (0 = embeddings)", dtick=max(1, n_layers // 8)))
     if selected is not None and 0 <= selected < n:
         start = selected // width * width  # the selected token's column
-        layout["shapes"] = [dict(type="rect", name=SELECTION, xref="x", yref="paper",
-                                 x0=start - 0.5, x1=min(start + width, n) - 0.5,
-                                 y0=0, y1=1, line=dict(color=SELECTED_COLOR, width=2))]
+        layout["shapes"] = [selection_box(start - 0.5, min(start + width, n) - 0.5)]
     return go.Figure(trace, layout=layout)
 
 
 # ----- shared layout ------------------------------------------------------------------------
+def selection_line(x, **extra) -> dict:
+    """The shape that marks the selected token at `x` on a chart along the positions: a
+    dotted vertical line across the plot."""
+    return dict(type="line", name=SELECTION, xref="x", yref="paper", x0=x, x1=x, y0=0, y1=1,
+                line=dict(color=SELECTED_COLOR, width=2, dash="dot"), **extra)
+
+
+def selection_box(x0, x1, y0=0, y1=1, yref="paper", width=2) -> dict:
+    """The shape that marks the selection on a heatmap: a box around its cells (default:
+    the whole height of the plot)."""
+    return dict(type="rect", name=SELECTION, xref="x", yref=yref, x0=x0, x1=x1, y0=y0, y1=y1,
+                line=dict(color=SELECTED_COLOR, width=width))
+
+
 def _layout(title: str, position_axis: str | None, **extra) -> dict:
     return dict(
         title=dict(text=title, font=dict(size=13), x=0.01, xanchor="left"),

@@ -27,7 +27,7 @@ from workbench import routing_stats as rs
 from workbench.errors import WorkbenchError
 from workbench.run import Run
 
-from .figures import FONT, SELECTED_COLOR, SELECTION, TEMPLATE
+from .figures import FONT, SELECTED_COLOR, TEMPLATE, selection_box
 from .panels import Panel, register_panel
 
 PALETTE = qualitative.Light24  # categorical expert colors up to 24 experts; a continuous scale beyond
@@ -63,11 +63,6 @@ def _layout(title: str, height: int, position_axis: str | None = None, **extra) 
     )
 
 
-def _selection_box(x0, x1, y0=0, y1=1, yref="paper") -> dict:
-    return dict(type="rect", name=SELECTION, xref="x", yref=yref, x0=x0, x1=x1, y0=y0, y1=y1,
-                line=dict(color=SELECTED_COLOR, width=2))
-
-
 def expert_map(run: Run, selected: int | None = None) -> go.Figure:
     """Heatmap [MoE layer, position] of the top-1 expert; hover lists the k experts with
     their weights, the router entropy and the shared-expert weight where there is one."""
@@ -94,7 +89,7 @@ def expert_map(run: Run, selected: int | None = None) -> go.Figure:
                      xaxis=dict(title="position", range=[-0.5, n - 0.5]),
                      yaxis=dict(autorange="reversed"))
     if selected is not None and 0 <= selected < n:
-        layout["shapes"] = [_selection_box(selected - 0.5, selected + 0.5)]
+        layout["shapes"] = [selection_box(selected - 0.5, selected + 0.5)]
     return go.Figure(go.Heatmap(**heatmap), layout=layout)
 
 
@@ -117,7 +112,7 @@ def load_bars(run: Run, selected: int | None = None) -> go.Figure:
         layout = _layout(title.replace("outlined", "boxed") + "; imbalance max/mean in brackets", 120 + 18 * len(names),
                          xaxis=dict(title="expert"), yaxis=dict(autorange="reversed"))
         if selected is not None:
-            layout["shapes"] = [_selection_box(e - 0.5, e + 0.5, m - 0.5, m + 0.5, yref="y")
+            layout["shapes"] = [selection_box(e - 0.5, e + 0.5, m - 0.5, m + 0.5, yref="y")
                                 for m in range(len(names)) for e in ids[m, selected]]
         return go.Figure(heatmap, layout=layout)
     colors = sample_colorscale("Viridis", [0.85 * m / max(1, len(names) - 1) for m in range(len(names))])
@@ -195,7 +190,7 @@ def affinity_heatmap(run: Run, selected: int | None = None, pair: int = 0) -> go
                           args=[{"z": [affinity[p]]}, {"title.text": title}]) for p, title in enumerate(titles)])]
     if selected is not None and 0 <= selected < len(trace):
         e, f = int(trace[selected, pair]), int(trace[selected, pair + 1])
-        layout["shapes"] = [_selection_box(f - 0.5, f + 0.5, e - 0.5, e + 0.5, yref="y")]
+        layout["shapes"] = [selection_box(f - 0.5, f + 0.5, e - 0.5, e + 0.5, yref="y")]
     return go.Figure(heatmap, layout=layout)
 
 

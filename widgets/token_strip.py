@@ -47,16 +47,20 @@ class TokenStrip:
 
     def save(self, path: str | Path) -> Path:
         """Write a standalone HTML document (UTF-8, no external assets) to `path`."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        title = html.escape(f"Token strip: {self.signal}")
-        page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-                f"<title>{title}</title></head>\n<body>\n{self.html}\n</body></html>\n")
-        path.write_text(page, encoding="utf-8")
-        return path
+        return save_page(path, f"Token strip: {self.signal}", self.html)
 
     def __repr__(self) -> str:
         return f"TokenStrip(signal={self.signal!r}, tokens={self.n_tokens})"
+
+
+def save_page(path: str | Path, title: str, fragment: str) -> Path:
+    """Write `fragment` (self-contained HTML) to `path` as a standalone UTF-8 page titled `title`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    page = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title></head>\n<body>\n{fragment}\n</body></html>\n")
+    path.write_text(page, encoding="utf-8")
+    return path
 
 
 def signal_columns(table: pd.DataFrame) -> list[str]:
@@ -125,10 +129,10 @@ def page_window(page: int, n_tokens: int, page_tokens: int = PAGE_TOKENS) -> tup
     return start, min(start + page_tokens, n_tokens)
 
 
-def strip_page(run: Run, signal: str, page: int, page_tokens: int = PAGE_TOKENS) -> TokenStrip:
+def strip_page(run: Run, signal: str, page: int, page_tokens: int = PAGE_TOKENS, **colors) -> TokenStrip:
     """One page of `run`'s strip: a long run's DOM stays small (a few hundred spans), the
-    colors stay those of the whole run."""
-    return token_strip(run, signal, window=page_window(page, len(run.table), page_tokens))
+    colors stay those of the whole run (or `colors`: `token_strip`'s colorscale, vmin, vmax)."""
+    return token_strip(run, signal, window=page_window(page, len(run.table), page_tokens), **colors)
 
 
 def _window(window: tuple[int, int] | None, n_tokens: int) -> tuple[int, int]:

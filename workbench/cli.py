@@ -25,8 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--signals", default="uncertainty", help="comma-separated signal names (default: uncertainty)")
     analyze.add_argument("--top-k", type=int, default=5, help="alternatives kept per token (default: 5)")
     analyze.add_argument("--truncate", action="store_true", help="keep the first context-length tokens of a long text")
-    analyze.add_argument("--format", choices=FORMATS, default="table")
-    analyze.add_argument("--out", type=Path, help="write here instead of stdout (required for parquet)")
+    _output_options(analyze)
 
     generate = commands.add_parser("generate", help="sample a continuation, recording each step's signals")
     generate.add_argument("prompt", help="the text to continue")
@@ -36,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=int, default=64)
     generate.add_argument("--seed", type=int, default=None, help="same seed, same output")
     generate.add_argument("--stop", action="append", default=None, help="stop once this string appears (repeatable)")
-    generate.add_argument("--format", choices=FORMATS, default="table")
-    generate.add_argument("--out", type=Path, help="write here instead of stdout (required for parquet)")
+    _output_options(generate)
 
     rollouts = commands.add_parser("rollouts", help="a group of sampled responses: rewards, GRPO advantages, token credit")
     rollouts.add_argument("prompt", help="the question (sent through the chat template when the model has one)")
@@ -52,8 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollouts.add_argument("--thr", choices=["auto", "exact", "cheap", "none"], default="auto",
                           help="Token Hidden Reward: exact (gradients), cheap (hidden states), auto (exact when it fits)")
     rollouts.add_argument("--raw", action="store_true", help="continue the prompt as raw text, not as a chat message")
-    rollouts.add_argument("--format", choices=FORMATS, default="table")
-    rollouts.add_argument("--out", type=Path, help="write here instead of stdout (required for parquet)")
+    _output_options(rollouts)
 
     serve = commands.add_parser("serve", help="the dashboard in a browser (Panel)")
     _model_options(serve)
@@ -83,6 +80,16 @@ def _sampler_options(parser, default: str):
     parser.add_argument("--alpha", type=float, default=None, help="top-H: entropy budget alpha * H(p)")
 
 
+def _output_options(parser):
+    parser.add_argument("--format", choices=FORMATS, default="table")
+    parser.add_argument("--out", type=Path, help="write here instead of stdout (required for parquet)")
+
+
+def _check_output(args) -> None:
+    if args.format == "parquet" and args.out is None:
+        raise WorkbenchError("--format parquet writes a file: add --out PATH")
+
+
 def _model_options(parser):
     parser.add_argument("--model", default=None, help="embedded name, HF id, local folder or .gguf (default: workbench:smollm2-135m)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: fp32 on CPU, bf16 on GPU)")
@@ -103,8 +110,7 @@ def main(argv=None) -> int:
 
 def cmd_analyze(args) -> int:
     text = _read_text(args)
-    if args.format == "parquet" and args.out is None:
-        raise WorkbenchError("--format parquet writes a file: add --out PATH")
+    _check_output(args)
     import workbench as wb
 
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
@@ -145,8 +151,7 @@ def sampler_from_args(args):
 
 
 def cmd_generate(args) -> int:
-    if args.format == "parquet" and args.out is None:
-        raise WorkbenchError("--format parquet writes a file: add --out PATH")
+    _check_output(args)
     from . import samplers
 
     if args.compare:
@@ -182,8 +187,7 @@ def cmd_generate(args) -> int:
 
 
 def cmd_rollouts(args) -> int:
-    if args.format == "parquet" and args.out is None:
-        raise WorkbenchError("--format parquet writes a file: add --out PATH")
+    _check_output(args)
     from . import rewards
 
     reward = rewards.exact_answer(args.answer) if args.answer is not None else rewards.regex(args.regex)

@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .analyze import _check_memory, _fit_context, run_meta, token_table
+from .analyze import _check_memory, run_meta, token_table
 from .capture import Capture
 from .errors import WorkbenchError
 from .kernels import VocabStats, vocab_stats
@@ -61,15 +61,10 @@ def generate(
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     tokens = (tokenize_text(model.tokenizer, prompt) if messages is None
               else tokenize_messages(model.tokenizer, messages, add_generation_prompt=True))
-    limit = model.context_length
-    if limit is not None and len(tokens.ids) + max_new_tokens > limit:
-        raise WorkbenchError(f"the prompt is {len(tokens.ids)} tokens and {max_new_tokens} new tokens "
-                             f"would exceed {model.name}'s context of {limit}; shorten the prompt or ask for fewer")
-    _fit_context(tokens, model, truncate=False)
+    check_context_room(model, tokens, max_new_tokens)
     _check_memory(model, len(tokens.ids) + max_new_tokens, resolve(["uncertainty"], model))
 
-    generator = torch.Generator(device=model.device)
-    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    generator = seeded_generator(model.device, seed)
     new_ids, steps, stop_reason, prompt_capture = _decode(model, tokens, sampler, max_new_tokens, generator,
                                                           stops, top_k, progress)
     role = "generated" if messages is None else "response"
@@ -77,6 +72,22 @@ def generate(
     run.meta.update({"sampler": sampler.describe(), "seed": seed, "max_new_tokens": max_new_tokens,
                      "stop_reason": stop_reason, "n_generated": len(new_ids)})
     return run
+
+
+def check_context_room(model: Model, tokens: Tokens, max_new_tokens: int) -> None:
+    """Refuse a prompt that leaves no room for `max_new_tokens` in the model's context."""
+    limit = model.context_length
+    if limit is not None and len(tokens.ids) + max_new_tokens > limit:
+        raise WorkbenchError(f"the prompt is {len(tokens.ids)} tokens and {max_new_tokens} new tokens "
+                             f"would exceed {model.name}'s context of {limit}; shorten the prompt or ask for fewer")
+
+
+def seeded_generator(device, seed: int | None) -> torch.Generator:
+    """The generator all draws come from: seeded with `seed` (same seed, same draws), or
+    with a fresh random seed when None."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    return generator
 
 
 def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, progress):

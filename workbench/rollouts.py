@@ -19,9 +19,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import memory
-from .analyze import _fit_context, run_meta
+from .analyze import run_meta
 from .errors import WorkbenchError
-from .generate import _eos_ids, generated_spans
+from .generate import _eos_ids, check_context_room, generated_spans, seeded_generator
 from .group import ADVANTAGE_EPS, Group
 from .kernels import vocab_stats
 from .models import Model
@@ -170,14 +170,9 @@ def rollouts(
         raise WorkbenchError(f"thr must be one of {', '.join(map(str, THR_MODES))}, got {thr!r}")
     sampler = sampler or Sampler()
     tokens = prompt_tokens(model, prompt, messages, chat)
-    limit = model.context_length
-    if limit is not None and len(tokens.ids) + max_new_tokens > limit:
-        raise WorkbenchError(f"the prompt is {len(tokens.ids)} tokens and {max_new_tokens} new tokens "
-                             f"would exceed {model.name}'s context of {limit}; shorten the prompt or ask for fewer")
-    _fit_context(tokens, model, truncate=False)
+    check_context_room(model, tokens, max_new_tokens)
 
-    generator = torch.Generator(device=model.device)
-    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    generator = seeded_generator(model.device, seed)
     drawn = sample_continuations(model, [tokens.ids], n=n, sampler=sampler, max_new_tokens=max_new_tokens,
                                  generator=generator, progress=progress, desc="rollouts")
     texts, table = response_table(model, drawn)

@@ -41,7 +41,12 @@ def _finite_max(values) -> float | None:
 def _background(value, top) -> str:
     if value is None or value is pd.NA or not top:
         return ""
-    r, g, b = RAMP[min(len(RAMP) - 1, int(len(RAMP) * max(0.0, float(value)) / (top * 1.0001)))]
+    return _ramp_color(RAMP, max(0.0, float(value)), top)
+
+
+def _ramp_color(ramp, magnitude: float, top: float) -> str:
+    """The 24-bit background of `magnitude` in [0, top] on `ramp`, with black text."""
+    r, g, b = ramp[min(len(ramp) - 1, int(len(ramp) * magnitude / (top * 1.0001)))]
     return f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m"
 
 
@@ -98,9 +103,7 @@ POSITIVE = ((255, 255, 255), (209, 229, 240), (146, 197, 222), (67, 147, 195), (
 def _signed_background(value, top) -> str:
     if value is None or value is pd.NA or not top or value != value:
         return ""
-    ramp = POSITIVE if value > 0 else NEGATIVE
-    r, g, b = ramp[min(len(ramp) - 1, int(len(ramp) * abs(float(value)) / (top * 1.0001)))]
-    return f"\x1b[48;2;{r};{g};{b}m\x1b[38;2;0;0;0m"
+    return _ramp_color(POSITIVE if value > 0 else NEGATIVE, abs(float(value)), top)
 
 
 def render_group(group, *, color: bool, signal: str = "thr", top: int = 12) -> str:

@@ -63,6 +63,15 @@ def head_logits(hidden, weight, bias=None, softcap=None):
     return z
 
 
+def vocab_tolerances(size: float, first: float = 1e-5, second: float = 1e-4) -> dict:
+    """(rtol, atol) per vocab_stats field for logits of magnitude ~size: `first` relative and
+    `first` * max(1, size) absolute for the first-order statistics, `second` and
+    `second` * max(1, size^2) for varentropy (a difference of second moments)."""
+    close = (first, first * max(1.0, size))
+    return dict(lse=close, entropy=close, target_logprob=close, topk_probs=close, margin=close,
+                varentropy=(second, second * max(1.0, size**2)))
+
+
 def assert_matches(result, expected: dict, tolerances: dict) -> None:
     """Every field of `expected` against the kernel's `result` (a dataclass): floats within
     tolerances[name] = (rtol, atol) (NaN and inf where expected), integers exactly."""

@@ -27,12 +27,6 @@ def generator(seed):
     return torch.Generator(device="cuda").manual_seed(seed)
 
 
-def first_tolerances(size, relative=1e-5):
-    first = (relative, relative * max(1.0, size))
-    return dict(lse=first, entropy=first, target_logprob=first, topk_probs=first, margin=first,
-                varentropy=(10 * relative, 10 * relative * max(1.0, size**2)))
-
-
 def special_rows(logits):
     logits[0, 1000:] = -math.inf
     logits[1] = 2.0  # all equal
@@ -49,7 +43,7 @@ def test_vocab_stats(dtype):
     targets = torch.randint(0, V, (384,), device="cuda", generator=generator(1))
     targets[5] = IGNORE_INDEX
     got = vocab_stats(logits, targets, top_k=16)
-    assert_matches(got, exact.vocab_stats(logits, targets, 16), first_tolerances(3.0))
+    assert_matches(got, exact.vocab_stats(logits, targets, 16), exact.vocab_tolerances(3.0))
 
 
 def test_vocab_stats_rows_past_int32_offsets():
@@ -68,11 +62,12 @@ def test_no_top_k_no_targets_and_a_few_rows():
     logits = (torch.randn(3, V, device="cuda", generator=generator(23)) * 3).to(torch.bfloat16)
     got = vocab_stats(logits)
     assert got.topk_ids.shape == (3, 0) and got.target_logprob is None
-    assert_matches(got, exact.vocab_stats(logits), first_tolerances(3.0))
+    assert_matches(got, exact.vocab_stats(logits), exact.vocab_tolerances(3.0))
     hidden = torch.randn(3, 256, device="cuda", generator=generator(24)).to(torch.bfloat16)
     weight = (torch.randn(V, 256, device="cuda", generator=generator(25)) / 8).to(torch.bfloat16)
     got = linear_vocab_stats(hidden, weight)
-    assert_matches(got, exact.vocab_stats(exact.head_logits(hidden, weight)), first_tolerances(5.0, relative=1e-4))
+    assert_matches(got, exact.vocab_stats(exact.head_logits(hidden, weight)),
+                   exact.vocab_tolerances(5.0, first=1e-4, second=1e-3))
 
 
 def assert_mostly_exact(got, want, name):
@@ -93,7 +88,7 @@ def test_linear_vocab_stats(tokens):
     want = exact.vocab_stats(exact.head_logits(hidden, weight), targets, 5)
     size = want["lse"][1:].abs().max().item()
     floats = {name: value for name, value in want.items() if value.is_floating_point()}
-    assert_matches(got, floats, first_tolerances(size, relative=1e-4))
+    assert_matches(got, floats, exact.vocab_tolerances(size, first=1e-4, second=1e-3))
     assert got.target_rank[1] == want["target_rank"][1]
     assert_mostly_exact(got.target_rank, want["target_rank"], "target_rank")
     assert_mostly_exact(got.topk_ids, want["topk_ids"], "topk_ids")
@@ -107,7 +102,7 @@ def test_linear_vocab_stats_fp32_bias_softcap_and_extra_memory():
     got = linear_vocab_stats(hidden, weight, targets, bias=bias, softcap=30.0, top_k=3)
     want = exact.vocab_stats(exact.head_logits(hidden, weight, bias, 30.0), targets, 3)
     floats = {name: value for name, value in want.items() if value.is_floating_point()}
-    assert_matches(got, floats, first_tolerances(30.0, relative=1e-4))
+    assert_matches(got, floats, exact.vocab_tolerances(30.0, first=1e-4, second=1e-3))
     assert_mostly_exact(got.target_rank, want["target_rank"], "target_rank")
     # memory beyond the inputs: outputs and partial states, never [T, V] logits (issue target: <= 10%)
     big_hidden = torch.randn(8192, D, device="cuda", generator=generator(11)).to(torch.bfloat16)

@@ -22,12 +22,6 @@ reference_module = importlib.import_module("workbench.kernels.linear_vocab_stats
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter evaluates both sides of tl.where
 
 
-def tolerances(size: float) -> dict:
-    first = (2e-5, 2e-5 * max(1.0, size))
-    return dict(lse=first, entropy=first, target_logprob=first, topk_probs=first, margin=first,
-                varentropy=(1e-4, 1e-4 * max(1.0, size**2)))
-
-
 def inputs(tokens, vocab, dim, dtype, seed, bias=True, scale=1.0):
     gen = torch.Generator().manual_seed(seed)
     hidden = (torch.randn(tokens, dim, generator=gen) * scale).to(dtype)
@@ -53,14 +47,14 @@ def test_triton_matches_float64(tokens, vocab, dim, dtype, softcap, top_k):
     got = linear_vocab_stats(hidden, weight, targets, bias=bias, softcap=softcap, top_k=top_k, backend="triton")
     want = expected(hidden, weight, bias, targets, softcap, top_k)
     size = want["lse"][1:].abs().max().item()
-    assert_matches(got, want, tolerances(size))
+    assert_matches(got, want, exact.vocab_tolerances(size, first=2e-5))
 
 
 def test_triton_without_targets_bias_and_with_temperature():
     hidden, weight, _, _ = inputs(7, 1100, 32, torch.float32, seed=5)
     got = linear_vocab_stats(hidden, weight, top_k=2, temperature=0.7, backend="triton")
     want = expected(hidden, weight, None, None, top_k=2, temperature=0.7)
-    assert_matches(got, want, tolerances(want["lse"].abs().max().item()))
+    assert_matches(got, want, exact.vocab_tolerances(want["lse"].abs().max().item(), first=2e-5))
     assert got.target_logprob is None and got.target_rank is None
 
 
@@ -68,7 +62,7 @@ def test_reference_blocks_rows_and_matches_float64(monkeypatch):
     hidden, weight, bias, targets = inputs(10, 500, 24, torch.float64, seed=6)
     monkeypatch.setattr(reference_module, "CHUNK_BYTES", 3 * 4 * 500)  # three rows per block: four blocks
     got = linear_vocab_stats(hidden, weight, targets, bias=bias, softcap=8.0, top_k=4)
-    assert_matches(got, expected(hidden, weight, bias, targets, 8.0, 4), tolerances(10.0))
+    assert_matches(got, expected(hidden, weight, bias, targets, 8.0, 4), exact.vocab_tolerances(10.0, first=2e-5))
     single = linear_vocab_stats(hidden.float(), weight.float(), targets, bias=bias.float(), top_k=4)
     blocked = vocab_stats(exact.head_logits(hidden, weight, bias).float(), targets, top_k=4)
     torch.testing.assert_close(single.entropy, blocked.entropy, rtol=1e-5, atol=1e-5)

@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import WorkbenchError
-from ..generate import _eos_ids
+from ..generate import _eos_ids, seeded_generator
 from ..group import Group
 from ..kernels import divergence
 from ..models import Model
@@ -190,8 +190,7 @@ def rollout_critical_tokens(model: Model, group: Group, response: int, *, n: int
         raise WorkbenchError(f"n must be a positive integer, got {n!r}")
     max_new_tokens = max_new_tokens or int(group.meta.get("max_new_tokens", 64))
     sampler = sampler or Sampler()
-    generator = torch.Generator(device=model.device)
-    generator.manual_seed(seed if seed is not None else int(torch.seed() % 2**63))
+    generator = seeded_generator(model.device, seed)
     eos, prompt = set(_eos_ids(model)), group.prompt_ids
     per_batch = max(1, batch_rows // n)
     bar = tqdm(total=len(ids) if budget is None else min(budget, len(ids)), desc="critical tokens",

@@ -105,14 +105,18 @@ def token_logprobs(model: Model, group: Group, *, prompt_ids: Sequence[int] | No
     return pd.concat(parts).reindex(group.table.index) if parts else pd.Series(dtype=float, index=group.table.index)
 
 
+def response_hidden(model: Model, batch: ResponseBatch) -> torch.Tensor:
+    """Final hidden states [N, d] at the positions that predict the batch's scored tokens."""
+    return model.adapter.backbone(model.hf)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                                            use_cache=False).last_hidden_state[batch.rows, batch.cols]
+
+
 def response_logits(model: Model, group: Group, response: int, *, prompt_ids: Sequence[int] | None = None) -> tuple[torch.Tensor, pd.Index]:
     """Logits [T, V] (fp32 or wider) that predict each token of one response, and the table
     rows they belong to."""
     batch = response_batch(model, group, [response], prompt_ids)
     with torch.inference_mode():
-        hidden = model.adapter.backbone(model.hf)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                                  use_cache=False).last_hidden_state
-        logits = model.adapter.logits(model.hf, hidden[batch.rows, batch.cols])
+        logits = model.adapter.logits(model.hf, response_hidden(model, batch))
     return logits.to(torch.promote_types(logits.dtype, torch.float32)), batch.index
 
 

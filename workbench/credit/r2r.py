@@ -38,8 +38,6 @@ def r2r_divergence(small: Model, large: Model, group: Group, *, responses: Seque
     large_continuation (each choice followed by `continuation_tokens` greedy tokens), and label:
     judge(context, small_continuation, large_continuation), or None without a judge.
     """
-    from ..rollouts import sample_continuations
-
     if continue_with not in CONTINUE_WITH:
         raise WorkbenchError(f"continue_with must be one of {', '.join(CONTINUE_WITH)}, got {continue_with!r}")
     if not isinstance(continuation_tokens, int) or continuation_tokens < 1:
@@ -61,19 +59,22 @@ def r2r_divergence(small: Model, large: Model, group: Group, *, responses: Seque
                          "small_prob": float(p_small[k, a[k]]), "large_prob": float(p_large[k, b[k]])})
     if not rows:
         return pd.DataFrame(columns=COLUMNS, index=pd.Index([], name="row"))
-    _continue(small, large, group, rows, continuation_tokens, continue_with, progress, sample_continuations)
+    _continue(small, large, group, rows, continuation_tokens, continue_with, progress)
     for row in rows:
         row["label"] = None if judge is None else judge(row["context"], row["small_continuation"], row["large_continuation"])
         row["small_token"], row["large_token"] = (small.tokenizer.decode([row.pop(k)]) for k in ("small_id", "large_id"))
     return pd.DataFrame(rows).set_index("row")[COLUMNS]
 
 
-def _continue(small, large, group, rows, tokens, continue_with, progress, sample_continuations):
+def _continue(small, large, group, rows, tokens, continue_with, progress):
     """Fill each row's two continuations: each model's token, then greedy tokens after it."""
+    from ..rollouts import sample_continuations
+
     generator = torch.Generator(device=large.device)  # greedy: the generator is never drawn from
     jobs = {"small": [], "large": []}  # model name -> [(row, side, prefix)]
+    prompt, responses = group.prompt_ids, group.response_ids()  # once, not per diverging row
     for row in rows:
-        prefix = group.prompt_ids + group.response_ids(row["response"])[:row["position"]]
+        prefix = prompt + responses[row["response"]][:row["position"]]
         for side in ("small", "large"):
             runner = side if continue_with == "each" else continue_with
             jobs[runner].append((row, side, prefix + [row[f"{side}_id"]]))

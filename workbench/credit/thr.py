@@ -41,7 +41,7 @@ from ..errors import MemoryEstimateExceeded, WorkbenchError
 from ..group import Group
 from ..models import Model
 from ..vocab import chunk_rows
-from .forward import ResponseLogprobs, chunks, response_batch
+from .forward import ResponseLogprobs, chunks, response_batch, response_hidden
 
 MODES = ("auto", "exact", "cheap")
 METHODS = ("auto", "jvp", "difference")
@@ -233,12 +233,12 @@ def _cheap(model, group, correct, lengths, vocabulary):
                       4 * len(batch.index) * (len(kept) + model.hidden_size) * 8, model.device,
                       "use vocabulary='group'")
     with torch.inference_mode():
-        hidden = model.adapter.backbone(model.hf)(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
-                                                  use_cache=False).last_hidden_state[batch.rows, batch.cols]  # [N, d]
+        hidden = response_hidden(model, batch)  # [N, d]
         kept = kept.to(model.device)
         probs = []  # p restricted to S, [N, |S|]
-        for begin in range(0, len(hidden), chunk_rows(model.vocab_size)):
-            logits = model.adapter.logits(model.hf, hidden[begin:begin + chunk_rows(model.vocab_size)]).to(dtype)
+        rows = chunk_rows(model.vocab_size)
+        for begin in range(0, len(hidden), rows):
+            logits = model.adapter.logits(model.hf, hidden[begin:begin + rows]).to(dtype)
             probs.append((logits[:, kept] - torch.logsumexp(logits, -1, keepdim=True)).exp())
         p = torch.cat(probs)
         h = hidden.to(dtype)
