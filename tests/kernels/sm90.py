@@ -14,19 +14,24 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from workbench.kernels import triton_divergence, triton_linear_divergence, triton_linear_vocab_stats, triton_vocab_stats
+from workbench.kernels import (triton_attention_stats, triton_divergence, triton_linear_divergence,
+                              triton_linear_vocab_stats, triton_sample, triton_vocab_stats)
 
 ALIGNED = ("h_stride", "w_stride", "D", "row_stride", "p_stride", "q_stride", "split_cols", "hp_stride", "wp_stride",
-           "hq_stride", "wq_stride", "DP", "DQ")  # as the launcher specializes them
+           "hq_stride", "wq_stride", "DP", "DQ", "sqb", "sqh", "sqt", "skb", "skh", "skt", "smb", "smh",
+           "smq")  # as the launcher specializes them (a multiple of 16)
 
 
 def compile_sm90(kernel, signature: dict, constants: dict, num_warps: int, num_stages: int = 3):
-    """Compile `kernel` (jitted or autotuned) for sm_90 with 16-aligned pointers and strides."""
+    """Compile `kernel` (jitted or autotuned) for sm_90 with 16-aligned pointers and strides.
+    `constants` holds the constexprs and any argument the launcher specializes to a value
+    (a unit stride: Triton compiles arguments equal to 1 as constants)."""
     function = kernel
     while not isinstance(function, triton.runtime.JITFunction):
         function = function.fn
-    signature = dict(signature, **{name: "constexpr" for name in constants})
-    names = list(signature)
+    kinds = dict(signature, **{name: "constexpr" for name in constants})
+    names = function.arg_names  # attributes are indexed by argument position
+    signature = {name: kinds[name] for name in names}
     attrs = {(names.index(name),): [["tt.divisibility", 16]] for name, kind in signature.items()
              if kind.startswith("*") or name in ALIGNED}
     return triton.compile(ASTSource(function, signature, constants, attrs), target=GPUTarget("cuda", 90, 32),
@@ -96,7 +101,49 @@ def main() -> None:
     compiled = compile_sm90(triton_linear_divergence._pair_merge_kernel, pair_merge,
                             dict(ROWS=64, HAS_TARGETS=True, IGNORE=-100), num_warps=2)
     results.append(report("linear_divergence merge", compiled))
+    results += attention_kernels() + sample_kernels()
     json.dump(results, sys.stdout)
+
+
+def attention_kernels() -> list[dict]:
+    """Both attention passes at the benchmark's shape (bf16, d = 128, causal, GQA) with the
+    largest tiles of their autotune lists, with and without a boolean mask and top-k keys."""
+    shared = dict(t_q="i32", t_k="i32", offset="i32", group="i32")
+    strides = {name: "i32" for name in ("sqb", "sqh", "sqt", "skb", "skh", "skt", "smb", "smh", "smq")}
+    flags = dict(HEAD_DIM=128, CAUSAL=True, DOT="native", BLOCK_D=128, BLOCK_M=128, sqd=1, skd=1, smk=1)
+    results = []
+    for mask_kind, top_k in ((0, 0), (1, 8)):
+        pass1 = dict(q_ptr="*bf16", k_ptr="*bf16", mask_ptr="*u8", subset_ptr="*u8", sink_logit_ptr="*fp32",
+                     lse_ptr="*fp32", entropy_ptr="*fp32", sink_ptr="*fp32", subset_out_ptr="*fp32",
+                     top_id_ptr="*i64", top_p_ptr="*fp32", **shared, sink="i32", qk_scale2="fp32",
+                     mask_floor="fp32", **strides)
+        compiled = compile_sm90(triton_attention_stats._pass1_kernel, pass1,
+                                dict(flags, MASK_KIND=mask_kind, HAS_SUBSET=top_k > 0, HAS_SINK_LOGIT=top_k > 0,
+                                     TOPK=top_k, TOPK_PAD=max(top_k, 1), BLOCK_N=64), num_warps=8)
+        results.append(report(f"attention pass1 mask={mask_kind} top_k={top_k}", compiled))
+        pass2 = dict(q_ptr="*bf16", k_ptr="*bf16", mask_ptr="*u8", lse_ptr="*fp32", received_ptr="*fp32",
+                     **shared, qk_scale2="fp32", mask_floor="fp32", **strides)
+        compiled = compile_sm90(triton_attention_stats._pass2_kernel, pass2,
+                                dict(flags, MASK_KIND=mask_kind, BLOCK_N=128), num_warps=8)
+        results.append(report(f"attention pass2 mask={mask_kind}", compiled))
+    return results
+
+
+def sample_kernels() -> list[dict]:
+    """The sampler at its GPU launch (one row per program, 1024-logit tiles, 8 warps), every
+    rule on (top-p and top-H need the mass and entropy sums) and the plain temperature case."""
+    rows, block, cap = triton_sample.tiles(128, 151936, on_gpu=True)
+    signature = dict(logits_ptr="*fp32", row_stride="i32", B="i32", V="i32", temperature_ptr="*fp32",
+                     top_k_ptr="*i32", top_p_ptr="*fp32", min_p_ptr="*fp32", top_h_ptr="*fp32", seed_ptr="*i64",
+                     band_ptr="*fp32", ids_ptr="*i64", kept_ptr="*i64", entropy_ptr="*fp32",
+                     kept_entropy_ptr="*fp32", prob_ptr="*fp32")
+    results = []
+    for use_mass, use_entropy in ((True, True), (False, False)):
+        compiled = compile_sm90(triton_sample._sample_kernel, signature,
+                                dict(R=rows, BLOCK=block, NTH=4, CAP=cap, ITERS=151936 .bit_length() + 1,
+                                     USE_MASS=use_mass, USE_ENTROPY=use_entropy), num_warps=8)
+        results.append(report(f"sample mass={use_mass} entropy={use_entropy}", compiled))
+    return results
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
 """The benchmark harness: `workbench bench --quick` on the CPU writes the JSON schema and
 the plot; the roofline models reproduce DESIGN.md's kernel table on an H100."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -64,3 +68,17 @@ def test_device_names_map_to_peaks():
     for name, slug in (("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h200"), ("NVIDIA H100 PCIe", "h100-pcie")):
         match = next(entry for entry in bench.DEVICE_PEAKS if entry[0] in name)
         assert match[1] == slug
+
+
+def test_gpu_session_script_rehearses_a_step_on_the_cpu(tmp_path):
+    """benchmarks/gpu_session.sh: the steps a GPU lease runs, rehearsed at tiny shapes."""
+    script = Path(__file__).parents[2] / "benchmarks" / "gpu_session.sh"
+    env = dict(os.environ, QUICK="1", OUT=str(tmp_path), PYTHON=sys.executable)
+    done = subprocess.run(["bash", str(script), "attention"], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads((tmp_path / "attention_stats-cpu.json").read_text())
+    assert report["results"]
+    environment = (tmp_path / "gpu-environment.txt").read_text()
+    assert "no CUDA device" in environment and f"torch {torch.__version__}" in environment
+    wrong = subprocess.run(["bash", str(script), "everything"], env=env, capture_output=True, text=True, timeout=60)
+    assert wrong.returncode == 2 and "usage" in wrong.stderr

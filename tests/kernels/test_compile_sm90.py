@@ -40,3 +40,21 @@ def test_fused_lm_head_kernels_use_pipelined_wgmma(compiled):
     for name in ("linear_divergence js_pass=False", "linear_divergence js_pass=True"):
         assert compiled[name]["wgmma"] and compiled[name]["pipelined"] and compiled[name]["STACK"] <= 128, compiled[name]
     assert compiled["linear_divergence merge"]["STACK"] == 0
+
+
+def test_attention_passes_pipeline_their_key_and_query_loads(compiled):
+    """The flash-style loops overlap the next tile's load with this tile's wgmma (cp.async
+    stages) and keep the running statistics in registers. A top-k list puts an insertion
+    loop inside the key loop, and Triton pipelines innermost loops only: that variant is
+    checked to compile without spills, not to pipeline."""
+    for name in ("attention pass1 mask=0 top_k=0", "attention pass2 mask=0", "attention pass2 mask=1"):
+        assert compiled[name]["wgmma"] and compiled[name]["pipelined"], compiled[name]
+    assert compiled["attention pass1 mask=0 top_k=0"]["STACK"] == 0
+    assert compiled["attention pass2 mask=0"]["STACK"] == 0
+    assert compiled["attention pass1 mask=1 top_k=8"]["STACK"] == 0
+    assert compiled["attention pass2 mask=1"]["STACK"] <= 64  # the mask tile costs a few spilled registers
+
+
+def test_sampler_keeps_its_search_state_in_registers(compiled):
+    for name in ("sample mass=True entropy=True", "sample mass=False entropy=False"):
+        assert compiled[name]["STACK"] == 0, compiled[name]

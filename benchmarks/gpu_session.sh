@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# One GPU lease, step by step: each step fits in one 10-minute device command and leaves its
+# logs and result JSONs in $OUT (default benchmarks/results), ready to be committed.
+#
+#   bash benchmarks/gpu_session.sh tests       # GPU tests: Triton kernels compiled for the device, not interpreted
+#   bash benchmarks/gpu_session.sh vocab       # workbench bench: vocab_stats, divergence (issue 3)
+#   bash benchmarks/gpu_session.sh linear      # workbench bench: linear_vocab_stats, linear_divergence (issue 3)
+#   bash benchmarks/gpu_session.sh attention   # attention_stats against flash attention, eager OOM (issue 5)
+#   bash benchmarks/gpu_session.sh sample      # sampler against sort-based PyTorch and FlashInfer (issue 4)
+#   QUICK=1 bash benchmarks/gpu_session.sh all # every step at tiny shapes: a rehearsal on a CPU
+#
+# GPU images may hold torch and Triton but not the package's views (panel, plotly): the
+# package is installed without dependencies, which the kernels and benchmarks do not need.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-benchmarks/results}
+mkdir -p "$OUT"
+PY=${PYTHON:-python3}
+QUICK_FLAG=${QUICK:+--quick}
+
+if ! "$PY" -c "import workbench.kernels" 2>/dev/null; then
+    "$PY" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || {
+        ln -sfn ../kernels workbench/kernels
+        ln -sfn ../widgets workbench/widgets
+        export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
+    }
+fi
+"$PY" - <<'EOF' | tee "$OUT/gpu-environment.txt"
+import platform, torch, triton
+gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
+print(f"{gpu}; torch {torch.__version__}; triton {triton.__version__}; python {platform.python_version()}")
+EOF
+
+step_tests() {
+    "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_gpu.py tests/kernels/test_attention_stats_triton.py \
+        tests/kernels/test_sample_triton.py tests/kernels/test_triton_vocab_stats.py 2>&1 | tee "$OUT/gpu-tests.log"
+}
+step_vocab() {
+    "$PY" -m workbench bench $QUICK_FLAG --kernels vocab_stats,divergence --results-dir "$OUT" 2>&1 | tee "$OUT/bench-vocab.log"
+}
+step_linear() {
+    "$PY" -m workbench bench $QUICK_FLAG --kernels linear_vocab_stats,linear_divergence --results-dir "$OUT" 2>&1 \
+        | tee "$OUT/bench-linear.log"
+}
+step_attention() {
+    "$PY" benchmarks/attention_bench.py $QUICK_FLAG --out "$OUT/attention_stats-${DEVICE_SLUG:-gpu}.json" 2>&1 \
+        | tee "$OUT/attention.log"
+}
+step_sample() {
+    "$PY" benchmarks/sample_bench.py $QUICK_FLAG --out "$OUT/sample-${DEVICE_SLUG:-gpu}.json" 2>&1 | tee "$OUT/sample.log"
+}
+
+DEVICE_SLUG=$("$PY" -c "from workbench.bench import device_info; import torch
+d = torch.device('cuda' if torch.cuda.is_available() else 'cpu'); print(device_info(d)['slug'])" 2>/dev/null || echo gpu)
+case "${1:-}" in
+    tests|vocab|linear|attention|sample) "step_$1" ;;
+    all) for step in tests vocab linear attention sample; do "step_$step"; done ;;
+    *) echo "usage: $0 tests|vocab|linear|attention|sample|all  (QUICK=1 for tiny shapes, OUT=DIR for results)" >&2
+       exit 2 ;;
+esac
