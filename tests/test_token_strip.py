@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from html.parser import HTMLParser
-from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -17,9 +16,6 @@ from workbench.run import Run
 from workbench.widgets import TokenStrip, token_strip
 from workbench.widgets.token_strip import page_count, page_of, page_window, strip_page
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
 VIRIDIS_BOTTOM, VIRIDIS_TOP = "#440154", "#fde725"  # matplotlib's viridis at 0 and 1
 
 # (token string, text piece): a special token and a partial-byte token have no text.
@@ -234,25 +230,18 @@ def test_windows_outside_the_run_are_refused():
         token_strip(make_run(), window=(5, 21))
 
 
-@pytest.mark.skipif(not CHROMIUM.exists(), reason="needs /usr/bin/chromium (apt-get install chromium)")
-def test_click_selects_a_token_in_a_saved_file(tmp_path):
-    sync_api = pytest.importorskip("playwright.sync_api", reason="needs playwright (pip install playwright)")
+def test_click_selects_a_token_in_a_saved_file(tmp_path, browser):
     run = make_run()
     first, second = token_strip(run), token_strip(run, "entropy")
     path = tmp_path / "two.html"
     TokenStrip(first.html + second.html, "two", len(run)).save(path)
-    with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page()
-            page.goto(path.as_uri())
-            strips = page.locator(".tw-strip")
-            assert strips.nth(0).locator(".tw-text").inner_text() == run.text
-            strips.nth(1).locator(".t").nth(9).click()
-            assert strips.nth(1).get_attribute("data-selected") == "9"
-            assert strips.nth(0).get_attribute("data-selected") is None  # the other strip is untouched
-            assert "selected #9" in strips.nth(1).locator(".tw-info").inner_text()
-            strips.nth(1).locator(".t").nth(9).click()  # a second click deselects
-            assert strips.nth(1).get_attribute("data-selected") is None
-        finally:
-            browser.close()
+    page = browser.new_page()
+    page.goto(path.as_uri())
+    strips = page.locator(".tw-strip")
+    assert strips.nth(0).locator(".tw-text").inner_text() == run.text
+    strips.nth(1).locator(".t").nth(9).click()
+    assert strips.nth(1).get_attribute("data-selected") == "9"
+    assert strips.nth(0).get_attribute("data-selected") is None  # the other strip is untouched
+    assert "selected #9" in strips.nth(1).locator(".tw-info").inner_text()
+    strips.nth(1).locator(".t").nth(9).click()  # a second click deselects
+    assert strips.nth(1).get_attribute("data-selected") is None
