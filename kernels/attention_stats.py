@@ -68,10 +68,14 @@ def score_blocks(q, k, *, causal=True, mask=None, scale=None, block=QUERY_BLOCK)
             after = torch.arange(first, visible, device=q.device)[None, :] > torch.arange(start, end, device=q.device)[:, None] + offset
             scores[..., first:visible].masked_fill_(after, MASKED)
         if mask is not None:
-            allowed = mask[..., start:end, :visible]
-            allowed = allowed if allowed.dtype == torch.bool else allowed > torch.finfo(allowed.dtype).min / 2
-            scores.masked_fill_(~allowed, MASKED)
+            scores.masked_fill_(~attends(mask[..., start:end, :visible]), MASKED)
         yield start, end, scores
+
+
+def attends(mask: torch.Tensor) -> torch.Tensor:
+    """Where a mask lets a query attend: a boolean mask as is (True = attend); an additive
+    float mask where it is above half its dtype's minimum (0 attends, min or -inf does not)."""
+    return mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2
 
 
 def attention_stats_reference(q, k, *, causal=True, mask=None, sink=1, key_subset=None, top_k=0,
@@ -131,8 +135,7 @@ def attention_rows(q, k, queries, *, causal=True, mask=None, scale=None, sink_lo
     if causal:
         allowed &= torch.arange(t_k, device=q.device)[None, :] <= index[:, None] + (t_k - t_q)
     if mask is not None:
-        block = mask[..., index, :]
-        allowed &= block if block.dtype == torch.bool else block > torch.finfo(block.dtype).min / 2
+        allowed &= attends(mask[..., index, :])
     scores = scores.masked_fill(~allowed, float("-inf"))
     lse = torch.logsumexp(scores, -1, keepdim=True)
     if sink_logits is not None:
