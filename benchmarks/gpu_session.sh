@@ -8,15 +8,26 @@
 #   bash benchmarks/gpu_session.sh attention   # attention_stats against flash attention, eager OOM (issue 5)
 #   bash benchmarks/gpu_session.sh sample      # sampler against sort-based PyTorch and FlashInfer (issue 4)
 #   QUICK=1 bash benchmarks/gpu_session.sh all # every step at tiny shapes: a rehearsal on a CPU
+#   bash benchmarks/gpu_session.sh wheels      # here, with a registry: the baselines' wheels to carry
 #
 # GPU images may hold torch and Triton but not the package's views (panel, plotly): the
 # package is installed without dependencies, which the kernels and benchmarks do not need.
+# Machines that cannot reach a registry get the public baselines (Liger-Kernel, Cut
+# Cross-Entropy: pure Python over Triton) as wheels in benchmarks/wheels/, carried along.
+# FlashInfer is left out: its wheel alone is 62 MB and it compiles its kernels at first use.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-benchmarks/results}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 QUICK_FLAG=${QUICK:+--quick}
+WHEELS=benchmarks/wheels
+
+if [ "${1:-}" = wheels ]; then
+    "$PY" -m pip download -q --no-deps -d "$WHEELS" liger-kernel cut-cross-entropy
+    ls -l "$WHEELS"
+    exit 0
+fi
 
 if ! "$PY" -c "import workbench.kernels" 2>/dev/null; then
     "$PY" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || {
@@ -25,10 +36,18 @@ if ! "$PY" -c "import workbench.kernels" 2>/dev/null; then
         export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     }
 fi
+if compgen -G "$WHEELS/*.whl" >/dev/null; then
+    "$PY" -m pip install -q --no-deps "$WHEELS"/*.whl
+fi
 "$PY" - <<'EOF' | tee "$OUT/gpu-environment.txt"
-import platform, torch, triton
+import importlib.metadata, platform, torch, triton
 gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device"
 print(f"{gpu}; torch {torch.__version__}; triton {triton.__version__}; python {platform.python_version()}")
+for name in ("liger-kernel", "cut-cross-entropy", "flashinfer-python", "flash-attn"):
+    try:
+        print(f"baseline {name} {importlib.metadata.version(name)}")
+    except importlib.metadata.PackageNotFoundError:
+        print(f"baseline {name}: not installed")
 EOF
 
 step_tests() {
@@ -55,6 +74,6 @@ d = torch.device('cuda' if torch.cuda.is_available() else 'cpu'); print(device_i
 case "${1:-}" in
     tests|vocab|linear|attention|sample) "step_$1" ;;
     all) for step in tests vocab linear attention sample; do "step_$step"; done ;;
-    *) echo "usage: $0 tests|vocab|linear|attention|sample|all  (QUICK=1 for tiny shapes, OUT=DIR for results)" >&2
+    *) echo "usage: $0 tests|vocab|linear|attention|sample|all|wheels  (QUICK=1 for tiny shapes, OUT=DIR for results)" >&2
        exit 2 ;;
 esac
