@@ -123,6 +123,13 @@ def watched_page(browser, url: str, **options):
     assert not foreign, f"the page loaded assets from elsewhere: {foreign}"
 
 
+def fill(page, label: str, value) -> None:
+    """Type `value` into the input labelled `label` and commit it."""
+    field = page.locator(".bk-input-group", has_text=label).locator("input")
+    field.fill(str(value))
+    field.press("Enter")
+
+
 def click_point(page, script: str, arg) -> None:
     """Move to the page coordinates `script(arg)` gives (a chart's point, a heatmap's cell)
     and click there."""

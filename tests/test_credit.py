@@ -2,6 +2,7 @@
 step (THR), per-token reverse-mode gradients, HF forwards and HF greedy decoding, pure-Python
 references (prefix tree), and the DESIGN.md test vectors (cDPO, implicit reward)."""
 import copy
+import re
 
 import numpy as np
 import pandas as pd
@@ -393,3 +394,37 @@ def test_views_show_the_group_data():
     assert [view.name for view in views.views_for(group)] == ["credit.thr", "credit.success", "credit.prefix_tree"]
     with pytest.raises(WorkbenchError, match="no 'nope' column"):
         views.token_heatmap(group, signal="nope")
+
+
+def strip_colors(strip_html: str) -> list[tuple[str, str]]:
+    """(value shown on hover, background color) of each token span of a rendered strip."""
+    backgrounds = dict(re.findall(r"\.(l\d+)\{background:(#[0-9a-f]{6})", strip_html))
+    return [(value, backgrounds[level])
+            for level, value in re.findall(r'<span class="t (l\d+)[^"]*"[^>]*data-v="([^"]*)"', strip_html)]
+
+
+def test_thr_colors_are_clipped_at_the_95th_percentile_of_nonzero_magnitudes():
+    """One huge |THR| does not wash out the others: the diverging range is +-L, L the 95th
+    percentile of the non-zero |THR| (an observed value); zero stays the neutral midpoint,
+    the outlier takes the end color and keeps its exact value in the hover."""
+    group = synthetic_group([[40, 41, 42, 43, 44], [45, 46, 47, 48, 49]], [1, 0])
+    group.table["thr"] = [0.0, -0.1, 0.2, -0.3, 0.4, -0.5, 0.6, -0.7, 0.8, -500.0]
+    # By hand: the n = 9 non-zero magnitudes sorted are 0.1 ... 0.8, 500; rank floor(0.95 x 8) = 7 -> 0.8
+    # (the largest |THR|, 500, made the old range).
+    assert views.diverging_limit(group.table["thr"].to_numpy()) == 0.8
+    scale = views.strip_scale(group, "thr")
+    assert (scale["vmin"], scale["vmax"]) == (-0.8, 0.8)
+    heat = views.token_heatmap(group).data[0]
+    assert (heat.zmin, heat.zmax, heat.zmid) == (-0.8, 0.8, 0)
+    assert heat.z[1][4] == -500.0 and "%{z" in heat.hovertemplate  # the exact value on hover
+
+    neutral, bottom, top = views.DIVERGING[len(views.DIVERGING) // 2], views.DIVERGING[0], views.DIVERGING[-1]
+    colors = strip_colors(views.group_strips(group).html)
+    assert [value for value, _ in colors] == ["0", "-0.1", "0.2", "-0.3", "0.4", "-0.5", "0.6", "-0.7", "0.8", "-500"]
+    assert colors[0][1] == neutral and colors[8][1] == top and colors[9][1] == bottom
+    # An ordinary token is visibly colored: 0.4 is halfway to the top color, 0.2 a quarter of the way.
+    assert colors[4][1] == views.DIVERGING[6] and colors[2][1] not in (neutral, views.DIVERGING[6])
+
+    # Edge cases: every THR zero or missing -> +-1; a single value sets the range.
+    assert views.diverging_limit(np.array([0.0, np.nan, -0.0])) == 1.0
+    assert views.diverging_limit(np.array([0.0, -3.0])) == 3.0

@@ -6,8 +6,11 @@ the same server.
 """
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 from urllib.parse import urljoin
@@ -17,8 +20,11 @@ import panel
 import pytest
 
 from pages import (ALL_MARKED, FIND, LATENCY_LIMIT_MS, MARKED, WORKBENCH_SERVE, artifact, click_and_time,
-                   click_latencies, click_point, get, report_latencies, start_server, stop_server, watched_page)
+                   click_latencies, click_point, fill, get, report_latencies, start_server, stop_server, watched_page)
+import workbench.samplers as S
+from workbench.testing import tiny_model
 from workbench.widgets import serve
+from workbench.widgets.app import Dashboard
 
 
 @pytest.fixture(scope="module")
@@ -153,8 +159,7 @@ def test_linked_views_in_a_browser(server, browser, tmp_path):
         # Generation (the model has it): a greedy continuation, shown in the same views.
         page.get_by_text("generate", exact=True).click()
         page.locator("select", has=page.locator("option", has_text="greedy")).select_option("greedy")
-        page.locator(".bk-input-group", has_text="New tokens").locator("input").fill("6")
-        page.keyboard.press("Enter")
+        fill(page, "New tokens", 6)
         page.get_by_role("button", name="Generate").click()
         page.locator(".tw-status", has_text="6 tokens generated").wait_for(timeout=60_000)
         assert page.locator(".tw-text").inner_text().startswith(text)
@@ -219,6 +224,94 @@ def test_the_command_on_the_embedded_model(browser, tmp_path):
     finally:
         stop_server(process)
     assert "127.0.0.1" in log_path.read_text() and "Traceback" not in log_path.read_text()
+
+
+def temperature_fields(page):
+    """The page's visible labels of a temperature input."""
+    return page.locator("label", has_text=re.compile("temperature", re.IGNORECASE)).filter(visible=True)
+
+
+@pytest.mark.slow
+def test_one_temperature_field_per_sampling_mode_in_a_browser(server, browser):
+    """Generate and rollouts modes each show one temperature field, whatever the sampler that
+    uses one, and the temperature typed there is the one the sampler ran at."""
+    from playwright.sync_api import expect
+
+    with watched_page(browser, server, viewport={"width": 1200, "height": 900}, accept_downloads=True) as page:
+        page.get_by_role("button", name="Analyze").wait_for(timeout=10_000)
+        expect(temperature_fields(page)).to_have_count(0)  # analyze mode samples nothing
+        page.get_by_text("generate", exact=True).click()
+        page.get_by_role("button", name="Generate").wait_for(timeout=10_000)
+        expect(temperature_fields(page)).to_have_count(1)  # (top-p)
+        sampler = page.locator("select", has=page.locator("option", has_text="gumbel"))
+        for name in ("top-h", "gumbel", "temperature"):  # (greedy between: each choice changes the count)
+            sampler.select_option("greedy")
+            expect(temperature_fields(page), "greedy uses no temperature").to_have_count(0)
+            sampler.select_option(name)
+            expect(temperature_fields(page), f"sampler {name}").to_have_count(1)
+        fill(page, "Temperature", 0.5)
+        fill(page, "New tokens", 4)
+        page.get_by_role("button", name="Generate").click()
+        page.locator(".tw-status", has_text="4 tokens generated").wait_for(timeout=60_000)
+        assert "(temperature=0.5)" in page.locator(".tw-status").inner_text()
+        with page.expect_download() as download:
+            page.get_by_role("button", name="Table (CSV)").click()
+        table = pd.read_csv(download.value.path())
+        assert table.loc[table["generated"], "temperature"].tolist() == [0.5] * 4  # each step's temperature
+
+        page.get_by_text("rollouts", exact=True).click()
+        page.get_by_role("button", name="Run rollouts").wait_for(timeout=10_000)
+        page.locator("label", has_text="Answer").wait_for(timeout=10_000)  # (shown after the sampler is set)
+        expect(temperature_fields(page)).to_have_count(1)  # (the temperature sampler)
+        fill(page, "Temperature", 0.7)
+        fill(page, "Responses", 2)
+        fill(page, "New tokens", 3)
+        page.get_by_text("for the first wrong response").click()  # no critical-token search
+        page.get_by_role("button", name="Run rollouts").click()
+        page.locator(".tw-status", has_text="2 responses").wait_for(timeout=60_000)
+        assert "(temperature=0.7)" in page.locator(".tw-status").inner_text()
+
+
+def finish(coroutine):
+    """What `coroutine` returns, run in an event loop of its own thread (this thread's may be
+    Playwright's, running)."""
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+def test_one_temperature_control_per_sampling_mode_reaches_the_sampler():
+    """Each sampling mode has one temperature control for every sampler that uses one (none
+    for greedy); its value is the temperature of the sampler that generate and rollouts get,
+    and the one each generated step ran at."""
+    model = tiny_model("llama")
+    dashboard = Dashboard(model, threading.Lock())
+
+    def temperature_fields():
+        return [w for w in dashboard.sampler_controls if w.visible and "temperature" in w.name.lower()]
+
+    # The sampler each choice must give at temperature 0.6, with the dashboard's default parameters.
+    expected = {"greedy": S.Greedy(), "temperature": S.Temperature(0.6), "gumbel": S.Gumbel(0.6),
+                "top-k": S.TopK(50, 0.6), "top-p": S.TopP(0.9, 0.6), "min-p": S.MinP(0.1, 0.6),
+                "top-h": S.TopH(0.4, 0.6)}
+    for mode in ("generate", "rollouts"):
+        dashboard.mode.value = mode
+        assert len(temperature_fields()) == 1
+        for name, sampler in expected.items():
+            dashboard.sampler.value = name
+            dashboard.temperature.value = 0.6
+            fields = temperature_fields()
+            assert fields == [] if name == "greedy" else len(fields) == 1 and fields[0] is dashboard.temperature
+            assert dashboard._sampling()["sampler"] == sampler, (mode, name)
+
+    dashboard.mode.value = "generate"
+    dashboard.sampler.value, dashboard.temperature.value, dashboard.max_new_tokens.value = "temperature", 0.5, 4
+    run = finish(dashboard._generate())
+    assert run.table.loc[run.table["generated"], "temperature"].tolist() == [0.5] * 4
+    dashboard.mode.value = "rollouts"  # (back to the last sampler chosen in this mode: top-h)
+    dashboard.sampler.value, dashboard.temperature.value = "temperature", 0.7
+    dashboard.n.value, dashboard.max_new_tokens.value = 2, 3
+    dashboard.critical_first.value = False
+    assert finish(dashboard._rollouts()).meta["sampler"] == "temperature=0.7"
 
 
 def test_serve_options_and_warning_for_public_hosts(monkeypatch, capsys):

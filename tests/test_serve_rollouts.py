@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from pages import (FIND, LATENCY_LIMIT_MS, MARKED, WORKBENCH_SERVE, artifact, click_and_time, click_latencies,
-                   click_point, report_latencies, start_server, stop_server, watched_page)
+                   click_point, fill, report_latencies, start_server, stop_server, watched_page)
 from workbench.group import Group
 from workbench.widgets import credit as views
 
@@ -80,13 +80,6 @@ def embedded_server(tmp_path_factory):
     finally:
         stop_server(process)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()
-
-
-def fill(page, label: str, value) -> None:
-    """Type `value` into the input labelled `label` and commit it."""
-    field = page.locator(".bk-input-group", has_text=label).locator("input")
-    field.fill(str(value))
-    field.press("Enter")
 
 
 def picker(page):
@@ -220,10 +213,11 @@ def test_a_response_as_a_run():
     assert run.text == "abd" and run.table["position"].tolist() == [0, 1, 2]
     assert run.table["thr"].tolist() == [0.5, 1.0, 1.5] and "advantage" not in run.table
     assert run.meta["advantage"] == group.advantages[1] and run.meta["reward"] == 0.0
-    # One color scale for every response: symmetric around zero, as wide as the largest |THR|
-    # of the group (response 0's last token, -1 x 3).
+    # One color scale for every response: symmetric around zero, as wide as the 95th percentile
+    # of the group's non-zero |THR| (sorted 0.5, 1, 1, 1.5, 2, 2, 3: rank floor(0.95 x 6) = 5 -> 2),
+    # the largest (response 0's last token, -3) clipped to the end color.
     scale = views.strip_scale(group, "thr")
-    assert (scale["vmin"], scale["vmax"]) == (-3.0, 3.0) and scale["colorscale"] == views.DIVERGING
+    assert (scale["vmin"], scale["vmax"]) == (-2.0, 2.0) and scale["colorscale"] == views.DIVERGING
 
 
 def test_clicks_on_group_views_map_to_tokens():

@@ -54,15 +54,16 @@ DEFAULT_TEXT = "The capital of France is Paris."
 DEFAULT_QUESTION, DEFAULT_ANSWER = "What is 7 times 8? Answer with a number.", "56"
 DEFAULT_SIGNAL, GROUP_SIGNAL = "surprisal", "thr"
 BUTTONS = {"analyze": "Analyze", "generate": "Generate", "rollouts": "Run rollouts"}
-# Sampler, its value, temperature and new tokens each sampling mode starts with: rollouts
-# sample from the model's own distribution (temperature 1), as GRPO does.
-MODE_SAMPLING = {"generate": ("top-p", 0.9, 1.0, 48), "rollouts": ("temperature", 1.0, 1.0, 24)}
+# Sampler, the value of its own parameter (None: it has none besides the temperature), temperature
+# and new tokens each sampling mode starts with: rollouts sample from the model's own
+# distribution (temperature 1), as GRPO does.
+MODE_SAMPLING = {"generate": ("top-p", 0.9, 1.0, 48), "rollouts": ("temperature", None, 1.0, 24)}
 REWARDS = ("exact answer", "numeric answer")
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 ROLES = ("system", "user", "assistant")
 VIEW_WIDTH = 560  # px per chart: two side by side on a laptop screen
 VIEW_HEIGHT = 400  # px, for figures that do not set their height
-SAMPLER_VALUES = {"temperature": 0.7, "gumbel": 1.0, "top-k": 50, "top-p": 0.9, "min-p": 0.1, "top-h": 0.4}
+SAMPLER_VALUES = {"top-k": 50, "top-p": 0.9, "min-p": 0.1, "top-h": 0.4}  # each one's own parameter
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
 
@@ -213,8 +214,9 @@ class Dashboard:
             if event.new in self.mode_sampling:
                 name, value, temperature, new_tokens = self.mode_sampling[event.new]
                 self.sampler.value = name  # first: choosing a sampler resets its value
-                self.sampler_value.value, self.temperature.value = value, temperature
-                self.max_new_tokens.value = new_tokens
+                if value is not None:
+                    self.sampler_value.value = value
+                self.temperature.value, self.max_new_tokens.value = temperature, new_tokens
             self.sampler_controls.visible = event.new in self.mode_sampling
         if self.rollout_controls is not None:
             self.rollout_controls.visible = event.new == "rollouts"
@@ -224,7 +226,10 @@ class Dashboard:
         self._label_text()
 
     def _sampler_controls(self):
-        """Sampler, its parameter, temperature, length and seed (shown in the sampling modes)."""
+        """Sampler, its own parameter (top-p's p, ...), temperature, length and seed (shown in
+        the sampling modes). The Temperature field is the one temperature control: the
+        parameter of the temperature and Gumbel samplers, applied before the truncation of the
+        others; hidden for greedy, which takes the most likely token at any temperature."""
         import panel as pn
 
         from workbench import samplers
@@ -237,8 +242,9 @@ class Dashboard:
 
         def on_sampler(event) -> None:
             parameter = samplers.BY_NAME[event.new][1]
-            self.sampler_value.visible = parameter is not None
-            if parameter is not None:
+            self.temperature.visible = parameter is not None
+            self.sampler_value.visible = parameter not in (None, "temperature")
+            if self.sampler_value.visible:
                 self.sampler_value.param.update(name=parameter, value=SAMPLER_VALUES[event.new])
 
         self.sampler.param.watch(on_sampler, "value")
@@ -283,15 +289,19 @@ class Dashboard:
         return {text_key: self.text.value}
 
     def _sampling(self) -> dict:
-        """The sampler controls as keyword arguments of `generate` and `rollouts`."""
+        """The sampler controls as keyword arguments of `generate` and `rollouts`. The
+        Temperature field is the temperature and Gumbel samplers' own parameter, and comes
+        before the truncation of the others (greedy has none)."""
         from workbench import samplers
 
-        name = self.sampler.value
-        if samplers.BY_NAME[name][1] is None:
+        name, temperature = self.sampler.value, self.temperature.value
+        parameter = samplers.BY_NAME[name][1]
+        if parameter is None:
             spec = name
+        elif parameter == "temperature":
+            spec = f"{name}:{temperature}"
         else:
             spec = f"{name}:{int(self.sampler_value.value) if name == 'top-k' else self.sampler_value.value}"
-        temperature = None if name in ("temperature", "gumbel", "greedy") else self.temperature.value
         return {"sampler": samplers.from_spec(spec, temperature), "max_new_tokens": self.max_new_tokens.value,
                 "seed": self.seed.value, "progress": False}
 
@@ -363,12 +373,14 @@ class Dashboard:
             note = ("" if 0 < correct < len(result) else
                     f" Every reward is {result.rewards[0]:g}, so every advantage and THR is 0.")
             self.say(f"{len(result)} responses ({len(result.table)} tokens), {correct} correct, with {self.model.name} "
-                     f"in {_seconds(seconds)}.{note} Click a token (or a cell) to select it in every view.")
+                     f"({result.meta['sampler']}) in {_seconds(seconds)}.{note} Click a token (or a cell) to select "
+                     "it in every view.")
             return
         self.show_run(result)
         done = (f"{result.meta['n_generated']} tokens generated" if "n_generated" in result.meta
                 else f"{len(result)} tokens analyzed")
-        self.say(f"{done} with {self.model.name} in {_seconds(seconds)}. "
+        sampler = f" ({result.meta['sampler']})" if "sampler" in result.meta else ""
+        self.say(f"{done} with {self.model.name}{sampler} in {_seconds(seconds)}. "
                  "Click a token (or a point in a chart) to select it in every view.")
 
     async def _analyze(self):

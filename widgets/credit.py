@@ -1,8 +1,9 @@
 """Views of a `Group` (RL rollouts): pure builders, Group -> plotly Figure or offline HTML.
 
 - `group_strips`: the responses stacked as token strips, each token colored by a signed
-  signal (THR by default) on a diverging scale centred on zero, with the response's reward
-  and advantage beside it; self-contained HTML (what `group.show()` returns).
+  signal (THR by default) on a diverging scale centred on zero (its range: `diverging_limit`),
+  with the response's reward and advantage beside it; self-contained HTML (what
+  `group.show()` returns).
 - `token_heatmap`: responses as rows, positions as columns, each cell a token colored by a
   signal (THR: diverging around zero), hover: token, advantage, signal, entropy; critical
   tokens outlined in black.
@@ -48,6 +49,7 @@ from .token_strip import save_page, token_strip
 DIVERGING = ("#b2182b", "#d6604d", "#f4a582", "#fddbc7", "#f7f7f7", "#d1e5f0", "#92c5de", "#4393c3", "#2166ac")
 PLOTLY_DIVERGING = [[i / (len(DIVERGING) - 1), c] for i, c in enumerate(DIVERGING)]
 SUCCESS_SCALE = [[0.0, "#d73027"], [0.5, "#fee08b"], [1.0, "#1a9850"]]
+DIVERGING_QUANTILE = 0.95  # of the non-zero |values|: where a diverging scale reaches its end colors
 MARKER_COLOR = "#111111"
 MAX_CELL_TEXT = 80  # positions beyond which cells show no token text (too narrow to read)
 # Figures are built in one go (traces and a layout dict) with figures.py's light template:
@@ -62,9 +64,23 @@ def _signal_values(group: Group, signal: str) -> np.ndarray:
     return group.table[signal].to_numpy(dtype="float64", na_value=np.nan)
 
 
-def _symmetric_limit(values: np.ndarray) -> float:
-    finite = np.abs(values[np.isfinite(values)])
-    return float(finite.max()) if len(finite) and finite.max() > 0 else 1.0
+def _magnitude_quantile(values: np.ndarray, quantile: float) -> float:
+    """The `quantile` of the finite non-zero |values|, taken as an observed one (numpy's
+    "lower" method); 1 when there are none."""
+    magnitudes = np.abs(values[np.isfinite(values)])
+    magnitudes = magnitudes[magnitudes > 0]
+    return float(np.quantile(magnitudes, quantile, method="lower")) if len(magnitudes) else 1.0
+
+
+def diverging_limit(values: np.ndarray) -> float:
+    """Half-width L of a signed signal's diverging scale, which maps [-L, L] to the colors
+    with zero at the neutral midpoint: the 95th percentile (`DIVERGING_QUANTILE`) of the
+    finite non-zero |values|, as an observed value (the one at rank floor(0.95 (n - 1)) of
+    the n sorted ascending, numpy's "lower" method). One token with a huge |THR| would wash out every other token
+    on a scale as wide as the largest |value|; here it is clipped to the end color (its
+    exact value is in the hover), even in a small group (a single outlier never sets L).
+    1 when every value is zero or missing."""
+    return _magnitude_quantile(values, DIVERGING_QUANTILE)
 
 
 def response_label(group: Group, i: int) -> str:
@@ -91,12 +107,12 @@ def response_header(group: Group, i: int) -> str:
 
 def strip_scale(group: Group, signal: str) -> dict:
     """Token-strip colors (`token_strip` keywords) shared by every response of the group:
-    a diverging scale symmetric around zero when `signal` takes negative values (THR), the
-    sequential one over the group's range otherwise."""
+    a diverging scale symmetric around zero when `signal` takes negative values (THR, range
+    ±`diverging_limit`, clipped beyond), the sequential one over the group's range otherwise."""
     values = _signal_values(group, signal)
     finite = values[np.isfinite(values)]
     if len(finite) and finite.min() < 0:
-        limit = _symmetric_limit(values)
+        limit = diverging_limit(values)
         return dict(colorscale=DIVERGING, vmin=-limit, vmax=limit)
     if len(finite):
         return dict(colorscale="viridis", vmin=float(finite.min()), vmax=float(finite.max()))
@@ -136,8 +152,9 @@ class GroupStrips:
 
 def group_strips(group: Group, signal: str = "thr") -> GroupStrips:
     """Every response as a token strip colored by `signal`: a diverging scale symmetric
-    around zero for signed signals, the sequential one otherwise; hover a token for its
-    value. Each strip is headed by the response's reward, advantage and critical token."""
+    around zero for signed signals (see `strip_scale`), the sequential one otherwise; hover a
+    token for its value. Each strip is headed by the response's reward, advantage and
+    critical token."""
     scale = strip_scale(group, signal)
     parts = [f'<div class="tw-group" style="font:13px system-ui,sans-serif">'
              f"<div><b>{html.escape(str(group.meta.get('model', '')))}</b> · {len(group)} responses · "
@@ -163,13 +180,17 @@ def _grid(group: Group, column: str, fill=np.nan, dtype=object) -> np.ndarray:
 
 def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal: str = "thr") -> go.Figure:
     """Responses stacked (rows), tokens along the positions (columns), each cell colored by
-    `signal`: on a diverging scale centred on zero when it takes negative values (THR), on
-    a sequential one otherwise (D3S); critical tokens outlined in black."""
+    `signal`: on a diverging scale centred on zero when it takes negative values (THR, range
+    ±`diverging_limit`: cells beyond it take the end colors, the hover gives their value),
+    on a sequential one from zero to the largest value otherwise (D3S); critical tokens
+    outlined in black."""
     values = _signal_values(group, signal)
     signed = bool(np.nanmin(values, initial=0.0) < 0) if np.isfinite(values).any() else False
-    limit = _symmetric_limit(values)
-    scale = (dict(colorscale=PLOTLY_DIVERGING, zmin=-limit, zmax=limit, zmid=0) if signed
-             else dict(colorscale="Viridis", zmin=0, zmax=limit))
+    if signed:
+        limit = diverging_limit(values)
+        scale = dict(colorscale=PLOTLY_DIVERGING, zmin=-limit, zmax=limit, zmid=0)
+    else:
+        scale = dict(colorscale="Viridis", zmin=0, zmax=_magnitude_quantile(values, 1.0))  # the largest
     z = _grid(group, signal, dtype="float64")
     tokens = _grid(group, "token", fill="")
     advantage = np.repeat(group.advantages[:, None], z.shape[1], axis=1)
@@ -339,6 +360,6 @@ def clicked_token(layout_meta, point: dict) -> tuple[int, int] | None:
     return None
 
 
-__all__ = ["GROUP_VIEWS", "GroupStrips", "GroupView", "clicked_token", "group_strips", "prefix_tree_figure",
-           "response_header", "response_label", "response_run", "strip_scale", "success_curve", "token_heatmap",
-           "views_for"]
+__all__ = ["GROUP_VIEWS", "GroupStrips", "GroupView", "clicked_token", "diverging_limit", "group_strips",
+           "prefix_tree_figure", "response_header", "response_label", "response_run", "strip_scale", "success_curve",
+           "token_heatmap", "views_for"]

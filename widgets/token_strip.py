@@ -27,7 +27,8 @@ COLORSCALES: dict[str, tuple[str, ...]] = {
                 "#1f9e89", "#35b779", "#6ece58", "#b5de2b", "#fde725"),
     "reds": ("#ffffff", "#fcbba1", "#fb6a4a", "#cb181d", "#67000d"),
 }
-LEVELS = 64  # color steps; level 0 is the bottom stop, LEVELS - 1 the top stop
+LEVELS = 65  # color steps; level 0 is the bottom stop, LEVELS - 1 the top stop; odd, so that the middle
+# level is the scale's midpoint (zero on a diverging scale)
 # Table columns that describe the token itself, not a signal.
 TOKEN_COLUMNS = ("position", "token_id", "start", "end")
 TOP_K_COLUMNS = ("topk_ids", "topk_tokens", "topk_probs")
