@@ -58,3 +58,64 @@ def test_truncate_flag():
     result = workbench("analyze", "word " * 600, "--model", "tiny:llama", "--truncate", "--format", "json")
     data = json.loads(result.stdout)
     assert len(data["tokens"]) == 512 and data["meta"]["truncated_from"] > 512
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["analyze", "--file", "/tmp", "--model", "tiny:llama"], "/tmp is a folder; give a text file"),
+        (["analyze", "x", "--model", "tiny:llama", "--format", "run"], "--format run writes a folder: add --out PATH"),
+        (["generate", " ", "--model", "tiny:llama"], "give a prompt to continue"),
+        (["generate", "x", "--model", "tiny:llama", "--max-new-tokens", "0"], "--max-new-tokens must be a positive"),
+        (["generate", "x", "--model", "tiny:llama", "--sampler", "top-h", "--alpha", "0"], "--alpha must be in (0, 1]"),
+        (["generate", "x", "--model", "tiny:llama", "--sampler", "top-k", "--top-k", "0"], "--top-k must be at least 1"),
+        (["generate", "x", "--model", "tiny:llama", "--sampler", "greedy", "--temperature", "0.7"],
+         "greedy takes no parameters, got --temperature"),
+    ],
+)
+def test_more_errors_are_one_clean_line(args, message):
+    test_errors_are_one_clean_line(args, message)
+
+
+def test_output_folders_are_created_and_arrays_are_exported(tmp_path):
+    """--out in a folder that does not exist yet; the logit lens (arrays only) reaches the
+    JSON, the run folder and the table, and equals the Python API's arrays."""
+    import workbench as wb
+
+    text = "The cat sat on the mat."
+    expected = wb.load("tiny:llama").analyze(text, signals="logit_lens")
+    lens_rank = expected.arrays["lens_rank"]  # [L+1, T]
+    out = tmp_path / "new" / "deeper" / "lens.json"
+    result = workbench("analyze", text, "--model", "tiny:llama", "--signals", "logit_lens", "--format", "json",
+                       "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    arrays = json.loads(out.read_text())["arrays"]
+    assert arrays["lens_rank"] == lens_rank.tolist()
+    surprisal = expected.arrays["lens_surprisal"]
+    assert arrays["lens_surprisal"][0][0] is None and surprisal[0, 0] != surprisal[0, 0]  # NaN becomes null
+    assert arrays["lens_surprisal"][-1][1:] == pytest.approx(surprisal[-1, 1:].tolist(), rel=1e-6)
+
+    folder = tmp_path / "runs" / "lens"
+    result = workbench("analyze", text, "--model", "tiny:llama", "--signals", "logit_lens", "--format", "run",
+                       "--out", str(folder))
+    assert result.returncode == 0 and "wb.Run.load" in result.stderr
+    assert (wb.Run.load(folder).arrays["lens_rank"] == lens_rank).all()
+
+    table = workbench("analyze", text, "--model", "tiny:llama", "--signals", "logit_lens")
+    assert table.returncode == 0 and "logit lens: rank of each token" in table.stdout
+    lens_lines = table.stdout.split("logit lens:")[1].splitlines()[2:]
+    last_layer = lens_rank.shape[0] - 1
+    assert lens_lines[0].split()[-2] == str(lens_rank[last_layer, 1])  # token 1's rank at the last layer
+    assert "--format json prints them" in table.stderr  # the other lens arrays are not in the table
+
+
+def test_serve_refuses_a_port_in_use():
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = workbench("serve", "--model", "tiny:llama", "--port", str(port))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert f"cannot listen on 127.0.0.1:{port}" in result.stderr and "--port" in result.stderr

@@ -1,8 +1,13 @@
 """`workbench` command line: the same functions as the Python API, for scripts and the
-served app. Input errors print one line and exit with status 2 (no traceback)."""
+served app. Input errors print one line and exit with status 2 (no traceback).
+
+Output formats: `table` (a terminal view), `json` (every token row, and the run's named
+arrays such as the logit lens [layers, tokens]), `parquet` (the token table) and `run` (the
+folder `Run.save` / `Group.save` writes: table, arrays and metadata, loadable again)."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -10,7 +15,8 @@ from pathlib import Path
 from . import __version__
 from .errors import WorkbenchError
 
-FORMATS = ("table", "json", "parquet")
+FORMATS = ("table", "json", "parquet", "run")
+FILE_FORMATS = ("parquet", "run")  # formats that need --out
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,7 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("text", nargs="?", help="the text to analyze (or --file)")
     analyze.add_argument("--file", type=Path, help="read the text from this file (UTF-8)")
     _model_options(analyze)
-    analyze.add_argument("--signals", default="uncertainty", help="comma-separated signal names (default: uncertainty)")
+    analyze.add_argument("--signals", default="uncertainty",
+                         help="comma-separated signal names (default: uncertainty); e.g. uncertainty, logit_lens, "
+                              "attention, keyformer, routing")
     analyze.add_argument("--top-k", type=int, default=5, help="alternatives kept per token (default: 5)")
     analyze.add_argument("--truncate", action="store_true", help="keep the first context-length tokens of a long text")
     _output_options(analyze)
@@ -32,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(generate)
     _sampler_options(generate, default="top-p")
     generate.add_argument("--compare", default=None, help="several samplers side by side, e.g. top-p:0.9,min-p:0.1,top-h:0.4")
-    generate.add_argument("--max-new-tokens", type=int, default=64)
+    generate.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default: 64)")
     generate.add_argument("--seed", type=int, default=None, help="same seed, same output")
     generate.add_argument("--stop", action="append", default=None, help="stop once this string appears (repeatable)")
     _output_options(generate)
@@ -44,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     answer.add_argument("--answer", help="the expected final answer (reward 1 when the response's answer equals it)")
     answer.add_argument("--regex", help="reward 1 when this regular expression occurs in the response")
     rollouts.add_argument("--n", type=int, default=8, help="responses in the group (default: 8)")
-    rollouts.add_argument("--max-new-tokens", type=int, default=64)
+    rollouts.add_argument("--max-new-tokens", type=int, default=64, help="tokens per response at most (default: 64)")
     rollouts.add_argument("--seed", type=int, default=None, help="same seed, same group")
     _sampler_options(rollouts, default="temperature")
     rollouts.add_argument("--thr", choices=["auto", "exact", "cheap", "none"], default="auto",
@@ -55,14 +63,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="the dashboard in a browser (Panel)")
     _model_options(serve)
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    serve.add_argument("--port", type=int, default=5006)
+    serve.add_argument("--port", type=int, default=5006, help="port to listen on (default: 5006)")
 
     commands.add_parser("models", help="list the embedded models")
 
     bench = commands.add_parser("bench", help="kernel benchmarks: time, GB/s, roofline, speedups (GPU; --quick on CPU)")
     bench.add_argument("--quick", action="store_true", help="tiny shapes on the CPU, to check the harness")
-    bench.add_argument("--out", type=Path, help="one JSON for all results, plus a plot next to it (.html)")
-    bench.add_argument("--results-dir", type=Path, default=Path("benchmarks/results"),
+    bench.add_argument("--out", type=Path, help="one JSON for all results, plus a plot next to it (.html); "
+                                                 "default with --quick: bench-quick-<device>.json here")
+    bench.add_argument("--results-dir", type=Path, default=None,
                        help="without --out: <kernel>-<device>.json per kernel here (default: benchmarks/results)")
     bench.add_argument("--kernels", default=None, help="comma-separated kernel names (default: every registered one)")
     bench.add_argument("--runs", type=int, default=20, help="timed calls per measurement, after warm-up (>= 20)")
@@ -72,22 +81,42 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _sampler_options(parser, default: str):
     parser.add_argument("--sampler", default=default, choices=list(SAMPLER_DEFAULTS),
-                        help=f"truncation rule (default: {default}); its value comes from the flag below")
-    parser.add_argument("--temperature", type=float, default=None, help="temperature before truncation")
-    parser.add_argument("--top-k", type=int, default=None, help="top-k: keep the k most likely")
-    parser.add_argument("--top-p", type=float, default=None, help="top-p: smallest set with this mass")
-    parser.add_argument("--min-p", type=float, default=None, help="min-p: keep p >= m * max p")
-    parser.add_argument("--alpha", type=float, default=None, help="top-H: entropy budget alpha * H(p)")
+                        help=f"truncation rule (default: {default}); its value comes from the flag below, and the "
+                             "other rule flags add their rules to it")
+    parser.add_argument("--temperature", type=float, default=None, help="temperature before truncation (default: 1)")
+    parser.add_argument("--top-k", type=int, default=None, help="top-k: keep the k most likely (default: 50)")
+    parser.add_argument("--top-p", type=float, default=None, help="top-p: smallest set with this mass (default: 0.9)")
+    parser.add_argument("--min-p", type=float, default=None, help="min-p: keep p >= m * max p (default: 0.1)")
+    parser.add_argument("--alpha", type=float, default=None, help="top-H: entropy budget alpha * H(p) (default: 0.4)")
 
 
 def _output_options(parser):
-    parser.add_argument("--format", choices=FORMATS, default="table")
-    parser.add_argument("--out", type=Path, help="write here instead of stdout (required for parquet)")
+    parser.add_argument("--format", choices=FORMATS, default="table",
+                        help="table (default), json (rows and arrays), parquet (rows; needs --out), run (a folder "
+                             "that wb.Run.load / wb.Group.load reads back; needs --out)")
+    parser.add_argument("--out", type=Path, help="write here instead of stdout (a folder for --format run)")
 
 
 def _check_output(args) -> None:
-    if args.format == "parquet" and args.out is None:
-        raise WorkbenchError("--format parquet writes a file: add --out PATH")
+    """Before any model loads: a file format has --out, and --out can be written."""
+    if args.format in FILE_FORMATS and args.out is None:
+        raise WorkbenchError(f"--format {args.format} writes {'a folder' if args.format == 'run' else 'a file'}: "
+                             "add --out PATH")
+    if args.out is None:
+        return
+    if args.format != "run" and args.out.is_dir():
+        raise WorkbenchError(f"--out {args.out} is a folder; give a file path (or --format run for a folder)")
+    try:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise WorkbenchError(f"cannot create the folder of --out {args.out}: {error.strerror}") from None
+
+
+def _check_positive(args, *flags: str) -> None:
+    for flag in flags:
+        value = getattr(args, flag.lstrip("-").replace("-", "_"))
+        if value < 1:
+            raise WorkbenchError(f"{flag} must be a positive integer, got {value}")
 
 
 def _model_options(parser):
@@ -115,34 +144,83 @@ def cmd_analyze(args) -> int:
 
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
     run = model.analyze(text, signals=args.signals, top_k=args.top_k, truncate=args.truncate)
-    if args.format == "parquet":
-        run.table.to_parquet(args.out, index=False)
-        print(f"wrote {len(run)} tokens to {args.out}", file=sys.stderr)
+    if args.format in FILE_FORMATS:
+        _save(run, args, f"{len(run)} tokens")
         return 0
     if args.format == "json":
-        output = run.to_json(indent=None) + "\n"
+        output = json.dumps(_with_arrays(run.to_dict(), run), ensure_ascii=False) + "\n"
     else:
-        from .terminal import render_table
+        from .terminal import render_lens, render_table
 
-        output = render_table(run, color=args.out is None and _wants_color())
+        color = args.out is None and _wants_color()
+        output = render_table(run, color=color) + (render_lens(run) if "lens_rank" in run.arrays else "")
+        _note_arrays_left_out(run, shown=("lens_rank",) if "lens_rank" in run.arrays else ())
     _write(output, args.out)
     return 0
 
 
+def _with_arrays(record: dict, run) -> dict:
+    """A run's JSON record with its named arrays (nested lists, missing values as null)."""
+    if run.arrays:
+        record = dict(record, arrays={name: _json_array(values) for name, values in run.arrays.items()})
+    return record
+
+
+def _json_array(values):
+    import numpy as np
+
+    if np.issubdtype(values.dtype, np.floating):
+        values = np.where(np.isfinite(values), values, None)  # NaN and inf are not JSON
+    return values.tolist()
+
+
+def _note_arrays_left_out(run, shown=()) -> None:
+    left_out = [name for name in run.arrays if name not in shown]
+    if left_out:
+        print(f"workbench: the table does not show the arrays {', '.join(left_out)}: --format json prints them, "
+              "--format run --out DIR saves them", file=sys.stderr)
+
+
+def _save(result, args, what: str) -> None:
+    """--format parquet (the token table) or run (the whole folder, `result.save`)."""
+    if args.format == "run":
+        result.save(args.out)
+        loader = "wb.Group.load" if hasattr(result, "responses") else "wb.Run.load"
+        print(f"wrote {what} to the folder {args.out} (read it back with {loader})", file=sys.stderr)
+    else:
+        result.table.to_parquet(args.out, index=False)
+        print(f"wrote {what} to {args.out}", file=sys.stderr)
+
+
 # --sampler NAME -> (flag holding its value, default value)
-SAMPLER_DEFAULTS = {"greedy": (None, None), "temperature": ("temperature", 1.0), "top-k": ("top_k", 50),
-                    "top-p": ("top_p", 0.9), "min-p": ("min_p", 0.1), "top-h": ("alpha", 0.4)}
+SAMPLER_DEFAULTS = {"greedy": (None, None), "temperature": ("temperature", 1.0), "gumbel": ("temperature", 1.0),
+                    "top-k": ("top_k", 50), "top-p": ("top_p", 0.9), "min-p": ("min_p", 0.1),
+                    "top-h": ("alpha", 0.4)}
+RULE_FLAGS = ("temperature", "top_k", "top_p", "min_p", "alpha")
 
 
 def sampler_from_args(args):
-    """--sampler NAME plus any rule flags -> one composed sampler."""
+    """--sampler NAME plus any rule flags -> one composed sampler (each flag given adds its
+    rule). A rule flag at the value that would switch its rule off is refused, since the
+    run would silently sample without it."""
     from . import samplers
 
-    flag, default = SAMPLER_DEFAULTS[args.sampler]
-    if flag is not None and getattr(args, flag) is None:
-        setattr(args, flag, default)
+    given = [flag for flag in RULE_FLAGS if getattr(args, flag) is not None]
     if args.sampler == "greedy":
+        if given:
+            raise WorkbenchError(f"greedy takes no parameters, got --{given[0].replace('_', '-')}; "
+                                 "choose another --sampler to use it")
         return samplers.Greedy()
+    flag, default = SAMPLER_DEFAULTS[args.sampler]
+    if getattr(args, flag) is None:
+        setattr(args, flag, default)
+    if args.top_k is not None and args.top_k < 1:
+        raise WorkbenchError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.alpha is not None and args.alpha <= 0:
+        raise WorkbenchError(f"--alpha must be in (0, 1], got {args.alpha} (alpha near 0 approaches greedy: "
+                             "use --sampler greedy for that)")
+    if args.min_p is not None and args.min_p <= 0:
+        raise WorkbenchError(f"--min-p must be in (0, 1], got {args.min_p}")
     return samplers.Sampler(
         temperature=1.0 if args.temperature is None else args.temperature,
         top_k=args.top_k or 0, top_p=1.0 if args.top_p is None else args.top_p,
@@ -151,7 +229,10 @@ def sampler_from_args(args):
 
 
 def cmd_generate(args) -> int:
+    if not args.prompt.strip():
+        raise WorkbenchError("give a prompt to continue (it is empty)")
     _check_output(args)
+    _check_positive(args, "--max-new-tokens")
     from . import samplers
 
     if args.compare:
@@ -161,8 +242,9 @@ def cmd_generate(args) -> int:
     import workbench as wb
 
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
+    progress = sys.stderr.isatty()
     runs = [(name, model.generate(args.prompt, sampler=sampler, max_new_tokens=args.max_new_tokens,
-                                  seed=args.seed, stop=args.stop, progress=False)) for name, sampler in named]
+                                  seed=args.seed, stop=args.stop, progress=progress)) for name, sampler in named]
     if args.format == "parquet":
         import pandas as pd
 
@@ -170,14 +252,20 @@ def cmd_generate(args) -> int:
         pd.concat(tables, ignore_index=True).to_parquet(args.out, index=False)
         print(f"wrote {sum(len(t) for t in tables)} rows to {args.out}", file=sys.stderr)
         return 0
-    if args.format == "json":
-        import json
-
+    if args.format == "run":
         if len(runs) == 1:
-            output = runs[0][1].to_json() + "\n"
+            _save(runs[0][1], args, f"{len(runs[0][1])} tokens")
         else:
-            output = json.dumps({"model": model.name, "runs": [dict(run.to_dict(), sampler=name) for name, run in runs]},
-                                ensure_ascii=False) + "\n"
+            for name, run in runs:
+                args_one = argparse.Namespace(**dict(vars(args), out=args.out / _folder_name(name)))
+                _save(run, args_one, f"{len(run)} tokens ({name})")
+        return 0
+    if args.format == "json":
+        if len(runs) == 1:
+            output = json.dumps(_with_arrays(runs[0][1].to_dict(), runs[0][1]), ensure_ascii=False) + "\n"
+        else:
+            output = json.dumps({"model": model.name, "runs": [dict(_with_arrays(run.to_dict(), run), sampler=name)
+                                                               for name, run in runs]}, ensure_ascii=False) + "\n"
     else:
         from .terminal import render_generations
 
@@ -186,8 +274,16 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _folder_name(sampler_name: str) -> str:
+    """A folder name for one --compare sampler: "top-p:0.9" -> "top-p-0.9"."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in sampler_name)
+
+
 def cmd_rollouts(args) -> int:
+    if not args.prompt.strip():
+        raise WorkbenchError("give a question to answer (the prompt is empty)")
     _check_output(args)
+    _check_positive(args, "--max-new-tokens", "--n")
     from . import rewards
 
     reward = rewards.exact_answer(args.answer) if args.answer is not None else rewards.regex(args.regex)
@@ -198,9 +294,8 @@ def cmd_rollouts(args) -> int:
     group = model.rollouts(args.prompt, n=args.n, reward=reward, sampler=sampler, max_new_tokens=args.max_new_tokens,
                            seed=args.seed, chat=False if args.raw else None,
                            thr=None if args.thr == "none" else args.thr, progress=sys.stderr.isatty())
-    if args.format == "parquet":
-        group.table.to_parquet(args.out, index=False)
-        print(f"wrote {len(group.table)} token rows of {len(group)} responses to {args.out}", file=sys.stderr)
+    if args.format in FILE_FORMATS:
+        _save(group, args, f"{len(group.table)} token rows of {len(group)} responses")
         return 0
     if args.format == "json":
         output = group.to_json() + "\n"
@@ -220,11 +315,23 @@ def _write(output: str, out: Path | None) -> None:
 
 
 def cmd_serve(args) -> int:
+    _check_port_free(args.host, args.port)  # before the model loads
     import workbench as wb
     from .widgets import serve
 
     serve(wb.load(args.model, dtype=args.dtype, device=args.device), host=args.host, port=args.port)
     return 0
+
+
+def _check_port_free(host: str, port: int) -> None:
+    import socket
+
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+            probe.bind((host, port))
+    except OSError as error:
+        raise WorkbenchError(f"cannot listen on {host}:{port} ({error.strerror}): another program (perhaps another "
+                             "workbench serve) uses it; choose another with --port") from None
 
 
 def cmd_models(args) -> int:
@@ -244,6 +351,10 @@ def _read_text(args) -> str:
         return args.file.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise WorkbenchError(f"file not found: {args.file}") from None
+    except IsADirectoryError:
+        raise WorkbenchError(f"{args.file} is a folder; give a text file") from None
+    except PermissionError:
+        raise WorkbenchError(f"no permission to read {args.file}") from None
     except UnicodeDecodeError:
         raise WorkbenchError(f"{args.file} is not UTF-8 text") from None
 

@@ -33,6 +33,43 @@ def render_table(run, *, color: bool, signal: str = "surprisal") -> str:
     return "\n".join(lines) + "\n"
 
 
+LENS_COLUMNS = 7  # layers shown by `render_lens`, evenly spaced from the embeddings to the last layer
+
+
+def render_lens(run) -> str:
+    """The logit lens as a table: for each token, its rank among the vocabulary when each of
+    a few evenly spaced layers is read through the final norm and lm_head (0 = the lens's
+    top guess), and the first layer from which it stays the top guess."""
+    ranks = run.arrays["lens_rank"]  # [L+1, T], -1 where there is no target
+    layers = sorted({round(i * (len(ranks) - 1) / (LENS_COLUMNS - 1)) for i in range(LENS_COLUMNS)})
+    names = ["emb" if layer == 0 else f"L{layer}" for layer in layers]
+    lines = ["", "logit lens: rank of each token at layer (0 = the layer's top guess); 'top from' = first layer "
+             "from which it stays the top guess",
+             f"{'pos':>5}  {'token':<18}" + "".join(f"{name:>7}" for name in names) + f"{'top from':>10}"]
+    for t, (position, token) in enumerate(zip(run.table["position"], run.table["token"])):
+        column = ranks[:, t]
+        if column[-1] < 0:
+            continue  # the first token: nothing predicts it
+        settled = _settled_from(column)
+        lines.append(f"{position:>5}  {_short(repr(token), 18):<18}" + "".join(f"{column[layer]:>7}" for layer in layers)
+                     + f"{'-' if settled is None else ('emb' if settled == 0 else f'L{settled}'):>10}")
+    return "\n".join(lines) + "\n"
+
+
+def _settled_from(ranks) -> int | None:
+    """The first layer from which every later rank is 0, or None when the last is not."""
+    layer = None
+    for index in range(len(ranks) - 1, -1, -1):
+        if ranks[index] != 0:
+            break
+        layer = index
+    return layer
+
+
+def _seed(meta: dict) -> str:
+    return "no seed" if meta.get("seed") is None else f"seed {meta['seed']}"
+
+
 def _finite_max(values) -> float | None:
     numbers = pd.to_numeric(pd.Series(values), errors="coerce").dropna()
     return float(numbers.max()) if len(numbers) else None
@@ -81,7 +118,7 @@ def render_generations(runs, *, color: bool) -> str:
         strip = "".join(_paint(run.text[s:e], v if g else None, top, color)
                         for s, e, v, g in zip(table.start, table.end, table.entropy, table.generated))
         blocks.append(
-            f"[{name}] {run.meta.get('sampler')} · seed {run.meta.get('seed')} · {len(generated)} tokens "
+            f"[{name}] {run.meta.get('sampler')} · {_seed(run.meta)} · {len(generated)} tokens "
             f"({run.meta.get('stop_reason')}) · mean entropy {generated.entropy.mean():.2f} · "
             f"mean kept {generated.kept.mean():.1f}\n{strip}\n"
         )
@@ -115,7 +152,7 @@ def render_group(group, *, color: bool, signal: str = "thr", top: int = 12) -> s
     scale = float(table[signal].abs().max()) if has_signal and len(table) else None
     stops = group.meta.get("stop_reasons", [None] * len(group))
     lines = [f"{group.meta.get('model')}: {len(group)} responses · mean reward {group.rewards.mean():.3f} · "
-             f"{group.meta.get('sampler')} · seed {group.meta.get('seed')}"
+             f"{group.meta.get('sampler')} · {_seed(group.meta)}"
              + (f" · color = {signal} (max |{signal}| {scale:.3g})" if has_signal and scale else "")]
     if not group.advantages.any():
         lines.append("all rewards are equal: every advantage (and THR) is 0, GRPO learns nothing from this group")

@@ -82,3 +82,11 @@ def test_gpu_session_script_rehearses_a_step_on_the_cpu(tmp_path):
     assert "no CUDA device" in environment and f"torch {torch.__version__}" in environment
     wrong = subprocess.run(["bash", str(script), "everything"], env=env, capture_output=True, text=True, timeout=60)
     assert wrong.returncode == 2 and "usage" in wrong.stderr
+
+
+def test_quick_run_without_out_stays_out_of_the_committed_results(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--kernels", "vocab_stats", "--no-compile"]) == 0
+    report = json.loads((tmp_path / "bench-quick-cpu.json").read_text())
+    assert [row["kernel"] for row in report["results"]] == ["vocab_stats"]
+    assert not (tmp_path / "benchmarks").exists()
