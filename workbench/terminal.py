@@ -165,7 +165,7 @@ def render_group(group, *, color: bool, signal: str = "thr", top: int = 12) -> s
             text = "".join(f"{_signed_background(v, scale)}{text[s:e]}{RESET}" if text[s:e] else ""
                            for s, e, v in zip(rows["start"], rows["end"], rows[signal]))
         lines += [text, ""]
-    if has_signal:
+    if has_signal and scale:
         strongest = table.reindex(table[signal].abs().sort_values(ascending=False).index).head(top)
         lines.append(f"tokens with the largest |{signal}|")
         lines.append(f"{'resp':>5}{'pos':>5}  {'token':<18}{'advantage':>10}{signal:>10}{'entropy':>9}")

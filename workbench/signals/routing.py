@@ -34,7 +34,8 @@ ROUTING_ARRAYS = ("routing_expert_ids", "routing_weights", "routing_entropy", "r
 
 
 def _unavailable(model) -> str | None:
-    return "this model has no MoE layers" if not model.adapter.routers(model.hf) else None
+    return ("this model has no MoE layers (workbench:tiny-moe is an embedded one to try)"
+            if not model.adapter.routers(model.hf) else None)
 
 
 def _bytes_per_token(model) -> int:
