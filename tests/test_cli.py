@@ -46,6 +46,8 @@ def test_json_table_and_parquet(tmp_path):
 
     table = workbench("analyze", text, "--model", "tiny:gpt2")
     assert table.returncode == 0 and "surprisal" in table.stdout and "\x1b[" not in table.stdout  # no color when piped
+    next_line = table.stdout.splitlines()[-1]  # the prediction after the text, as in the JSON
+    assert next_line.split()[0] == "next" and repr(data["meta"]["next_token"]["topk_tokens"][0]) in next_line
 
     (tmp_path / "in.txt").write_text(text, encoding="utf-8")
     out = tmp_path / "t.parquet"

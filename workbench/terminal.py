@@ -30,6 +30,11 @@ def render_table(run, *, color: bool, signal: str = "surprisal") -> str:
         cells = "".join(_cell(row[c], row.get(signal), top, color and c == signal) for c in columns)
         last = " ".join(map(str, row["experts"])) if "experts" in table else _alternatives(row)
         lines.append(f"{row['position']:>5}  {_short(repr(row['token']), 18):<18}{cells}  {last}")
+    prediction = run.meta.get("next_token")
+    if prediction:
+        guesses = "  ".join(f"{token!r} {prob:.2f}" for token, prob in zip(prediction["topk_tokens"],
+                                                                         prediction["topk_probs"]))
+        lines.append(f"{'next':>5}  {'(after the text)':<18}  {guesses}")
     return "\n".join(lines) + "\n"
 
 
