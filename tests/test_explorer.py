@@ -126,6 +126,15 @@ def test_export_writes_table_and_offline_figures(run, tmp_path):
     assert "#2 " in page and "<script src=" not in page
 
 
+def test_png_export_without_kaleido_says_what_to_install_and_writes_nothing(run, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "kaleido", None)  # `import kaleido` raises ImportError
+    with pytest.raises(wb.WorkbenchError, match=r"token-workbench\[png\]"):
+        Explorer(run).export(tmp_path / "out", png=True)
+    assert not (tmp_path / "out").exists()
+
+
 def test_show_is_the_explorer_in_a_notebook_and_the_strip_elsewhere(run, monkeypatch):
     assert run.show("entropy")._repr_html_().startswith('<div class="tw-strip"')  # no kernel here
     monkeypatch.setattr(explorer_module, "in_notebook", lambda: True)

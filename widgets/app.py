@@ -46,7 +46,7 @@ from workbench.errors import WorkbenchError
 from workbench.group import Group
 
 from .credit import clicked_token, response_header, response_label, response_run, strip_scale, views_for
-from .figures import figure_html, figure_png, update_in_place
+from .figures import figure_html, figure_png, require_png_export, update_in_place
 from .panels import clicked_position, load_builtin_panels, panels_for
 from .token_strip import page_count, page_of, page_window, signal_columns, strip_page
 
@@ -672,10 +672,11 @@ def _preview(text: str, width: int = 40) -> str:
 
 
 def _png_export_available() -> bool:
-    """Server-side PNG needs kaleido (the charts' camera button makes PNGs in the browser anyway)."""
+    """Server-side PNG needs kaleido and a Chromium (the charts' camera button makes PNGs in
+    the browser anyway)."""
     try:
-        import kaleido  # noqa: F401
-    except ImportError:
+        require_png_export()
+    except WorkbenchError:
         return False
     return True
 

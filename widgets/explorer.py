@@ -22,7 +22,7 @@ import traitlets
 from workbench.errors import WorkbenchError
 from workbench.run import Run
 
-from .figures import figure_html, figure_png, update_in_place
+from .figures import figure_html, figure_png, require_png_export, update_in_place
 from .panels import clicked_position, load_builtin_panels, panels_for
 from .token_strip import page_count, page_of, page_window, signal_columns, strip_page
 
@@ -172,6 +172,8 @@ class Explorer(widgets.VBox):
     def export(self, folder: str | Path, *, png: bool = False) -> list[Path]:
         """Write the table (tokens.parquet, tokens.csv) and every view as standalone HTML
         (plotly.js inlined: opens offline), plus PNG with `png=True` (needs kaleido)."""
+        if png:
+            require_png_export()  # before anything is written
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self.run.table.to_parquet(folder / "tokens.parquet", index=False)

@@ -216,20 +216,27 @@ def figure_html(fig: go.Figure) -> str:
     return fig.to_html(include_plotlyjs=True, full_html=True, config={"displaylogo": False})
 
 
-def figure_png(fig: go.Figure, *, width: int = 900, height: int | None = None, scale: float = 2) -> bytes:
-    """PNG bytes, rendered by kaleido in a headless Chromium (Debian's /usr/bin/chromium
-    when `BROWSER_PATH` is not set); offline: kaleido loads plotly.js from the plotly package."""
+def require_png_export() -> None:
+    """Raise a WorkbenchError saying what to install unless PNG export can work: kaleido
+    (pip install 'token-workbench[png]') and a Chromium, which it finds through BROWSER_PATH
+    (set here to Debian's /usr/bin/chromium or a chromium / chrome on PATH)."""
     try:
         import kaleido  # noqa: F401
     except ImportError:
-        raise WorkbenchError("PNG export needs kaleido: pip install 'kaleido>=1' (and a Chromium); "
-                             "HTML export works without it") from None
+        raise WorkbenchError("PNG export needs kaleido: pip install 'token-workbench[png]' (or 'kaleido>=1') "
+                             "and a Chromium; HTML export works without it") from None
     if "BROWSER_PATH" not in os.environ:
         browser = CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium") or shutil.which("google-chrome")
         if browser is None:
             raise WorkbenchError("PNG export needs a Chromium or Chrome browser: apt-get install chromium, "
                                  "or set BROWSER_PATH")
         os.environ["BROWSER_PATH"] = browser
+
+
+def figure_png(fig: go.Figure, *, width: int = 900, height: int | None = None, scale: float = 2) -> bytes:
+    """PNG bytes, rendered by kaleido in a headless Chromium (`require_png_export`); offline:
+    kaleido loads plotly.js from the plotly package."""
+    require_png_export()
     return fig.to_image(format="png", width=width, height=height or fig.layout.height or HEIGHT, scale=scale)
 
 
