@@ -57,6 +57,17 @@ def test_seed_reproducible_and_varies():
     assert a.table.token_id.tolist() != c.table.token_id.tolist()
 
 
+def test_sampler_spec_strings():
+    model = tiny_model("llama")
+    by_spec = model.generate("Hi", sampler="top-p:0.9", max_new_tokens=8, seed=1, progress=False)
+    by_object = model.generate("Hi", sampler=S.TopP(0.9), max_new_tokens=8, seed=1, progress=False)
+    assert by_spec.equals(by_object) and by_spec.meta["sampler"] == "top-p=0.9"
+    with pytest.raises(WorkbenchError, match="unknown sampler 'nucleus'; choose from greedy"):
+        model.generate("Hi", sampler="nucleus:0.9", max_new_tokens=2)
+    with pytest.raises(WorkbenchError, match="sampler must be a workbench.samplers sampler .* or a spec string"):
+        model.generate("Hi", sampler=0.9, max_new_tokens=2)
+
+
 def test_stop_strings_eos_and_chat_roles():
     model = tiny_model("qwen2")
     run = model.generate(messages=[{"role": "user", "content": "Say hi"}], sampler=S.Temperature(1.0),

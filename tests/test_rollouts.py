@@ -168,6 +168,31 @@ def test_rewards_module():
     assert seven_eights.answer == "56" and seven_eights.reward()("The answer is 56.") == 1.0
 
 
+@pytest.mark.parametrize("text, answer", [
+    ("The answer is 7 * 8 = 56.", "56"),
+    ("answer = 2 + 3 = 5", "5"),
+    ("Sure! I'll give you the answer: 7 × 8 = 56\n7 × 8 =", "56"),  # the embedded model's words; × is no number
+    ("The answer is: fifty-six", "fifty-six"),
+    ("The answer is 56, not 57", "56"),  # the first clause that holds a number
+    ("The answer is, of course, 56.", "56"),
+    ("The answer is Paris. It is big.", "Paris"),  # the segment ends with its sentence
+    ("The answer is 3.5.", "3.5"),
+    ("The answer is\n56", "56"),
+    ("7 * 8 = 56, so the answer is", "56"),  # cut off at the marker: the last number
+    ("The answer is 5. No wait, the answer is 6.", "6"),  # the last marker, on the same line
+])
+def test_final_answer_is_the_last_number_of_the_marked_segment(text, answer):
+    assert rewards.final_answer(text) == answer
+
+
+def test_exact_answer_reads_the_marked_segment():
+    assert [rewards.exact_answer("56")(t) for t in ("The answer is 7 * 8 = 56.", "the answer: 7 × 8 = 56",
+                                                    "The answer is 56 - 1 = 55")] == [1, 1, 0]
+    assert rewards.exact_answer(5)("answer = 2 + 3 = 5") == 1.0
+    assert rewards.exact_answer("fifty-six")("The answer is: Fifty-six.") == 1.0
+    assert rewards.numeric_answer(56)("The answer is 7 * 8 = 56.") == 1.0
+
+
 def test_group_save_load_round_trip(llama64, tmp_path):
     group = llama64.rollouts(PROMPT, n=3, reward=has_e, max_new_tokens=8, seed=2, progress=False)
     saved = group.save(tmp_path / "g")
@@ -181,6 +206,16 @@ def test_group_save_load_round_trip(llama64, tmp_path):
         Group.load(tmp_path / "run")
     with pytest.raises(WorkbenchError, match="holds a saved run"):
         group.save(tmp_path / "run")
+
+
+def test_sampler_spec_string(llama64):
+    by_spec = llama64.rollouts(PROMPT, n=2, reward=has_e, sampler="top-k:5", max_new_tokens=4, seed=1, thr=None,
+                               progress=False)
+    by_object = llama64.rollouts(PROMPT, n=2, reward=has_e, sampler=S.TopK(5), max_new_tokens=4, seed=1, thr=None,
+                                 progress=False)
+    assert by_spec.equals(by_object) and by_spec.meta["sampler"] == "top-k=5"
+    with pytest.raises(WorkbenchError, match="sampler must be a workbench.samplers sampler"):
+        llama64.rollouts(PROMPT, n=2, reward=has_e, sampler=5)
 
 
 def test_chat_and_raw_prompts(llama64):

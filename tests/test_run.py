@@ -65,6 +65,14 @@ def test_load_rejects_other_folders(tmp_path):
         wb.Run.load(tmp_path)
 
 
+def test_load_refuses_a_saved_group(tmp_path):
+    table = pd.DataFrame({"response": [0, 1], "position": [0, 0], "token_id": [5, 6]})
+    wb.Group("prompt", ["a", "b"], [1.0, 0.0], table, {"prompt_ids": np.array([1, 2])}).save(tmp_path / "g")
+    with pytest.raises(WorkbenchError, match=r"is a saved group, not a run; load it with wb\.Group\.load"):
+        wb.Run.load(tmp_path / "g")
+    assert wb.Group.load(tmp_path / "g").responses == ["a", "b"]
+
+
 def test_convenience_views(run, tmp_path):
     run.save(tmp_path / "r")
     back = wb.Run.load(tmp_path / "r")

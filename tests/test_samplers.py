@@ -125,3 +125,15 @@ def test_composition_and_errors():
     with pytest.raises(WorkbenchError, match="unknown sampler 'nucleus'"):
         S.from_spec("nucleus:0.9")
     assert S.from_spec("top-h:0.4", temperature=0.8) == S.TopH(0.4) + S.Temperature(0.8)
+
+
+def test_as_sampler_accepts_objects_specs_and_none():
+    assert S.as_sampler(S.TopH(0.4), S.Greedy()) == S.TopH(0.4)
+    assert S.as_sampler("top-p:0.9", S.Greedy()) == S.Sampler(top_p=0.9)
+    assert S.as_sampler("greedy", S.TopP(0.9)) == S.Sampler(temperature=0.0)
+    assert S.as_sampler(None, S.TopP(0.95)) == S.TopP(0.95)
+    with pytest.raises(WorkbenchError, match="sampler 'top-p' needs a value, e.g. top-p:0.9"):
+        S.as_sampler("top-p", S.Greedy())
+    with pytest.raises(WorkbenchError, match=r"or a spec string such as 'top-p:0.9' or 'greedy' \(names: greedy, "
+                                             r"temperature, gumbel, top-k, top-p, min-p, top-h\); got dict"):
+        S.as_sampler({"top_p": 0.9}, S.Greedy())

@@ -20,7 +20,9 @@ except PackageNotFoundError:  # a source tree that is not installed
 
 _LAZY = {"load": "models", "Model": "models", "Run": "run", "Group": "group", "explore": "widgets.explorer",
          "exact_attention": "attention_rows"}
-_SUBMODULES = ("samplers", "rewards", "credit")  # wb.samplers.TopH, wb.rewards.exact_answer, ...
+# Imported on first attribute access (wb.samplers.TopH, wb.kv.heavy_hitters, ...), so that
+# `import workbench` stays free of torch.
+_SUBMODULES = ("samplers", "rewards", "credit", "kv", "routing_stats", "kernels", "widgets")
 
 
 def __getattr__(name):

@@ -122,7 +122,7 @@ def _check_positive(args, *flags: str) -> None:
 def _model_options(parser):
     parser.add_argument("--model", default=None, help="embedded name, HF id, local folder or .gguf (default: workbench:smollm2-135m)")
     parser.add_argument("--dtype", default=None, help="float32, bfloat16, float16 (default: fp32 on CPU, bf16 on GPU)")
-    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N, mps or auto (default: cuda when available)")
 
 
 def main(argv=None) -> int:

@@ -22,7 +22,7 @@ from .errors import WorkbenchError
 from .kernels import VocabStats, vocab_stats
 from .models import Model
 from .run import Run
-from .samplers import Sampler, TopP
+from .samplers import Sampler, TopP, as_sampler
 from .signals import resolve
 from .signals.uncertainty import decode_pieces, uncertainty
 from .tokens import Tokens, tokenize_messages, tokenize_text
@@ -40,7 +40,7 @@ def generate(
     prompt: str | None = None,
     *,
     messages: Sequence[dict] | None = None,
-    sampler: Sampler | None = None,
+    sampler: Sampler | str | None = None,
     max_new_tokens: int = 64,
     seed: int | None = None,
     stop: Sequence[str] | str | None = None,
@@ -49,7 +49,8 @@ def generate(
 ) -> Run:
     """Continue `prompt` (or chat `messages`, with the assistant turn opened) by sampling.
 
-    sampler: a `workbench.samplers` sampler (default top-p 0.95); seed: the draws are
+    sampler: a `workbench.samplers` sampler or a spec string such as "top-p:0.9" (see
+    `workbench.samplers.from_spec`; default top-p 0.95); seed: the draws are
     reproducible for a given seed; stop: strings that end generation once they appear in
     the generated text (the end-of-sequence token always does).
     """
@@ -57,7 +58,7 @@ def generate(
         raise WorkbenchError("give either prompt or messages (exactly one)")
     if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise WorkbenchError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
-    sampler = sampler or default_sampler()
+    sampler = as_sampler(sampler, default_sampler())
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     tokens = (tokenize_text(model.tokenizer, prompt) if messages is None
               else tokenize_messages(model.tokenizer, messages, add_generation_prompt=True))

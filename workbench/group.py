@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import WorkbenchError
-from .run import Run
+from .run import META_FILE, Run, read_folder, saved_kind
 
 ADVANTAGE_EPS = 1e-4
 KIND = "group"
@@ -115,7 +115,7 @@ class Group:
     def save(self, path: str | Path) -> Path:
         """Write the group to folder `path` (created; a group saved there is replaced), in
         the layout of `Run.save` and with its all-or-nothing write."""
-        if Path(path).exists() and (Path(path) / "meta.json").exists() and self._saved_kind(path) != KIND:
+        if (Path(path) / META_FILE).exists() and saved_kind(path) != KIND:
             raise WorkbenchError(f"{path} holds a saved run, not a group; choose another folder")
         arrays = dict(self.arrays, rewards=self.rewards, advantages=self.advantages)
         meta = dict(self.meta, kind=KIND, responses=self.responses)
@@ -123,18 +123,14 @@ class Group:
 
     @classmethod
     def load(cls, path: str | Path) -> "Group":
-        if (Path(path) / "meta.json").exists() and cls._saved_kind(path) != KIND:
+        if saved_kind(path) != KIND:
             raise WorkbenchError(f"{path} is a saved run, not a group; load it with wb.Run.load")
-        run = Run.load(path)
+        run = read_folder(path)
         arrays, meta = dict(run.arrays), dict(run.meta)
         rewards, advantages = arrays.pop("rewards"), arrays.pop("advantages")
         responses = meta.pop("responses")
         meta.pop("kind")
         return cls(run.text, responses, rewards, run.table, arrays, meta, advantages=advantages)
-
-    @staticmethod
-    def _saved_kind(path) -> str | None:
-        return json.loads((Path(path) / "meta.json").read_text()).get("kind")
 
     def equals(self, other: "Group") -> bool:
         """Same prompt, responses, rewards, advantages, table, arrays and metadata."""

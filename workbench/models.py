@@ -148,13 +148,36 @@ def _parse_dtype(dtype) -> torch.dtype | None:
     return names[dtype]
 
 
+DEVICES = "cpu, cuda, cuda:N (N a GPU index), mps, or auto (cuda when available, else cpu)"
+
+
 def _parse_device(device) -> torch.device:
-    if device is None:
+    """None or "auto": `default_device()`; else a cpu, cuda, cuda:N or mps device (a string or
+    a torch.device) that this machine has."""
+    if device is None or device == "auto":
         return default_device()
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise WorkbenchError("device 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
-    return device
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        parsed = None
+    if parsed is None or parsed.type not in ("cpu", "cuda", "mps"):
+        raise WorkbenchError(f"unknown device {device!r}; use one of {DEVICES}")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise WorkbenchError("device 'cuda' was asked for but no CUDA GPU is available; use device='cpu'")
+        count = torch.cuda.device_count()
+        if parsed.index is not None and parsed.index >= count:
+            raise WorkbenchError(f"device {device!r}: this machine has {count} CUDA GPU(s), cuda:0 to cuda:{count - 1}")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise WorkbenchError("device 'mps' was asked for but Apple's MPS is not available here; use device='cpu'")
+    return parsed
+
+
+def _is_local_path(name: str) -> bool:
+    """Whether `name` can only be a local path: no Hugging Face id ("name" or "owner/name")
+    starts with '/', '~' or '.', ends with '/', has two '/' or a Windows separator."""
+    return (name.startswith(("/", "~", ".")) or name.endswith("/") or name.count("/") > 1
+            or (os.sep != "/" and os.sep in name))
 
 
 def load(
@@ -170,8 +193,12 @@ def load(
     name: an embedded name (`workbench:smollm2-135m`, the default), a tiny random test
     model (`tiny:<family>`, see `workbench.testing`), a `.gguf` file, a local folder with
     safetensors weights, or a Hugging Face model id. Weights load only as safetensors or
-    GGUF, and remote code runs only with `trust_remote_code=True`.
+    GGUF, and remote code runs only with `trust_remote_code=True`. A `Path`, or a name no
+    Hugging Face id can be (starting with /, ~ or ., ending with /, or with two /), is a
+    local path and must exist.
+    device: cpu, cuda, cuda:N, mps, or auto / None (cuda when available, else cpu).
     """
+    local = isinstance(name, os.PathLike) or (name is not None and _is_local_path(str(name)))
     name = DEFAULT_MODEL if name is None else str(name)
     torch_device = _parse_device(device)
     torch_dtype = _parse_dtype(dtype) or default_dtype(torch_device)
@@ -193,13 +220,18 @@ def load(
         source, kwargs = path.parent, {"gguf_file": path.name}
     else:
         source, kwargs = name, {"use_safetensors": True, "revision": revision}
-        if Path(name).expanduser().is_dir():
-            source = Path(name).expanduser()
+        path = Path(name).expanduser()
+        if path.is_dir():
+            source = path
             if not any(source.glob("*.safetensors")):
                 raise WorkbenchError(
                     f"{source} has no .safetensors weights; only safetensors and GGUF are loaded "
                     "(convert with model.save_pretrained(dir, safe_serialization=True))"
                 )
+        elif local:
+            problem = f"{name} is a file, not a model folder" if path.exists() else f"folder {name} does not exist"
+            raise WorkbenchError(f"{problem}; give a folder with safetensors weights, a .gguf file or a Hugging Face "
+                                 "model id")
     return _load_hf(name, source, kwargs, torch_dtype, torch_device, revision, trust_remote_code)
 
 

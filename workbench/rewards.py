@@ -5,11 +5,20 @@
     wb.rewards.regex(r"\\b56\\b")            # the pattern occurs in the response
     lambda text: float(len(text) < 200)    # any Python callable text -> number (or bool)
 
-The final answer of a response (`final_answer`) is, in order of preference: the content of
-the last `\\boxed{...}`; what follows the last `####`; what follows the last "answer is" /
-"answer:"; else, when the response contains a number, its last number; else its last
-non-empty line. Numbers are read with thousands separators removed ("1,024" -> 1024), and
-"56.0" equals "56".
+The final answer of a response (`final_answer`) is, in order of preference:
+1. the content of the last `\\boxed{...}`;
+2. the marked segment: what follows the last answer marker (`####`, "answer is", "answer:",
+   "answer =", with any ':' / '=' / whitespace after it), up to the end of that sentence
+   (. ! or ? before a space or the end) or line. The answer is the last number of the
+   segment's first clause that holds a number (clauses end at ", " and "; "), else the
+   segment's text:
+       "The answer is 7 * 8 = 56."    -> "56"      "answer = 2 + 3 = 5"       -> "5"
+       "the answer: 7 × 8 = 56"       -> "56"      "The answer is 56, not 57" -> "56"
+       "The answer is: fifty-six"     -> "fifty-six"
+   A marker with nothing after it (a response cut off at "the answer is") marks nothing;
+3. else, when the response contains a number, its last number;
+4. else its last non-empty line.
+Numbers are read with thousands separators removed ("1,024" -> 1024), and "56.0" equals "56".
 
 `arithmetic_problems()` is a small set of arithmetic word problems with their answers,
 written for this project and shipped with it, for tutorials and tests.
@@ -27,7 +36,9 @@ from .errors import WorkbenchError
 
 NUMBER = re.compile(r"[-+]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:/\d+)?")
 BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
-MARKED = re.compile(r"(?:####|\banswer\s*(?:is|:|=))\s*(.+)", re.IGNORECASE)
+MARKER = re.compile(r"(?:####|\banswer\s*(?:is\b|[:=]))[\s:=]*", re.IGNORECASE)
+SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n")
+CLAUSE_BREAK = re.compile(r"[,;]\s")
 
 
 @dataclass(frozen=True)
@@ -56,16 +67,33 @@ def final_answer(text: str) -> str:
     boxed = BOXED.findall(text)
     if boxed:
         return boxed[-1].strip()
-    marked = MARKED.findall(text)
-    if marked:
-        answer = marked[-1].strip()
-        number = NUMBER.search(answer)
-        return number.group(0) if number else answer.rstrip(".!").strip()
+    segment = _marked_segment(text)
+    if segment:
+        return _segment_answer(segment)
     numbers = NUMBER.findall(text)
     if numbers:
         return numbers[-1]
     lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
     return lines[-1] if lines else ""
+
+
+def _marked_segment(text: str) -> str:
+    """What follows the last answer marker, to the end of its sentence or line ("" when
+    there is no marker): "So the answer is: 7 * 8 = 56. Done." -> "7 * 8 = 56"."""
+    markers = list(MARKER.finditer(text))
+    if not markers:
+        return ""
+    return SENTENCE_END.split(text[markers[-1].end():], maxsplit=1)[0].strip()
+
+
+def _segment_answer(segment: str) -> str:
+    """The last number of the first clause of `segment` that holds one ("7 * 8 = 56, not 57"
+    -> "56"), else the whole segment ("fifty-six")."""
+    for clause in CLAUSE_BREAK.split(segment):
+        numbers = NUMBER.findall(clause)
+        if numbers:
+            return numbers[-1]
+    return segment
 
 
 def parse_number(text: str) -> float | None:

@@ -26,7 +26,7 @@ from .group import ADVANTAGE_EPS, Group
 from .kernels import vocab_stats
 from .models import Model
 from .rewards import as_reward
-from .samplers import Sampler
+from .samplers import Sampler, as_sampler
 from .signals.uncertainty import decode_pieces
 from .tokens import Tokens, tokenize_messages, tokenize_text
 
@@ -139,7 +139,7 @@ def rollouts(
     messages: Sequence[dict] | None = None,
     n: int = 8,
     reward=None,
-    sampler: Sampler | None = None,
+    sampler: Sampler | str | None = None,
     max_new_tokens: int = 64,
     seed: int | None = None,
     chat: bool | None = None,
@@ -151,7 +151,8 @@ def rollouts(
 
     reward: a `workbench.rewards` reward (`exact_answer("56")`, `numeric_answer`, `regex`),
     any callable text -> number, or an expected answer (str / number: `exact_answer`).
-    sampler: default plain sampling at temperature 1 (the policy's own distribution, as in
+    sampler: a `workbench.samplers` sampler or a spec string such as "top-p:0.9"; default
+    plain sampling at temperature 1 (the policy's own distribution, as in
     GRPO). chat: see `prompt_tokens` (a plain prompt goes through the chat template when
     there is one). thr: Token Hidden Reward per token (`workbench.credit.token_hidden_reward`):
     "exact", "cheap", "auto" (exact when its memory estimate fits, else cheap) or None.
@@ -168,7 +169,7 @@ def rollouts(
         raise WorkbenchError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     if thr not in THR_MODES:
         raise WorkbenchError(f"thr must be one of {', '.join(map(str, THR_MODES))}, got {thr!r}")
-    sampler = sampler or Sampler()
+    sampler = as_sampler(sampler, Sampler())
     tokens = prompt_tokens(model, prompt, messages, chat)
     check_context_room(model, tokens, max_new_tokens)
 

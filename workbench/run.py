@@ -8,7 +8,7 @@ run.arrays  named numpy arrays for tensor signals, e.g. logit-lens stats [layer,
 run.meta    model name and revision, dtype, signal parameters, package version, ...
 
 `save(dir)` writes table.parquet + arrays.safetensors + meta.json (+ text.txt);
-`Run.load(dir)` reads them back exactly.
+`Run.load(dir)` reads them back exactly (and refuses a folder saved by `Group.save`).
 """
 from __future__ import annotations
 
@@ -63,20 +63,12 @@ class Run:
 
     @classmethod
     def load(cls, path: str | Path) -> "Run":
-        from safetensors.numpy import load_file
-
-        path = Path(path)
-        if not (path / META_FILE).exists():
-            raise WorkbenchError(f"{path} is not a saved run (no {META_FILE})")
-        table = pd.read_parquet(path / TABLE_FILE)
-        for column in LIST_COLUMNS:  # parquet lists come back as numpy arrays
-            if column in table:
-                table[column] = [None if v is None else v.tolist() for v in table[column]]
-        arrays = load_file(str(path / ARRAYS_FILE))
-        meta = json.loads((path / META_FILE).read_text())
-        with open(path / TEXT_FILE, encoding="utf-8", newline="") as handle:
-            text = handle.read()
-        return cls(text, table, arrays, meta)
+        """Read a run saved by `save`; a folder saved by `Group.save` is refused (it says
+        `kind: "group"` in its meta.json): load that with `wb.Group.load`."""
+        kind = saved_kind(path)
+        if kind is not None:
+            raise WorkbenchError(f"{path} is a saved {kind}, not a run; load it with wb.{kind.capitalize()}.load")
+        return read_folder(path)
 
     # ----- convenience views of the data ------------------------------------------------
     @property
@@ -146,6 +138,32 @@ class Run:
     def __repr__(self) -> str:
         signals = ", ".join(self.meta.get("signals", []))
         return f"Run({len(self)} tokens, model={self.meta.get('model')!r}, signals=[{signals}], arrays={list(self.arrays)})"
+
+
+def saved_kind(path: str | Path) -> str | None:
+    """What a saved folder holds, from the `kind` in its meta.json: None for a `Run`, "group"
+    for a `Group`."""
+    meta_file = Path(path) / META_FILE
+    if not meta_file.exists():
+        raise WorkbenchError(f"{path} is not a saved run or group (no {META_FILE})")
+    return json.loads(meta_file.read_text()).get("kind")
+
+
+def read_folder(path: str | Path) -> Run:
+    """The folder layout of `Run.save` read back as a `Run`, whatever kind it holds (`Run.load`
+    and `Group.load` check the kind first)."""
+    from safetensors.numpy import load_file
+
+    path = Path(path)
+    table = pd.read_parquet(path / TABLE_FILE)
+    for column in LIST_COLUMNS:  # parquet lists come back as numpy arrays
+        if column in table:
+            table[column] = [None if v is None else v.tolist() for v in table[column]]
+    arrays = load_file(str(path / ARRAYS_FILE))
+    meta = json.loads((path / META_FILE).read_text())
+    with open(path / TEXT_FILE, encoding="utf-8", newline="") as handle:
+        text = handle.read()
+    return Run(text, table, arrays, meta)
 
 
 def _plain(value):

@@ -197,5 +197,20 @@ def from_spec(spec: str, temperature: float | None = None) -> Sampler:
 
 _EXAMPLES = {"temperature": "0.7", "gumbel": "1.0", "top-k": "50", "top-p": "0.9", "min-p": "0.1", "top-h": "0.4"}
 
+
+def as_sampler(sampler, default: Sampler) -> Sampler:
+    """What `generate` and `rollouts` accept as a sampler: a `Sampler` (wb.samplers.TopP(0.9)),
+    a spec string for `from_spec` ("top-p:0.9", "greedy"), or None for `default`."""
+    if sampler is None:
+        return default
+    if isinstance(sampler, Sampler):
+        return sampler
+    if isinstance(sampler, str):
+        return from_spec(sampler)
+    raise WorkbenchError(f"sampler must be a workbench.samplers sampler (e.g. wb.samplers.TopP(0.9)) or a spec "
+                         f"string such as 'top-p:0.9' or 'greedy' (names: {', '.join(BY_NAME)}); "
+                         f"got {type(sampler).__name__}")
+
+
 __all__ = ["Adaptive", "AdaptiveTemperature", "BY_NAME", "Greedy", "Gumbel", "MinP", "Sampler", "Temperature",
-           "TopH", "TopK", "TopP", "from_spec"]
+           "TopH", "TopK", "TopP", "as_sampler", "from_spec"]

@@ -1,0 +1,55 @@
+"""`wb.load` refuses a device it cannot use and a local path that is not there with a
+WorkbenchError that says what to give instead, before any model loads."""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import workbench as wb
+from workbench.errors import WorkbenchError
+
+VALID_DEVICES = r"use one of cpu, cuda, cuda:N \(N a GPU index\), mps, or auto"
+
+
+@pytest.mark.parametrize("device", ["gpu", "CPU", "cuda:x", "meta", 3.5])
+def test_unknown_devices_list_the_valid_ones(device):
+    with pytest.raises(WorkbenchError, match=f"unknown device {device!r}; {VALID_DEVICES}"):
+        wb.load("tiny:llama", device=device)
+
+
+def test_auto_and_torch_devices():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert wb.load("tiny:llama", device="auto").device.type == expected
+    assert wb.load("tiny:llama", device=torch.device("cpu")).device.type == "cpu"
+
+
+@pytest.mark.skipif(torch.backends.mps.is_available(), reason="this machine has MPS")
+def test_mps_without_mps():
+    with pytest.raises(WorkbenchError, match="'mps' was asked for but Apple's MPS is not available"):
+        wb.load("tiny:llama", device="mps")
+
+
+def test_cli_device_gpu_is_one_clean_line():
+    result = subprocess.run([sys.executable, "-m", "workbench", "analyze", "x", "--model", "tiny:llama", "--device", "gpu"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "unknown device 'gpu'; use one of cpu, cuda, cuda:N" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["./missing_dir/", "../missing_dir", "~/missing_dir_zz", "/missing/model",
+                                  "models/missing/model", "missing_dir/"])
+def test_a_missing_local_folder_says_so(name, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WorkbenchError, match=f"folder {name} does not exist; give a folder with safetensors"):
+        wb.load(name)
+
+
+def test_a_path_object_and_a_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WorkbenchError, match="folder missing does not exist"):
+        wb.load(Path("missing"))
+    Path("weights.bin").write_bytes(b"")
+    with pytest.raises(WorkbenchError, match=r"\./weights\.bin is a file, not a model folder"):
+        wb.load("./weights.bin")
