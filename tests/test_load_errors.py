@@ -53,3 +53,19 @@ def test_a_path_object_and_a_file(tmp_path, monkeypatch):
     Path("weights.bin").write_bytes(b"")
     with pytest.raises(WorkbenchError, match=r"\./weights\.bin is a file, not a model folder"):
         wb.load("./weights.bin")
+
+
+def test_an_unreachable_hub_is_said_at_once(monkeypatch):
+    """A hub id that is not cached, with the hub unreachable (here: a closed local port), fails
+    in seconds with what to do, instead of after transformers' five retries."""
+    import time
+
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    started = time.perf_counter()
+    with pytest.raises(WorkbenchError, match=r"'someone/not-cached' is not in the local Hugging Face cache and "
+                                             r"127.0.0.1 cannot be reached .*embedded model"):
+        wb.load("someone/not-cached")
+    assert time.perf_counter() - started < 10

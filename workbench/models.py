@@ -232,7 +232,40 @@ def load(
             problem = f"{name} is a file, not a model folder" if path.exists() else f"folder {name} does not exist"
             raise WorkbenchError(f"{problem}; give a folder with safetensors weights, a .gguf file or a Hugging Face "
                                  "model id")
+        else:
+            _check_hub_reachable(name, revision)
     return _load_hf(name, source, kwargs, torch_dtype, torch_device, revision, trust_remote_code)
+
+
+HUB_PROBE_SECONDS = 3.0
+
+
+def _check_hub_reachable(name: str, revision: str | None) -> None:
+    """A Hugging Face id that is not in the local cache needs the hub. Offline, transformers
+    retries five times (about 50 s) before it fails; one connection attempt of a few seconds
+    says the same at once. Nothing is checked when the hub is off (HF_HUB_OFFLINE) or the
+    model's config is cached."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if constants.HF_HUB_OFFLINE:
+        return  # transformers answers from the cache, or fails at once
+    try:
+        if isinstance(try_to_load_from_cache(name, "config.json", revision=revision), str):
+            return
+    except ValueError:
+        return  # not a valid id: transformers says why
+    endpoint = urlparse(constants.ENDPOINT)
+    host, port = endpoint.hostname, endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        socket.create_connection((host, port), timeout=HUB_PROBE_SECONDS).close()
+    except OSError as error:
+        raise WorkbenchError(
+            f"'{name}' is not in the local Hugging Face cache and {host} cannot be reached "
+            f"({error.strerror or error}); connect to the network, give a local folder or .gguf file, "
+            f"or use an embedded model, which works offline: {', '.join(EMBEDDED)}") from None
 
 
 @contextmanager
