@@ -2,7 +2,8 @@
 # One GPU lease, step by step: each step fits in one 10-minute device command and leaves its
 # logs and result JSONs in $OUT (default benchmarks/results), ready to be committed.
 #
-#   bash benchmarks/gpu_session.sh tests       # GPU tests: Triton kernels compiled for the device, not interpreted
+#   bash benchmarks/gpu_session.sh tests       # GPU tests: analyze/generate on CUDA against the CPU, and the
+#                                              # Triton kernels compiled for the device, not interpreted
 #   bash benchmarks/gpu_session.sh vocab       # workbench bench: vocab_stats, divergence (issue 3)
 #   bash benchmarks/gpu_session.sh linear      # workbench bench: linear_vocab_stats, linear_divergence (issue 3)
 #   bash benchmarks/gpu_session.sh attention   # attention_stats against flash attention, eager OOM (issue 5)
@@ -51,8 +52,9 @@ for name in ("liger-kernel", "cut-cross-entropy", "flashinfer-python", "flash-at
 EOF
 
 step_tests() {
-    "$PY" -m pytest -q -p no:cacheprovider tests/kernels/test_gpu.py tests/kernels/test_attention_stats_triton.py \
-        tests/kernels/test_sample_triton.py tests/kernels/test_triton_vocab_stats.py 2>&1 | tee "$OUT/gpu-tests.log"
+    "$PY" -m pytest -q -p no:cacheprovider --durations=10 tests/test_gpu_end_to_end.py tests/kernels/test_gpu.py \
+        tests/kernels/test_attention_stats_triton.py tests/kernels/test_sample_triton.py \
+        tests/kernels/test_triton_vocab_stats.py 2>&1 | tee "$OUT/gpu-tests.log"
 }
 step_vocab() {
     "$PY" -m workbench bench $QUICK_FLAG --kernels vocab_stats,divergence --results-dir "$OUT" 2>&1 | tee "$OUT/bench-vocab.log"
