@@ -86,3 +86,12 @@ def test_convenience_views(run, tmp_path):
     np.testing.assert_array_equal(lens.to_numpy(), run.arrays["lens_entropy"])
     with pytest.raises(WorkbenchError, match="available: entropy"):
         run.logit_lens("nope")
+
+
+def test_save_refuses_to_replace_a_saved_group(run, tmp_path):
+    table = pd.DataFrame({"response": [0, 1], "position": [0, 0], "token_id": [5, 6]})
+    group = wb.Group("prompt", ["a", "b"], [1.0, 0.0], table, {"prompt_ids": np.array([1, 2])})
+    group.save(tmp_path / "g")
+    with pytest.raises(WorkbenchError, match="holds a saved group, not a run"):
+        run.save(tmp_path / "g")
+    assert wb.Group.load(tmp_path / "g").equals(group)  # untouched

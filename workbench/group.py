@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import WorkbenchError
-from .run import META_FILE, Run, read_folder, saved_kind
+from .run import Run, read_folder, saved_kind
 
 ADVANTAGE_EPS = 1e-4
 KIND = "group"
@@ -113,10 +113,8 @@ class Group:
 
     # ----- persistence ---------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the group to folder `path` (created; a group saved there is replaced), in
-        the layout of `Run.save` and with its all-or-nothing write."""
-        if (Path(path) / META_FILE).exists() and saved_kind(path) != KIND:
-            raise WorkbenchError(f"{path} holds a saved run, not a group; choose another folder")
+        """Write the group to folder `path` (created; a group saved there is replaced, a run
+        is not), in the layout of `Run.save` and with its all-or-nothing write."""
         arrays = dict(self.arrays, rewards=self.rewards, advantages=self.advantages)
         meta = dict(self.meta, kind=KIND, responses=self.responses)
         return Run(self.prompt, self.table, arrays, meta).save(path)

@@ -38,14 +38,18 @@ class Run:
 
     # ----- persistence -------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        """Write the run to folder `path` (created; an existing run there is replaced).
-        Everything is written to a sibling temporary folder first and swapped in at the end,
-        so a failure leaves any previous run at `path` intact."""
+        """Write the run to folder `path` (created; a saved run of the same kind there is
+        replaced, anything else refused). Everything is written to a sibling temporary folder
+        first and swapped in at the end, so a failure leaves any previous run at `path` intact."""
         from safetensors.numpy import save_file
 
         path = Path(path)
-        if path.exists() and not (path.is_dir() and (path / META_FILE).exists()):
-            raise WorkbenchError(f"{path} exists and is not a saved run; choose another folder")
+        if path.exists():
+            if not (path.is_dir() and (path / META_FILE).exists()):
+                raise WorkbenchError(f"{path} exists and is not a saved run; choose another folder")
+            held, kind = saved_kind(path) or "run", self.meta.get("kind") or "run"
+            if held != kind:
+                raise WorkbenchError(f"{path} holds a saved {held}, not a {kind}; choose another folder")
         path.parent.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
