@@ -383,6 +383,12 @@ def test_views_show_the_group_data():
     assert (selection.x0, selection.x1, selection.y0, selection.y1) == (0.5, 1.5, 1.5, 2.5)
     curve = views.success_curve(group)
     assert list(curve.data[0].x) == [0, 1] and list(curve.data[0].y) == [0.5, 0.0]
+    assert not any(a.text.startswith("no critical token") for a in curve.layout.annotations)  # #1 is critical
+    stopped = credit.CriticalTokens(2, 4, np.array([3]), np.array([2]), None, False, 1 / 3, group.rows(2).index)
+    group.add(stopped.columns())
+    (reason,) = [a.text for a in views.success_curve(group, response=2).layout.annotations
+                 if a.text.startswith("no critical token")]
+    assert "still correct 50% of the time" in reason  # 2 of 4 completions after the last token
     tree = views.prefix_tree_figure(group).data[0]
     values = dict(zip(tree.ids, tree.values))
     assert values["prompt"] == 3

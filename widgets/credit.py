@@ -246,9 +246,9 @@ def success_curve(group: Group, response: int | None = None, selected: tuple[int
         customdata=[repr(t) for t in points["token"]], name="success rate",
         hovertemplate="after #%{x} %{customdata}: %{y:.0%} of completions correct<extra></extra>")
     shapes = [dict(type="line", xref="paper", yref="y", x0=0, x1=1, y0=baseline, y1=baseline,
-                   line=dict(dash="dash", color="#888"))]
-    annotations = [dict(text=f"group {baseline:.0%}", xref="paper", yref="y", x=0, y=baseline, showarrow=False,
-                        xanchor="left", yanchor="bottom")]
+                   line=dict(dash="dot", color="#aaa"))]
+    annotations = [dict(text=f"the group's own success rate: {baseline:.0%}", xref="paper", yref="y", x=1,
+                        y=baseline, showarrow=False, xanchor="right", yanchor="bottom", font=dict(color="#888"))]
     critical = _critical_row(rows)
     if critical is not None:
         x = int(critical["position"])
@@ -260,6 +260,9 @@ def success_curve(group: Group, response: int | None = None, selected: tuple[int
         why = "a correct response has no critical token" if group.correct()[response] else "not searched yet"
         annotations.append(dict(text=f"no prefix of this response evaluated ({why})", showarrow=False,
                                 xref="paper", yref="paper", x=0.5, y=0.5))
+    elif critical is None:
+        annotations.append(dict(text=_no_critical_reason(points, rows), showarrow=False, xref="paper", yref="paper",
+                                x=0.5, y=0.5))
     if selected is not None and selected[0] == response:
         shapes.append(selection_line(selected[1]))
     ticks = rows["position"].tolist()
@@ -272,6 +275,16 @@ def success_curve(group: Group, response: int | None = None, selected: tuple[int
                    ticktext=[t.replace("\n", "↵") for t in rows["token"]] if len(ticks) <= 40 else None),
         showlegend=False, margin=dict(l=60, r=20, t=40, b=60),
         meta={"workbench": {"position_axis": "x", "response": response}}))
+
+
+def _no_critical_reason(points: pd.DataFrame, rows: pd.DataFrame) -> str:
+    """Why a searched response has no critical token: every evaluated prefix still has
+    correct completions (the search starts with the whole response and stops there when
+    the completed response succeeds)."""
+    if len(points) == 1 and points["position"].iloc[0] == rows["position"].max():
+        return (f"no critical token: completed from its last token, the response is still correct "
+                f"{points['success_rate'].iloc[0]:.0%} of the time, so the search stopped there")
+    return "no critical token: every evaluated prefix still has correct completions"
 
 
 # ----- prefix tree -----------------------------------------------------------------------------------
