@@ -1,5 +1,7 @@
 """analyze() on tiny models of every family, checked against the model's own full logits
 (an ordinary HF forward, softmax in float64) and its own hidden states."""
+import logging
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,6 +97,20 @@ def test_too_long_text_says_lengths_and_truncates_on_request():
     run = model.analyze(text, truncate=True)
     assert len(run) == 512 and run.meta["truncated_from"] > 512
     assert text.startswith(run.text) and run.table.end.iloc[-1] == len(run.text)
+
+
+def test_truncating_silences_only_the_tokenizers_length_warning(caplog, monkeypatch):
+    """transformers warns (once per tokenizer) when a text has more tokens than the tokenizer's
+    model_max_length; with truncate=True the cut is ours, so analyze asks it not to."""
+    monkeypatch.setattr(logging.getLogger("transformers"), "propagate", True)  # to caplog's handler
+    model = tiny_model("llama")
+    model.tokenizer.model_max_length = 512
+    text = "word " * 600
+    assert len(model.analyze(text, truncate=True)) == 512
+    assert "Token indices sequence length" not in caplog.text
+    with pytest.raises(WorkbenchError, match="truncate"):
+        model.analyze(text)
+    assert "Token indices sequence length is longer than the specified maximum" in caplog.text
 
 
 def test_memory_estimate_refuses_before_allocating(monkeypatch):

@@ -104,11 +104,14 @@ def test_analyze_attention_signal_matches_eager(family):
     close = dict(rtol=0, atol=1e-5)
     np.testing.assert_allclose(run.arrays["attn_received"], a.sum(2).numpy(), **close)
     np.testing.assert_allclose(run.arrays["attn_entropy"], entropy_of(a).numpy(), **close)
-    np.testing.assert_allclose(run.arrays["attn_head_sink"], a[..., 0].mean(-1).numpy(), **close)
+    np.testing.assert_allclose(run.arrays["attn_head_entropy"], entropy_of(a)[..., 1:].mean(-1).numpy(), **close)
+    np.testing.assert_allclose(run.arrays["attn_head_sink"], a[..., 1:, 0].mean(-1).numpy(), **close)  # query 0 sees only key 0
     np.testing.assert_allclose(run.arrays["attn_rows"], a.mean((0, 1)).numpy(), **close)
     np.testing.assert_allclose(run.table["attn_received"].to_numpy(float), a.sum(2).mean((0, 1)).numpy(), **close)
     np.testing.assert_allclose(run.table["attn_entropy"].to_numpy(float), entropy_of(a).mean((0, 1)).numpy(), **close)
     assert run.meta["attention_layers"] == list(range(a.shape[0]))
+    one = model.analyze("a", signals=["attention"])  # one token: the head summaries keep its only query
+    np.testing.assert_array_equal(one.arrays["attn_head_sink"], one.arrays["attn_sink_mass"][..., 0])
 
 
 def test_keyformer_signal_is_seeded_and_spreads_each_query_over_its_keys(tmp_path):
@@ -140,6 +143,10 @@ def test_exact_attention_rows_match_eager(monkeypatch):
     np.testing.assert_allclose(wb.exact_attention(model, TEXT), a.numpy(), rtol=0, atol=1e-6)
     with pytest.raises(WorkbenchError, match="query 999 is out of range"):
         wb.exact_attention(model, run, queries=[999])
+    with pytest.raises(WorkbenchError, match=r"a query must be an integer position, got 0\.5"):
+        wb.exact_attention(model, run, queries=[0.5])
+    with pytest.raises(WorkbenchError, match="a layer must be an integer position, got True"):
+        wb.exact_attention(model, run, queries=[0], layers=[True])
     monkeypatch.setattr(attention_rows_module, "ALL_ROWS_MAX_T", 10)
     with pytest.raises(WorkbenchError, match="Pass queries="):
         wb.exact_attention(model, run)

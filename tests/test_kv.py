@@ -105,3 +105,15 @@ def test_heavy_hitters_keyformer_budget():
     assert np.flatnonzero(keep).tolist() == [0, 2, 4, 5]
     with pytest.raises(ValueError, match=">= 0"):
         heavy_hitters(np.ones(3), heavy=-1, recent=0)
+    assert np.flatnonzero(heavy_hitters(np.array([1.0, 2.0, 2.0, 2.0, 0.0]), heavy=2, recent=1)).tolist() == [1, 2, 4]
+
+
+@pytest.mark.parametrize("heavy, recent", [(3, 2), (0, 4), (5, 0), (20, 3), (2, 20), (0, 0)])
+def test_heavy_hitters_of_every_layer_and_head(heavy, recent):
+    """Scores [L, H, T] -> a mask [L, H, T] equal to the [T] rule applied row by row; scores
+    drawn from a few values, so that ties are common (they go to the earlier key)."""
+    received = np.random.default_rng(0).integers(0, 4, size=(3, 5, 11)).astype(np.float32)
+    keep = heavy_hitters(received, heavy, recent)
+    assert keep.shape == received.shape and keep.dtype == bool
+    for l, h in np.ndindex(received.shape[:2]):
+        np.testing.assert_array_equal(keep[l, h], heavy_hitters(received[l, h], heavy, recent), err_msg=f"layer {l} head {h}")

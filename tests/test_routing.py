@@ -206,6 +206,8 @@ def test_statistics_match_plain_counts():
         counts = Counter(int(e) for row in ids[layer] for e in row)
         assert load[layer].tolist() == [counts[e] / tokens for e in range(experts)]
         assert rs.load_imbalance(load)[layer] == pytest.approx(max(load[layer]) / (k / experts))
+    every_token_to_0 = np.stack([np.zeros(tokens, dtype=np.int64), np.arange(tokens) % (experts - 1) + 1], -1)
+    assert rs.load_imbalance(rs.expert_load(every_token_to_0[None], experts)) == pytest.approx(experts / k)  # the top-k bound
     trace = ids[:, :, 0].T
     affinity = rs.affinity(trace, experts)
     for layer in range(m - 1):

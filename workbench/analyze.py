@@ -44,7 +44,9 @@ def analyze(
     if not isinstance(top_k, int) or not 0 <= top_k <= MAX_TOP_K:
         raise WorkbenchError(f"top_k must be an integer in [0, {MAX_TOP_K}], got {top_k!r}")
     specs = resolve(signals, model)
-    tokens = tokenize_text(model.tokenizer, text) if messages is None else tokenize_messages(model.tokenizer, messages)
+    length_warning = not truncate  # truncate=True cuts the tokens to the context on purpose
+    tokens = (tokenize_text(model.tokenizer, text, length_warning=length_warning) if messages is None
+              else tokenize_messages(model.tokenizer, messages, length_warning=length_warning))
     tokens = _fit_context(tokens, model, truncate)
     _check_memory(model, len(tokens.ids), specs)
 

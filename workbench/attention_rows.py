@@ -78,6 +78,9 @@ def _token_ids(model, source) -> list[int]:
 
 
 def _position(index: int, size: int, what: str) -> int:
-    if not isinstance(index, (int, np.integer)) or not -size <= index < size:
+    if not isinstance(index, (int, np.integer)) or isinstance(index, bool):
+        raise WorkbenchError(f"a {what} must be an integer position, got {index!r} "
+                             f"(valid are 0..{size - 1}, negative counts from the end)")
+    if not -size <= index < size:
         raise WorkbenchError(f"{what} {index!r} is out of range: valid are 0..{size - 1} (negative counts from the end)")
     return int(index) % size

@@ -30,17 +30,19 @@ PAGERANK_MAX_T = 1024  # [L, H, T, T] float32 of the embedded model at T = 1024:
 
 
 def heavy_hitters(received: np.ndarray, heavy: int, recent: int) -> np.ndarray:
-    """received: [T] scores -> keep mask [T] (bool) for a budget of heavy + recent keys."""
+    """H2O's keep mask along the last axis: received [..., T] scores -> keep [..., T] (bool).
+
+    Each row (a [T] vector, or one layer and head of [L, H, T]) has its own budget: its
+    `recent` last keys and, among the others, its `heavy` best-scored keys (ties: the earlier
+    key)."""
     received = np.asarray(received, dtype=np.float64)
     if heavy < 0 or recent < 0:
         raise ValueError(f"heavy and recent must be >= 0, got {heavy} and {recent}")
-    keep = np.zeros(len(received), dtype=bool)
-    if recent:
-        keep[-recent:] = True
-    candidates = np.flatnonzero(~keep)
-    if heavy and len(candidates):
-        order = np.argsort(-received[candidates], kind="stable")  # ties: the earlier key
-        keep[candidates[order[:heavy]]] = True
+    older = max(received.shape[-1] - recent, 0)  # keys before the recent window
+    keep = np.zeros(received.shape, dtype=bool)
+    keep[..., older:] = True
+    best = np.argsort(-received[..., :older], axis=-1, kind="stable")[..., :heavy]  # stable: ties to the earlier key
+    np.put_along_axis(keep, best, True, axis=-1)
     return keep
 
 

@@ -52,7 +52,8 @@ def expert_load(expert_ids: np.ndarray, n_experts: int) -> np.ndarray:
 
 def load_imbalance(load: np.ndarray) -> np.ndarray:
     """Load imbalance per layer, max / mean of the experts' loads [m, E] -> [m]: 1 for a
-    perfectly balanced layer, E when a single expert takes every token (top-1)."""
+    perfectly balanced layer, at most E / k under top-k routing (loads sum to k, so their mean
+    is k / E, and one expert's load is at most 1: it is among the k of every token)."""
     return load.max(axis=-1) / load.mean(axis=-1)
 
 

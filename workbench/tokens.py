@@ -57,28 +57,35 @@ def contiguous_spans(offsets: Sequence[tuple[int, int]], text_length: int) -> tu
     return starts, ends
 
 
-def tokenize_text(tokenizer, text: str) -> Tokens:
-    """Tokenize plain text with the tokenizer's own special tokens (e.g. a BOS)."""
+def tokenize_text(tokenizer, text: str, *, length_warning: bool = True) -> Tokens:
+    """Tokenize plain text with the tokenizer's own special tokens (e.g. a BOS).
+
+    length_warning=False: no "Token indices sequence length is longer than the specified
+    maximum sequence length" warning from the tokenizer, for a caller that cuts the tokens to
+    the context itself (`analyze(..., truncate=True)`). Other warnings are unaffected: without
+    padding or truncation, the tokenizer's `verbose` flag gates only that one."""
     if not isinstance(text, str):
         raise WorkbenchError(f"text must be a string, got {type(text).__name__}")
     if not text.strip():
         raise WorkbenchError("the text is empty; give some text to analyze")
-    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True)
+    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True, verbose=length_warning)
     ids = list(encoding["input_ids"])
     starts, ends = contiguous_spans(encoding["offset_mapping"], len(text))
     return Tokens(text, ids, starts, ends, ["text"] * len(ids), len(ids))
 
 
-def tokenize_messages(tokenizer, messages: Sequence[dict], *, add_generation_prompt: bool = False) -> Tokens:
+def tokenize_messages(tokenizer, messages: Sequence[dict], *, add_generation_prompt: bool = False,
+                      length_warning: bool = True) -> Tokens:
     """Render chat `messages` ([{"role", "content"}, ...]) with the chat template and
     tokenize the result. Tokens inside a message's content get role "prompt" (system,
     user) or "response" (assistant); everything the template adds is "template".
-    add_generation_prompt: end with the template's opening of an assistant turn."""
+    add_generation_prompt: end with the template's opening of an assistant turn.
+    length_warning: as in `tokenize_text`."""
     _check_messages(messages)
     if not getattr(tokenizer, "chat_template", None):
         raise WorkbenchError("this model's tokenizer has no chat template; pass text= instead of messages=")
     text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
-    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False)
+    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False, verbose=length_warning)
     ids = list(encoding["input_ids"])
     starts, ends = contiguous_spans(encoding["offset_mapping"], len(text))
     roles = ["template"] * len(ids)

@@ -7,11 +7,15 @@ Signal "attention". With A the attention of one layer and head (rows: queries q,
     attn_sink_mass [L, H, T]  A_q0, each query's mass on the first key (attention sink; Xiao et al. 2023)
     attn_received  [L, H, T]  sum_q A_qj, the attention key j receives (H2O's heavy-hitter score;
                               Zhang et al. 2023); early keys are seen by more queries
-    attn_head_entropy [L, H]  head summary: mean attention entropy over the queries
-    attn_head_sink    [L, H]  head summary: mean sink mass (the head's sink share)
+    attn_head_entropy [L, H]  head summary: mean attention entropy over queries 1..T-1
+    attn_head_sink    [L, H]  head summary: mean sink mass over queries 1..T-1 (the head's sink share)
     attn_rows         [T, T]  exact attention A averaged over layers and heads, row q = query q;
                               only for inputs of at most ATTENTION_ROWS_MAX_T (512) tokens
 Table columns: attn_entropy, attn_sink_mass, attn_received, each averaged over layers and heads.
+The head summaries leave out query 0: it sees only key 0, so its entropy 0 and sink mass 1 (or,
+with learned sinks, its split between key 0 and the sink) say nothing about the head, and on a
+short text they would pull the entropy mean toward 0 and the sink mean toward 1 (by 1 / T of the
+way). A one-token text keeps its only query.
 
 Signal "keyformer" (Adnan et al. 2024; `workbench.kv.keyformer_scores`): the accumulated
 Gumbel-softmax of the pre-softmax scores, sum_q softmax_j((x_qj + g_qj) / tau_q), tau 1 -> 2 over
@@ -59,6 +63,12 @@ def _per_layer(capture, field: str) -> tuple[list[int], np.ndarray]:
     return layers, np.stack([capture.attention[i][field] for i in layers]).astype(np.float32)
 
 
+def _head_mean(values: np.ndarray) -> np.ndarray:
+    """[L, H, T] -> [L, H]: mean over the queries that see more than one key, 1..T-1 (query 0
+    alone when T = 1)."""
+    return (values[..., 1:] if values.shape[-1] > 1 else values).mean(-1)
+
+
 def _column(values: np.ndarray):
     """[L, H, T] -> the table column [T]: mean over layers and heads."""
     return pd.array(values.mean(axis=(0, 1)).astype(np.float64), dtype="Float64")
@@ -76,8 +86,8 @@ def attention(capture, params) -> SignalOutput:
     arrays = {}
     for name, field in STATISTICS:
         layers, arrays[name] = _per_layer(capture, field)
-    arrays["attn_head_entropy"] = arrays["attn_entropy"].mean(-1)  # [L, H]
-    arrays["attn_head_sink"] = arrays["attn_sink_mass"].mean(-1)
+    arrays["attn_head_entropy"] = _head_mean(arrays["attn_entropy"])  # [L, H]
+    arrays["attn_head_sink"] = _head_mean(arrays["attn_sink_mass"])
     if capture.attention_rows is not None:
         arrays["attn_rows"] = capture.attention_rows / len(layers)  # [T, T]
     columns = {name: _column(arrays[name]) for name, _ in STATISTICS}
