@@ -98,7 +98,7 @@ def test_signal_chart_marks_the_selected_token():
     assert fig.layout.meta["workbench"]["position_axis"] == "x"
     shape = selection_shape(fig)
     assert shape.x0 == shape.x1 == 5 and "#5 ' w5'" in shape.label.text
-    assert fig.layout.yaxis.title.text == "entropy"
+    assert fig.layout.yaxis.title.text == "entropy (nats)"
     assert not signal_chart(run, None).layout.shapes
     with pytest.raises(WorkbenchError, match="surprisal, entropy, rank"):
         signal_chart(run, 1, "attention")
@@ -126,6 +126,25 @@ def test_next_token_chart_without_selection_and_at_the_first_token():
     assert list(after.data[0].x) == [0.6, 0.3] and "after the last token" in after.layout.title.text
     first = next_token_chart(run, 0)
     assert "first token has no prediction" in first.layout.annotations[0].text
+
+
+def test_signal_chart_gives_units():
+    run = make_run()
+    surprisal = signal_chart(run, None, "surprisal")
+    assert surprisal.layout.yaxis.title.text == "surprisal (nats)" and " nats<extra>" in surprisal.data[0].hovertemplate
+    assert signal_chart(run, None, "rank").layout.yaxis.title.text == "rank"  # a count: no unit
+
+
+def test_next_token_chart_of_a_generation_ended_by_end_of_sequence():
+    """No prediction after an end-of-sequence token: the chart says so, with no empty axes
+    and no advice about analyzing."""
+    run = make_run()
+    ended = Run(run.text, run.table, run.arrays, {"model": "hand", "stop_reason": "eos"})
+    fig = next_token_chart(ended, None)
+    assert "ended with the end-of-sequence token" in fig.layout.annotations[0].text
+    assert "analyze" not in fig.layout.annotations[0].text
+    assert fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
+    assert next_token_chart(ended, 4).layout.xaxis.visible is not False  # a selected token's prediction: axes
 
 
 def test_lens_heatmap_bins_long_runs_and_marks_the_column():

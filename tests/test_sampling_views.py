@@ -1,11 +1,13 @@
 """Sampling views: the kept sets drawn from a step's stored top 50 agree with the sampler
 that actually ran (recomputed from the full logits), and the figures name what they show."""
 import numpy as np
+import plotly.graph_objects as go
 import torch
 
 import workbench.samplers as S
 from workbench.testing import tiny_model
 from workbench.widgets import sampling
+from workbench.widgets.figures import TEMPLATE, next_token_chart
 from workbench.widgets.panels import panels_for
 
 
@@ -37,3 +39,34 @@ def test_figures_and_panels():
     np.testing.assert_array_equal(steps.data[2].y, run.table.kept[run.table.generated].to_numpy(float))
     analyzed = tiny_model("gpt2").analyze("no generation here")
     assert "sampling.distribution" not in [p.name for p in panels_for(analyzed)]
+
+
+def test_hover_labels_template_and_units():
+    run = tiny_model("gpt2").generate("Hi", sampler=S.MinP(0.1), max_new_tokens=5, seed=0, progress=False)
+    first = int(run.table.position[run.table.generated].iloc[0])
+    steps = sampling.generation_steps(run, first)
+    assert "!r" not in steps.data[0].hovertemplate
+    assert list(steps.data[0].customdata) == [repr(t) for t in run.table.token[run.table.generated]]
+    assert steps.layout.yaxis.title.text == "entropy (nats)"
+    light = go.layout.Template(TEMPLATE).to_plotly_json()
+    for fig in (steps, sampling.step_distribution(run, first)):
+        assert fig.layout.template.to_plotly_json() == light and fig.layout.title.font.size == 13
+    assert [t.line.color for t in steps.data[:2]] == ["#1f77b4", "#2ca02c"]  # the two entropies stay apart
+
+
+def test_a_generated_run_has_the_prediction_after_its_last_token():
+    """generate stores the next-token prediction as analyze does; the dashboard's chart shows it
+    when no token is selected. Expected values: one plain forward over every token."""
+    model = tiny_model("llama")
+    run = model.generate("Once upon", sampler=S.Greedy(), max_new_tokens=4, seed=0, progress=False)
+    assert run.meta["stop_reason"] == "length"
+    with torch.no_grad():
+        probs = torch.softmax(model.hf(torch.tensor([run.table.token_id.tolist()])).logits[0, -1].double(), -1)
+    top = torch.topk(probs, 5)
+    prediction = run.meta["next_token"]
+    assert prediction["topk_ids"] == top.indices.tolist()
+    np.testing.assert_allclose(prediction["topk_probs"], top.values.numpy(), rtol=1e-4)
+    assert prediction["topk_tokens"] == [model.tokenizer.decode([i]) for i in top.indices.tolist()]
+    chart = next_token_chart(run, None)
+    np.testing.assert_allclose(chart.data[0].x, top.values.numpy(), rtol=1e-4)
+    assert chart.layout.title.text == "Prediction after the last token" and not chart.layout.annotations

@@ -7,6 +7,7 @@ the same server.
 from __future__ import annotations
 
 import asyncio
+import html
 import re
 import threading
 import warnings
@@ -22,6 +23,7 @@ import pytest
 from pages import (ALL_MARKED, FIND, LATENCY_LIMIT_MS, MARKED, WORKBENCH_SERVE, artifact, click_and_time,
                    click_latencies, click_point, fill, get, report_latencies, start_server, stop_server, watched_page)
 import workbench.samplers as S
+from workbench.errors import WorkbenchError
 from workbench.testing import tiny_model
 from workbench.widgets import serve
 from workbench.widgets.app import Dashboard
@@ -175,6 +177,21 @@ def test_linked_views_in_a_browser(server, browser, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_text_longer_than_5000_characters_is_analyzed_whole(server, browser):
+    """The text box takes a long text whole (Panel's default cuts at 5,000 characters); what
+    is too long for the model is the model's to refuse."""
+    import workbench as wb
+
+    tokenizer = wb.load("tiny:llama").tokenizer
+    text = " ".join(["The capital of France is Paris and the river runs through the valley."] * 90)
+    assert len(text) > 6000 and len(tokenizer(text).input_ids) < 4096  # (the server's context)
+    with watched_page(browser, server, viewport={"width": 1200, "height": 900}) as page:
+        analyze(page, text, text[:40])
+        assert page.locator("textarea").input_value() == text
+        assert f"{len(tokenizer(text).input_ids)} tokens analyzed" in page.locator(".tw-status").inner_text()
+
+
+@pytest.mark.slow
 def test_a_2000_token_run_is_paged_and_clicks_are_fast(server, browser):
     """Latency from a click on a token to every view showing it, on a 2,000-token run with
     the logit lens (strip paged by 400 tokens, chart decimated, heatmap binned)."""
@@ -249,11 +266,19 @@ def test_one_temperature_field_per_sampling_mode_in_a_browser(server, browser):
             expect(temperature_fields(page), "greedy uses no temperature").to_have_count(0)
             sampler.select_option(name)
             expect(temperature_fields(page), f"sampler {name}").to_have_count(1)
+        for field, typed, message in (("Temperature", 0, "Temperature must be greater than 0; got 0"),
+                                      ("Temperature", -2, "Temperature must be greater than 0; got -2"),
+                                      ("New tokens", 5000, "New tokens must be at least 1 and at most 1024, a whole "
+                                                           "number; got 5000")):
+            fill(page, field, typed)  # shown as typed: refused by name, not clamped to another value
+            page.get_by_role("button", name="Generate").click()
+            page.locator(".tw-status.error", has_text=message).wait_for(timeout=10_000)
+            fill(page, field, {"Temperature": 1, "New tokens": 4}[field])
         fill(page, "Temperature", 0.5)
         fill(page, "New tokens", 4)
         page.get_by_role("button", name="Generate").click()
         page.locator(".tw-status", has_text="4 tokens generated").wait_for(timeout=60_000)
-        assert "(temperature=0.5)" in page.locator(".tw-status").inner_text()
+        assert "(temperature 0.5)" in page.locator(".tw-status").inner_text()
         with page.expect_download() as download:
             page.get_by_role("button", name="Table (CSV)").click()
         table = pd.read_csv(download.value.path())
@@ -269,7 +294,7 @@ def test_one_temperature_field_per_sampling_mode_in_a_browser(server, browser):
         page.get_by_text("for the first wrong response").click()  # no critical-token search
         page.get_by_role("button", name="Run rollouts").click()
         page.locator(".tw-status", has_text="2 responses").wait_for(timeout=60_000)
-        assert "(temperature=0.7)" in page.locator(".tw-status").inner_text()
+        assert "(temperature 0.7)" in page.locator(".tw-status").inner_text()
 
 
 def finish(coroutine):
@@ -301,7 +326,7 @@ def test_one_temperature_control_per_sampling_mode_reaches_the_sampler():
             dashboard.temperature.value = 0.6
             fields = temperature_fields()
             assert fields == [] if name == "greedy" else len(fields) == 1 and fields[0] is dashboard.temperature
-            assert dashboard._sampling()["sampler"] == sampler, (mode, name)
+            assert dashboard._sampling()[0]["sampler"] == sampler, (mode, name)
 
     dashboard.mode.value = "generate"
     dashboard.sampler.value, dashboard.temperature.value, dashboard.max_new_tokens.value = "temperature", 0.5, 4
@@ -312,6 +337,58 @@ def test_one_temperature_control_per_sampling_mode_reaches_the_sampler():
     dashboard.n.value, dashboard.max_new_tokens.value = 2, 3
     dashboard.critical_first.value = False
     assert finish(dashboard._rollouts()).meta["sampler"] == "temperature=0.7"
+
+
+def test_the_status_names_the_sampler_chosen():
+    """After a generation, the status line names the sampler as chosen, with its parameters."""
+    dashboard = Dashboard(tiny_model("llama"), threading.Lock())
+    dashboard.mode.value = "generate"
+    dashboard.max_new_tokens.value = 2
+    chosen = (("gumbel", None, 1.0, "gumbel, temperature 1"), ("greedy", None, 1.0, "greedy"),
+              ("top-p", 0.9, 0.7, "top-p 0.9, temperature 0.7"), ("top-k", 20, 1.5, "top-k 20, temperature 1.5"),
+              ("temperature", None, 0.5, "temperature 0.5"))
+    for name, value, temperature, label in chosen:
+        dashboard.sampler.value, dashboard.temperature.value = name, temperature
+        if value is not None:
+            dashboard.sampler_value.value = value
+        finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+        assert f"with {dashboard.model.name} ({label}) in " in dashboard.status.object, (name, dashboard.status.object)
+        assert "((" not in dashboard.status.object
+
+
+@pytest.mark.parametrize("sampler, field, typed, message", [
+    ("gumbel", "temperature", 0, "Temperature must be greater than 0; got 0"),
+    ("top-p", "temperature", -2, "Temperature must be greater than 0; got -2"),
+    ("greedy", "max_new_tokens", 0, "New tokens must be at least 1 and at most 1024, a whole number; got 0"),
+    ("greedy", "max_new_tokens", 5000, "New tokens must be at least 1 and at most 1024, a whole number; got 5000"),
+    ("top-k", "sampler_value", 0, "top-k's k must be at least 1, a whole number; got 0"),
+    ("top-k", "sampler_value", 2.5, "top-k's k must be at least 1, a whole number; got 2.5"),
+    ("top-p", "sampler_value", 1.5, "top-p's p must be greater than 0 and at most 1; got 1.5"),
+    ("min-p", "sampler_value", 0, "min-p's m must be greater than 0 and at most 1; got 0"),
+])
+def test_an_out_of_range_field_is_refused_by_name(sampler, field, typed, message):
+    """A value outside a field's range is never replaced by another: the run is refused and the
+    status says which field and what it allows."""
+    model = tiny_model("llama")
+    model.generate = lambda **kwargs: pytest.fail(f"generated with {kwargs}")
+    dashboard = Dashboard(model, threading.Lock())
+    dashboard.mode.value = "generate"
+    dashboard.sampler.value = sampler
+    getattr(dashboard, field).value = typed
+    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    assert f"Error: {message}" in html.unescape(dashboard.status.object) and "error" in dashboard.status.object
+
+
+def test_rollout_fields_are_checked_too():
+    model = tiny_model("llama")
+    dashboard = Dashboard(model, threading.Lock())
+    dashboard.mode.value = "rollouts"
+    dashboard.n.value = 0
+    with pytest.raises(WorkbenchError, match="Responses must be at least 1 and at most 64, a whole number; got 0"):
+        finish(dashboard._rollouts())
+    dashboard.n.value, dashboard.critical_budget.value = 2, 5000
+    with pytest.raises(WorkbenchError, match="prefixes at most must be at least 1 and at most 1024"):
+        dashboard._critical_options()
 
 
 def test_serve_options_and_warning_for_public_hosts(monkeypatch, capsys):

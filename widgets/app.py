@@ -63,7 +63,13 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost")
 ROLES = ("system", "user", "assistant")
 VIEW_WIDTH = 560  # px per chart: two side by side on a laptop screen
 VIEW_HEIGHT = 400  # px, for figures that do not set their height
+MAX_TEXT = 200_000  # characters in the text box: more than the context of the models served (the model
+# refuses a text too long for its context, by name; Panel's default would cut the text at 5,000)
 SAMPLER_VALUES = {"top-k": 50, "top-p": 0.9, "min-p": 0.1, "top-h": 0.4}  # each one's own parameter
+# Allowed values of each one's parameter, as keywords of `field_value` (numeric fields have no
+# bounds of their own: Bokeh would clamp a typed value to them in the browser, silently).
+SAMPLER_RANGES = {"top-k": dict(low=1, whole=True), "top-p": dict(low=0, high=1, above=True),
+                  "min-p": dict(low=0, high=1, above=True), "top-h": dict(low=0, high=1, above=True)}
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
 
@@ -128,6 +134,7 @@ class Dashboard:
         self.drawn: dict = {}  # view name -> the figure its pane was last drawn from (the pane's own
         # figure also takes what the browser did to it: zoom, size)
         self.stage = ""  # what the background work is doing (written by the worker thread)
+        self.sampled_with = ""  # the sampler of the latest generate or rollouts, as the status line names it
         load_builtin_panels()
 
         from workbench.signals import SIGNALS
@@ -144,7 +151,8 @@ class Dashboard:
         self.mode = pn.widgets.RadioBoxGroup(name="Mode", options=list(self.modes), value="analyze", inline=True)
         self.input_kind = pn.widgets.RadioBoxGroup(name="Input", options=["Text", "Chat messages"], value="Text",
                                                    inline=True)
-        self.text = pn.widgets.TextAreaInput(name="Text", value=DEFAULT_TEXT, rows=5, sizing_mode="stretch_width")
+        self.text = pn.widgets.TextAreaInput(name="Text", value=DEFAULT_TEXT, rows=5, max_length=MAX_TEXT,
+                                             sizing_mode="stretch_width")
         self.signals = pn.widgets.CheckButtonGroup(name="Signals", options=signals, value=[])
         sampling = [mode for mode in MODE_SAMPLING if mode in self.modes]
         self.sampler_controls = self._sampler_controls() if sampling else None
@@ -236,8 +244,8 @@ class Dashboard:
 
         self.sampler = pn.widgets.Select(name="Sampler", options=list(samplers.BY_NAME), value="top-p", width=130)
         self.sampler_value = pn.widgets.FloatInput(name="p", value=SAMPLER_VALUES["top-p"], width=90)
-        self.temperature = pn.widgets.FloatInput(name="Temperature", value=1.0, start=0.01, step=0.1, width=100)
-        self.max_new_tokens = pn.widgets.IntInput(name="New tokens", value=48, start=1, end=1024, width=100)
+        self.temperature = pn.widgets.FloatInput(name="Temperature", value=1.0, step=0.1, width=100)
+        self.max_new_tokens = pn.widgets.IntInput(name="New tokens", value=48, width=100)
         self.seed = pn.widgets.IntInput(name="Seed", value=0, width=90)
 
         def on_sampler(event) -> None:
@@ -258,12 +266,11 @@ class Dashboard:
 
         self.answer = pn.widgets.TextInput(name="Answer", value=DEFAULT_ANSWER, placeholder="e.g. 56", width=110)
         self.reward_kind = pn.widgets.Select(name="Reward", options=list(REWARDS), value=REWARDS[0], width=140)
-        self.tolerance = pn.widgets.FloatInput(name="Tolerance", value=0.01, start=0.0, step=0.01, width=90,
-                                               visible=False)
-        self.n = pn.widgets.IntInput(name="Responses", value=4, start=1, end=64, width=90)
+        self.tolerance = pn.widgets.FloatInput(name="Tolerance", value=0.01, step=0.01, width=90, visible=False)
+        self.n = pn.widgets.IntInput(name="Responses", value=4, width=90)
         self.thr_mode = pn.widgets.Select(name="THR", options=["auto", "exact", "cheap"], value="auto", width=90)
-        self.critical_n = pn.widgets.IntInput(name="Critical: completions", value=4, start=1, end=64, width=140)
-        self.critical_budget = pn.widgets.IntInput(name="prefixes at most", value=8, start=1, end=1024, width=120)
+        self.critical_n = pn.widgets.IntInput(name="Critical: completions", value=4, width=140)
+        self.critical_budget = pn.widgets.IntInput(name="prefixes at most", value=8, width=120)
         self.critical_first = pn.widgets.Checkbox(name="for the first wrong response", value=True, align="end")
         self.reward_kind.param.watch(lambda event: setattr(self.tolerance, "visible", event.new == "numeric answer"),
                                      "value")
@@ -288,22 +295,27 @@ class Dashboard:
             return {"messages": parse_messages(self.text.value)}
         return {text_key: self.text.value}
 
-    def _sampling(self) -> dict:
-        """The sampler controls as keyword arguments of `generate` and `rollouts`. The
-        Temperature field is the temperature and Gumbel samplers' own parameter, and comes
-        before the truncation of the others (greedy has none)."""
+    def _sampling(self) -> tuple[dict, str]:
+        """The sampler controls as keyword arguments of `generate` and `rollouts`, and the
+        sampler as the status line names it ("top-p 0.9, temperature 0.7"). The Temperature
+        field is the temperature and Gumbel samplers' own parameter, and comes before the
+        truncation of the others (greedy has none). A field outside its range is refused."""
         from workbench import samplers
 
-        name, temperature = self.sampler.value, self.temperature.value
+        name = self.sampler.value
         parameter = samplers.BY_NAME[name][1]
+        temperature = None if parameter is None else field_value(self.temperature, low=0, above=True)
         if parameter is None:
-            spec = name
+            spec, label = name, name
         elif parameter == "temperature":
             spec = f"{name}:{temperature}"
+            label = f"temperature {temperature:g}" if name == "temperature" else f"{name}, temperature {temperature:g}"
         else:
-            spec = f"{name}:{int(self.sampler_value.value) if name == 'top-k' else self.sampler_value.value}"
-        return {"sampler": samplers.from_spec(spec, temperature), "max_new_tokens": self.max_new_tokens.value,
-                "seed": self.seed.value, "progress": False}
+            value = field_value(self.sampler_value, f"{name}'s {parameter}", **SAMPLER_RANGES[name])
+            spec, label = f"{name}:{value}", f"{name} {value:g}, temperature {temperature:g}"
+        options = {"sampler": samplers.from_spec(spec, temperature), "seed": self.seed.value, "progress": False,
+                   "max_new_tokens": field_value(self.max_new_tokens, low=1, high=1024, whole=True)}
+        return options, label
 
     def _reward(self):
         """The named reward the answer box asks for."""
@@ -319,7 +331,7 @@ class Dashboard:
         if number is None:
             raise WorkbenchError(f"the numeric reward needs a number as the answer, got {answer!r}; "
                                  "or choose the exact-answer reward")
-        return rewards.numeric_answer(number, tol=self.tolerance.value or 0.0)
+        return rewards.numeric_answer(number, tol=field_value(self.tolerance, low=0))
 
     # ----- long work: in a thread, under the lock, with progress ---------------------------
     async def _on_go(self, _event) -> None:
@@ -327,13 +339,14 @@ class Dashboard:
 
     async def _on_critical(self, _event) -> None:
         group, response = self.group, self.response
-        options = self._critical_options()
-
-        def work():
-            with self._holding_model(f"critical token of response #{response}"):
-                return self._critical_columns(group, response, options)
 
         async def find():
+            options = self._critical_options()
+
+            def work():
+                with self._holding_model(f"critical token of response #{response}"):
+                    return self._critical_columns(group, response, options)
+
             return await self._in_background(work)
 
         def show(columns, seconds: float) -> None:
@@ -373,13 +386,13 @@ class Dashboard:
             note = ("" if 0 < correct < len(result) else
                     f" Every reward is {result.rewards[0]:g}, so every advantage and THR is 0.")
             self.say(f"{len(result)} responses ({len(result.table)} tokens), {correct} correct, with {self.model.name} "
-                     f"({result.meta['sampler']}) in {_seconds(seconds)}.{note} Click a token (or a cell) to select "
+                     f"({self.sampled_with}) in {_seconds(seconds)}.{note} Click a token (or a cell) to select "
                      "it in every view.")
             return
         self.show_run(result)
         done = (f"{result.meta['n_generated']} tokens generated" if "n_generated" in result.meta
                 else f"{len(result)} tokens analyzed")
-        sampler = f" ({result.meta['sampler']})" if "sampler" in result.meta else ""
+        sampler = f" ({self.sampled_with})" if "sampler" in result.meta else ""
         self.say(f"{done} with {self.model.name}{sampler} in {_seconds(seconds)}. "
                  "Click a token (or a point in a chart) to select it in every view.")
 
@@ -395,7 +408,7 @@ class Dashboard:
 
     async def _generate(self):
         kwargs = self._inputs("prompt")
-        options = self._sampling()
+        options, self.sampled_with = self._sampling()
 
         def work():
             with self._holding_model("generating") as model:
@@ -407,7 +420,9 @@ class Dashboard:
         from workbench import credit
 
         kwargs = self._inputs("prompt")
-        options = {"n": self.n.value, "reward": self._reward(), **self._sampling(), "thr": None}
+        sampling, self.sampled_with = self._sampling()
+        options = {"n": field_value(self.n, low=1, high=64, whole=True), "reward": self._reward(), **sampling,
+                   "thr": None}
         thr, critical = self.thr_mode.value, self._critical_options() if self.critical_first.value else None
 
         def work():
@@ -423,7 +438,8 @@ class Dashboard:
         return await self._in_background(work)
 
     def _critical_options(self) -> dict:
-        return {"n": self.critical_n.value, "budget": self.critical_budget.value, "seed": self.seed.value}
+        return {"n": field_value(self.critical_n, low=1, high=64, whole=True),
+                "budget": field_value(self.critical_budget, low=1, high=1024, whole=True), "seed": self.seed.value}
 
     def _critical_columns(self, group, response: int, options: dict):
         """Success rate after the prefixes of `response` and its critical token (rollout
@@ -659,6 +675,22 @@ def _plotly_pane(on_click):
     pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config={"displaylogo": False})
     pane.param.watch(on_click, "click_data")
     return pane
+
+
+def field_value(widget, label: str | None = None, *, low: float, high: float | None = None, above: bool = False,
+                whole: bool = False):
+    """The number a field shows, when it is allowed: at least `low` (above it when `above`),
+    at most `high`, a whole number when `whole` (then as an int). Otherwise a WorkbenchError
+    naming the field (`label`, default its name) and the allowed values."""
+    value = widget.value
+    allowed = f"{'greater than' if above else 'at least'} {low:g}"
+    allowed += "" if high is None else f" and at most {high:g}"
+    allowed += ", a whole number" if whole else ""
+    if (value is None or (value <= low if above else value < low) or (high is not None and value > high)
+            or (whole and value != int(value))):
+        shown = "nothing" if value is None else f"{value:g}"
+        raise WorkbenchError(f"{label or widget.name} must be {allowed}; got {shown}")
+    return int(value) if whole else value
 
 
 def _seconds(seconds: float) -> str:

@@ -6,7 +6,10 @@
   analyze for short inputs, `workbench.exact_attention` gives any row of any head);
 - KV-cache keep/evict: which keys a cache of `heavy` + `recent` slots would keep, ranked by
   received attention (H2O) or by Keyformer scores.
-Clicking a bar selects that token in the other views.
+Clicking a bar selects that token in the other views. Past `MAX_BARS` keys (bars too thin to
+see), the per-key scores are drawn as a line through each bin's lowest and highest score
+(`figures.decimate`, as the signal chart does), with the selected (or kept) keys as markers.
+Figures use figures.py's light template.
 """
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ import plotly.graph_objects as go
 
 from workbench.kv import heavy_hitters
 
+from .figures import LIGHT, decimate, selection_line
 from .panels import Panel, register_panel
 
 SUMMARIES = {"entropy": ("attn_head_entropy", "mean attention entropy (nats)"),
@@ -23,6 +27,7 @@ SCORES = {"received": ("attn_received", "H2O", "received attention"),
           "keyformer": ("attn_keyformer", "Keyformer", "Keyformer score")}
 SELECTED, KEY, KEPT, EVICTED = "#ff7f0e", "#4c78a8", "#2ca02c", "#c7c7c7"
 POSITION_AXIS = {"workbench": {"position_axis": "x"}}  # a clicked bar selects its token
+MAX_BARS = 300  # keys drawn as bars; longer runs are drawn as a line through each bin's min and max
 
 
 def has_attention(run) -> bool:
@@ -37,12 +42,13 @@ def head_grid(run, position=None, summary: str = "entropy") -> go.Figure:
     name, label = SUMMARIES[summary]
     values = run.arrays[name]  # [L, H]
     layers = run.meta.get("attention_layers", list(range(values.shape[0])))
-    fig = go.Figure(go.Heatmap(
+    heatmap = go.Heatmap(
         z=values, x=[f"h{h}" for h in range(values.shape[1])], y=[f"L{layer}" for layer in layers],
-        colorscale="Viridis", colorbar=dict(title=summary),
+        colorscale="Viridis", colorbar=dict(title="entropy (nats)" if summary == "entropy" else summary),
         hovertemplate="layer %{y}, head %{x}<br>" + label + " = %{z:.3f}<extra></extra>",
-    ))
-    fig.update_layout(title=f"Heads: {label}", xaxis_title="head", yaxis_title="layer", height=420,
+    )
+    fig = go.Figure(heatmap, layout=LIGHT)
+    fig.update_layout(title_text=f"Heads: {label}", xaxis_title="head", yaxis_title="layer", height=420,
                       yaxis=dict(autorange="reversed"))
     return fig
 
@@ -50,13 +56,11 @@ def head_grid(run, position=None, summary: str = "entropy") -> go.Figure:
 def received(run, position=None, layer: int | None = None, head: int | None = None) -> go.Figure:
     """Received attention per key; `layer`/`head` index the arrays (None: mean over them)."""
     scores = _scores(run, "attn_received", layer, head)
-    table = run.table
-    colors = np.where(table["position"].to_numpy() == position, SELECTED, KEY)
-    which = "mean over layers and heads" if layer is None and head is None else f"layer {layer}, head {head}"
-    fig = go.Figure(go.Bar(x=table["position"], y=scores, marker_color=colors, customdata=table["token"],
-                           hovertemplate="%{x}: %{customdata!r}<br>received %{y:.3f}<extra></extra>"))
-    fig.update_layout(title=f"Attention received by each token ({which})", xaxis_title="position (key)",
-                      yaxis_title="sum over queries of A[q, key]", height=340, meta=POSITION_AXIS)
+    colors = np.where(run.table["position"].to_numpy() == position, SELECTED, KEY)
+    fig = per_key(run, scores, position, "received", colors, KEY)
+    fig.update_layout(title_text=f"Attention received by each token ({_which(layer, head)})",
+                      xaxis_title="position (key)", yaxis_title="sum over queries of A[q, key]", height=340,
+                      meta=POSITION_AXIS)
     return fig
 
 
@@ -65,21 +69,21 @@ def exact_row(run, position=None) -> go.Figure:
     averaged over layers and heads, over the keys up to it."""
     table = run.table
     query = len(table) - 1 if position is None or not 0 <= position < len(table) else int(position)
-    fig = go.Figure()
+    fig = go.Figure(layout=LIGHT)
     if "attn_rows" not in run.arrays:
         limit = run.meta.get("attention_rows_max_tokens")
         fig.add_annotation(text=f"Exact rows are kept for inputs of at most {limit} tokens (this one has {len(table)}).<br>"
                                 f"In a notebook: workbench.exact_attention(model, run, queries=[{query}])",
                            showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)
-        fig.update_layout(title="Exact attention row", height=340, xaxis_visible=False, yaxis_visible=False)
+        fig.update_layout(title_text="Exact attention row", height=340, xaxis_visible=False, yaxis_visible=False)
         return fig
     row = run.arrays["attn_rows"][query, :query + 1]  # [keys up to the query]
     keys = table["position"].to_numpy()[:query + 1]
     fig.add_trace(go.Bar(x=keys, y=row, marker_color=np.where(keys == query, SELECTED, KEY),
-                         customdata=table["token"].to_numpy()[:query + 1],
-                         hovertemplate="%{x}: %{customdata!r}<br>A = %{y:.4f}<extra></extra>"))
-    fig.update_layout(title=f"What token {query} ({table['token'].iloc[query]!r}) attends to: exact row, "
-                            "mean over layers and heads", xaxis_title="position (key)", yaxis_title="attention",
+                         customdata=_reprs(table["token"].iloc[:query + 1]),
+                         hovertemplate="%{x}: %{customdata}<br>A = %{y:.4f}<extra></extra>"))
+    fig.update_layout(title_text=f"What token {query} ({table['token'].iloc[query]!r}) attends to: exact row, "
+                                 "mean over layers and heads", xaxis_title="position (key)", yaxis_title="attention",
                       height=340, meta=POSITION_AXIS)
     return fig
 
@@ -91,15 +95,45 @@ def keep_evict(run, position=None, heavy: int = 8, recent: int = 8, layer=None, 
     name, method, label = SCORES[score]
     scores = _scores(run, name, layer, head)
     keep = heavy_hitters(scores, heavy, recent)
-    table = run.table
-    fig = go.Figure(go.Bar(
-        x=table["position"], y=scores, marker_color=np.where(keep, KEPT, EVICTED),
-        customdata=np.stack([table["token"], np.where(keep, "kept", "evicted")], -1),
-        hovertemplate="%{x}: %{customdata[0]!r} (%{customdata[1]})<br>" + label + " %{y:.3f}<extra></extra>",
-    ))
-    fig.update_layout(title=f"{method} cache of {heavy} heavy + {recent} recent keys: {int(keep.sum())} kept of {len(keep)}",
+    fig = per_key(run, scores, position, label, np.where(keep, KEPT, EVICTED), EVICTED,
+                  notes=np.where(keep, "kept", "evicted"))
+    fig.update_layout(title_text=f"{method} cache of {heavy} heavy + {recent} recent keys: {int(keep.sum())} kept of "
+                                 f"{len(keep)}<br>{label} per key ({_which(layer, head)})",
                       xaxis_title="position (key)", yaxis_title=label, height=340, meta=POSITION_AXIS)
     return fig
+
+
+def per_key(run, scores: np.ndarray, position, label: str, colors: np.ndarray, background: str,
+            notes: np.ndarray | None = None, max_bars: int = MAX_BARS) -> go.Figure:
+    """`scores` [T] per key, hovering each token's repr (and its `notes`, e.g. "kept"), the
+    selected key marked by the dotted selection line: one bar per key in `colors`; past
+    `max_bars` keys, a `background` line through each bin's lowest and highest score
+    (`figures.decimate`: a spike survives) and markers on the keys not colored `background`."""
+    positions = run.table["position"].to_numpy()
+    customdata = _reprs(run.table["token"]) if notes is None else np.stack([_reprs(run.table["token"]), notes], -1)
+    token = "%{customdata}" if notes is None else "%{customdata[0]} (%{customdata[1]})"
+    hover = "%{x}: " + token + "<br>" + label + " %{y:.3f}<extra></extra>"
+    if len(positions) <= max_bars:
+        traces = [go.Bar(x=positions, y=scores, marker_color=colors, customdata=customdata, hovertemplate=hover)]
+    else:
+        drawn, marked = decimate(scores, max_bars), np.flatnonzero(colors != background)
+        traces = [go.Scatter(x=positions[drawn], y=scores[drawn], mode="lines", line=dict(color=background, width=1.5),
+                             customdata=customdata[drawn], hovertemplate=hover),
+                  go.Scatter(x=positions[marked], y=scores[marked], mode="markers",
+                             marker=dict(color=colors[marked], size=7), customdata=customdata[marked],
+                             hovertemplate=hover)]
+    selected = position is not None and 0 <= position < len(positions)
+    return go.Figure(traces, layout=dict(showlegend=False, shapes=[selection_line(position)] if selected else [],
+                                         **LIGHT))
+
+
+def _which(layer, head) -> str:
+    return "mean over layers and heads" if layer is None and head is None else f"layer {layer}, head {head}"
+
+
+def _reprs(tokens) -> np.ndarray:
+    """Each token's repr (quotes and escapes show spaces and newlines), for hover labels."""
+    return np.asarray([repr(t) for t in tokens], dtype=object)
 
 
 def _scores(run, name: str, layer, head) -> np.ndarray:

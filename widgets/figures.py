@@ -52,6 +52,11 @@ TEMPLATE = dict(layout=dict(
     xaxis=dict(gridcolor="#ebebeb", linecolor="#bbb", zeroline=False, ticks=""),
     yaxis=dict(gridcolor="#ebebeb", linecolor="#bbb", zeroline=False, ticks=""),
 ))
+TITLE = dict(font=dict(size=13), x=0.01, xanchor="left")
+# Layout keys that give a figure built elsewhere this look: pass them when the figure is built
+# (update_layout would merge TEMPLATE into plotly's default template), then set `title_text`.
+LIGHT = dict(font=FONT, template=TEMPLATE, title=TITLE)
+UNITS = {"surprisal": "nats", "entropy": "nats", "varentropy": "nats²", "target_logprob": "nats", "margin": "nats"}
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -67,14 +72,15 @@ def signal_chart(run: Run, selected: int | None = None, signal: str = "surprisal
     keep = decimate(values, max_points)
     tokens = np.asarray([repr(t) for t in table["token"].to_numpy()[keep]], dtype=object)
     n = len(values)
+    unit = f" {UNITS[signal]}" if signal in UNITS else ""
     trace = go.Scatter(
         x=keep, y=values[keep], customdata=tokens, mode="lines+markers" if n <= 200 else "lines",
         line=dict(color=LINE_COLOR, width=1.5), marker=dict(size=5), connectgaps=False,
-        hovertemplate="#%{x} %{customdata}<br>" + signal + " = %{y:.4g}<extra></extra>",
+        hovertemplate="#%{x} %{customdata}<br>" + signal + " = %{y:.4g}" + unit + "<extra></extra>",
     )
     title = f"{signal} per token" + (f" ({len(keep)} of {n} points: min and max per bin)" if len(keep) < n else "")
     layout = _layout(title, "x", xaxis=dict(title="position", range=[-0.5, n - 0.5]),
-                     yaxis=dict(title=signal), hovermode="closest")
+                     yaxis=dict(title=f"{signal} ({UNITS[signal]})" if unit else signal), hovermode="closest")
     if selected is not None and 0 <= selected < n:
         value = values[selected]
         text = f"#{selected} {table['token'].iloc[selected]!r}" + ("" if math.isnan(value) else f"  {value:.4g}")
@@ -107,7 +113,8 @@ def decimate(values: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:
 def next_token_chart(run: Run, selected: int | None = None) -> go.Figure:
     """Top-k candidates of the prediction of token `selected` (made at the position before
     it), the actual token in the selection color; with no selection, the prediction after
-    the last token (`run.meta["next_token"]`)."""
+    the last token (`run.meta["next_token"]`). With no candidates to show, a note says why
+    (no axes)."""
     table = run.table
     actual = rank = None
     if selected is None:
@@ -136,9 +143,14 @@ def next_token_chart(run: Run, selected: int | None = None) -> go.Figure:
     layout = _layout(title, None, xaxis=dict(title="probability", tickformat=".2~%", rangemode="tozero"),
                      yaxis=dict(autorange="reversed", automargin=True))
     if not tokens:
-        reason = ("the first token has no prediction: nothing comes before it" if selected == 0
-                  else "no top-k candidates in this run (analyze with the 'uncertainty' signal)")
+        if selected == 0:
+            reason = "the first token has no prediction: nothing comes before it"
+        elif selected is None and run.meta.get("stop_reason") == "eos":
+            reason = "generation ended with the end-of-sequence token: nothing is predicted after it"
+        else:
+            reason = "no top-k candidates in this run (analyze with the 'uncertainty' signal)"
         layout["annotations"] = [dict(text=reason, showarrow=False, xref="paper", yref="paper", x=0.5, y=0.5)]
+        layout["xaxis"]["visible"] = layout["yaxis"]["visible"] = False
     return go.Figure(trace, layout=layout)
 
 
@@ -203,7 +215,7 @@ def selection_box(x0, x1, y0=0, y1=1, yref="paper", width=2) -> dict:
 
 def _layout(title: str, position_axis: str | None, **extra) -> dict:
     return dict(
-        title=dict(text=title, font=dict(size=13), x=0.01, xanchor="left"),
+        title=dict(text=title, **TITLE),
         height=HEIGHT, margin=dict(l=60, r=20, t=40, b=40), font=FONT, template=TEMPLATE,
         meta={"workbench": {"position_axis": position_axis}},
         showlegend=False, shapes=[], annotations=[], **extra,

@@ -6,7 +6,8 @@
 - entropy before and after truncation, and kept-set size, along the generation.
 
 Kept sets are recomputed from the stored top 50 and the full entropy with the same
-`kernels.kept_counts` the sampler uses; a set that reaches 50 is shown as "50+".
+`kernels.kept_counts` the sampler uses; a set that reaches 50 is shown as "50+". Figures
+use figures.py's light template; entropies are in nats.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import torch
 
 from workbench.kernels import kept_counts
 
+from .figures import LIGHT
 from .panels import Panel, register_panel
 
 # Rules compared at each step (at temperature 1), with their colors.
@@ -61,17 +63,18 @@ def step_distribution(run, position=None) -> go.Figure:
     fig = go.Figure(go.Bar(
         x=list(range(len(probs))), y=probs, marker_color=np.where(chosen, "#ff7f0e", "#b0b7c3"),
         customdata=labels, hovertemplate="%{customdata}<br>p = %{y:.4f}<extra></extra>", showlegend=False,
-    ))
+    ), layout=LIGHT)
     top = float(probs.max())
     for level, (label, size, kept_entropy, color) in enumerate(kept_sets(probs, float(row["entropy"]))):
         y = top * (1.08 + 0.08 * level)
         shown = f"{size}+" if size >= len(probs) else str(size)
         fig.add_trace(go.Scatter(
             x=[-0.4, size - 0.6], y=[y, y], mode="lines", line=dict(color=color, width=5),
-            name=f"{label}: keeps {shown}, H = {kept_entropy:.2f}", hoverinfo="name",
+            name=f"{label}: keeps {shown}, H = {kept_entropy:.2f} nats", hoverinfo="name",
         ))
     fig.update_layout(
-        title=f"Step at position {position}: drew {row['token']!r} (rank {row['rank']}), entropy {row['entropy']:.2f} nats",
+        title_text=f"Step at position {position}: drew {row['token']!r} (rank {row['rank']}), "
+                   f"entropy {row['entropy']:.2f} nats",
         xaxis=dict(tickmode="array", tickvals=list(range(len(probs))), ticktext=labels, tickangle=-60),
         yaxis_title="probability (temperature 1)", legend=dict(orientation="h", y=-0.35), margin=dict(t=50, b=120),
         height=420,
@@ -82,19 +85,19 @@ def step_distribution(run, position=None) -> go.Figure:
 def generation_steps(run, position=None) -> go.Figure:
     table = run.table[run.table["generated"]]
     x = table["position"].to_numpy()
-    fig = go.Figure()
+    fig = go.Figure(layout=LIGHT)
     fig.add_trace(go.Scatter(x=x, y=table["entropy"].to_numpy(float), name="entropy before truncation",
-                             mode="lines+markers", customdata=table["token"],
-                             hovertemplate="%{customdata!r}<br>H = %{y:.3f}<extra></extra>"))
+                             mode="lines+markers", line_color="#1f77b4", customdata=[repr(t) for t in table["token"]],
+                             hovertemplate="%{customdata}<br>H = %{y:.3f} nats<extra></extra>"))
     fig.add_trace(go.Scatter(x=x, y=table["kept_entropy"].to_numpy(float), name="entropy of the kept set",
-                             mode="lines+markers"))
+                             mode="lines+markers", line_color="#2ca02c"))
     fig.add_trace(go.Bar(x=x, y=table["kept"].to_numpy(float), name="kept-set size", yaxis="y2",
                          marker_color="rgba(148, 103, 189, 0.35)"))
     if position is not None and position in set(x.tolist()):
         fig.add_vline(x=position, line=dict(color="#ff7f0e", width=2, dash="dot"))
     fig.update_layout(
-        title=f"Generation with {run.meta.get('sampler', 'a sampler')}: entropy and kept set per step",
-        xaxis_title="position", yaxis=dict(title="nats"),
+        title_text=f"Generation with {run.meta.get('sampler', 'a sampler')}: entropy and kept set per step",
+        xaxis_title="position", yaxis=dict(title="entropy (nats)"),
         yaxis2=dict(title="kept tokens", overlaying="y", side="right", rangemode="tozero"),
         legend=dict(orientation="h", y=-0.25), height=380, margin=dict(t=50),
     )

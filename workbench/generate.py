@@ -5,7 +5,9 @@ varentropy, surprisal, rank, margin, top-k, as `analyze` computes them), and the
 view of the step: the temperature used, the kept-set size, the entropy of the renormalized
 kept set, and the drawn token's probability under it. Prompt tokens carry the ordinary
 uncertainty signals from the prefill. One forward per step over the new token only
-(past keys and values come from the cache), so the cost is linear in the length.
+(past keys and values come from the cache), so the cost is linear in the length. The
+prediction after the last generated token goes to meta["next_token"], as `analyze` stores
+it (none when generation ended with the end-of-sequence token).
 """
 from __future__ import annotations
 
@@ -66,12 +68,14 @@ def generate(
     _check_memory(model, len(tokens.ids) + max_new_tokens, resolve(["uncertainty"], model))
 
     generator = seeded_generator(model.device, seed)
-    new_ids, steps, stop_reason, prompt_capture = _decode(model, tokens, sampler, max_new_tokens, generator,
-                                                          stops, top_k, progress)
+    new_ids, steps, stop_reason, prompt_capture, last_hidden = _decode(model, tokens, sampler, max_new_tokens,
+                                                                       generator, stops, top_k, progress)
     role = "generated" if messages is None else "response"
     run = _as_run(model, tokens, new_ids, steps, prompt_capture, top_k, role)
     run.meta.update({"sampler": sampler.describe(), "seed": seed, "max_new_tokens": max_new_tokens,
                      "stop_reason": stop_reason, "n_generated": len(new_ids)})
+    if last_hidden is not None:
+        run.meta["next_token"] = _next_token(model, last_hidden, top_k)
     return run
 
 
@@ -92,8 +96,9 @@ def seeded_generator(device, seed: int | None) -> torch.Generator:
 
 
 def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, progress):
-    """The sampling loop. Returns the new ids, per-step records, why it stopped, and the
-    prefill capture (for the prompt's own signals)."""
+    """The sampling loop. Returns the new ids, per-step records, why it stopped, the prefill
+    capture (for the prompt's own signals) and the final hidden state after the last new
+    token ([1, d]; None when that token is the end of sequence)."""
     from transformers import DynamicCache
 
     backbone = model.adapter.backbone(model.hf)
@@ -114,14 +119,24 @@ def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, pro
             steps.append((stats, float(temperature[0]), int(draw.kept[0]), float(draw.kept_entropy[0]), float(draw.prob[0])))
             new_ids.append(token)
             if token in eos:
-                stop_reason = "eos"
-                break
+                return new_ids, steps, "eos", prompt_capture, None
+            output = backbone(input_ids=torch.tensor([[token]], device=model.device), past_key_values=cache, use_cache=True)
+            hidden = output.last_hidden_state[:, -1]
             if stops and any(s in model.tokenizer.decode(new_ids) for s in stops):
                 stop_reason = "stop"
                 break
-            output = backbone(input_ids=torch.tensor([[token]], device=model.device), past_key_values=cache, use_cache=True)
-            hidden = output.last_hidden_state[:, -1]
-    return new_ids, steps, stop_reason, prompt_capture
+    return new_ids, steps, stop_reason, prompt_capture, hidden
+
+
+def _next_token(model, hidden: torch.Tensor, top_k: int) -> dict:
+    """The prediction from the final hidden state [1, d], in `analyze`'s meta["next_token"] form."""
+    with torch.inference_mode():
+        logits = model.adapter.logits(model.hf, hidden).float()  # [1, V]
+    stats = vocab_stats(logits, top_k=min(top_k, logits.shape[-1]))
+    ids = stats.topk_ids[0].tolist()
+    pieces = decode_pieces(model.tokenizer, ids)
+    return {"entropy": float(stats.entropy[0]), "topk_ids": ids, "topk_tokens": [pieces[i] for i in ids],
+            "topk_probs": stats.topk_probs[0].double().tolist()}
 
 
 def _eos_ids(model) -> list[int]:
