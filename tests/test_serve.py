@@ -406,3 +406,18 @@ def test_serve_options_and_warning_for_public_hosts(monkeypatch, capsys):
     assert set(public["websocket_origin"]) == {"0.0.0.0:5999", "localhost:5999", "127.0.0.1:5999"}
     assert local["address"] == "127.0.0.1" and set(local["websocket_origin"]) == {"localhost:5998", "127.0.0.1:5998"}
     assert "http://127.0.0.1:5998/" in capsys.readouterr().out
+
+
+def test_the_truncate_box_keeps_the_first_tokens_of_a_long_text():
+    """A text longer than the model's context (tiny:llama: 512 tokens) is refused with advice
+    the dashboard can follow, and analyzed up to the context with its 'truncate' box."""
+    from workbench.errors import WorkbenchError
+
+    model = tiny_model("llama")
+    dashboard = Dashboard(model, threading.Lock())
+    dashboard.text.value = "word " * 600
+    with pytest.raises(WorkbenchError, match="dashboard: the 'truncate' box"):
+        finish(dashboard._analyze())
+    dashboard.truncate.value = True
+    run = finish(dashboard._analyze())
+    assert len(run) == 512 and run.meta["truncated_from"] == len(model.tokenizer("word " * 600)["input_ids"])

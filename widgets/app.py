@@ -154,6 +154,8 @@ class Dashboard:
         self.text = pn.widgets.TextAreaInput(name="Text", value=DEFAULT_TEXT, rows=5, max_length=MAX_TEXT,
                                              sizing_mode="stretch_width")
         self.signals = pn.widgets.CheckButtonGroup(name="Signals", options=signals, value=[])
+        self.truncate = pn.widgets.Checkbox(name="truncate a text longer than the model's context", value=False,
+                                            margin=(12, 10, 0, 30))
         sampling = [mode for mode in MODE_SAMPLING if mode in self.modes]
         self.sampler_controls = self._sampler_controls() if sampling else None
         self.mode_sampling = {mode: MODE_SAMPLING[mode] for mode in sampling}  # each mode's last settings
@@ -191,7 +193,8 @@ class Dashboard:
         self.prev_page.on_click(lambda _event: self._turn(-1))
         self.next_page.on_click(lambda _event: self._turn(+1))
 
-        self.signals_row = pn.Row(pn.pane.HTML("<b>Signals</b> uncertainty +", margin=(12, 5, 0, 10)), self.signals)
+        self.signals_row = pn.Row(pn.pane.HTML("<b>Signals</b> uncertainty +", margin=(12, 5, 0, 10)), self.signals,
+                                  self.truncate)
         self.layout = pn.Column(
             pn.pane.HTML(f"<h1 style='margin:0'>Token Workbench</h1><p style='margin:4px 0'>Model: "
                          f"<code>{html.escape(model.name)}</code></p>"),
@@ -402,7 +405,7 @@ class Dashboard:
 
         def work():
             with self._holding_model("analyzing") as model:
-                return model.analyze(signals=signals, **kwargs)
+                return model.analyze(signals=signals, truncate=self.truncate.value, **kwargs)
 
         return await self._in_background(work)
 

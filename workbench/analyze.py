@@ -101,8 +101,8 @@ def _fit_context(tokens: Tokens, model: Model, truncate: bool) -> Tokens:
     if not truncate:
         raise WorkbenchError(
             f"the text is {len(tokens.ids)} tokens but {model.name} takes at most {limit}; "
-            "shorten it or pass truncate=True (CLI: --truncate) to keep the first "
-            f"{limit} tokens"
+            f"shorten it, or keep its first {limit} tokens: truncate=True (CLI: --truncate; dashboard: "
+            "the 'truncate' box)"
         )
     return tokens.truncate(limit)
 
