@@ -88,7 +88,7 @@ def test_signal_chart_of_a_long_run_is_downsampled_but_keeps_the_spike():
     x = np.asarray(fig.data[0].x)
     assert len(x) <= MAX_POINTS and 5000 // 3 in x
     assert np.asarray(fig.data[0].y)[list(x).index(5000 // 3)] == 50.0
-    assert "of 5000 points" in fig.layout.title.text
+    assert "(5000 tokens: min/max per bin)" in fig.layout.title.text
 
 
 # ----- selection ------------------------------------------------------------------------------

@@ -421,3 +421,27 @@ def test_the_truncate_box_keeps_the_first_tokens_of_a_long_text():
     dashboard.truncate.value = True
     run = finish(dashboard._analyze())
     assert len(run) == 512 and run.meta["truncated_from"] == len(model.tokenizer("word " * 600)["input_ids"])
+
+
+def test_chat_messages_name_what_is_wrong():
+    from workbench.errors import WorkbenchError
+    from workbench.widgets.app import parse_messages
+
+    assert parse_messages("system: Be brief.\nuser: Hi\nthere") == [
+        {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi\nthere"}]
+    with pytest.raises(WorkbenchError, match="'bot' is not a role; start each chat message"):
+        parse_messages("bot: hello")
+    with pytest.raises(WorkbenchError, match=r"chat message 2 \(user\) is empty: write its text after 'user:'"):
+        parse_messages("system: Be brief.\nuser:   \n")
+
+
+def test_the_status_says_why_generation_ended_early():
+    dashboard = Dashboard(tiny_model("llama"), threading.Lock())
+    dashboard.mode.value = "generate"
+    dashboard.sampler.value, dashboard.max_new_tokens.value = "greedy", 3
+    run = finish(dashboard._generate())
+    dashboard._show_result(run, 1.0)
+    assert run.meta["stop_reason"] == "length" and "3 tokens generated with" in dashboard.status.object
+    run.meta["stop_reason"] = "eos"
+    dashboard._show_result(run, 1.0)
+    assert "3 tokens generated (the model ended its text) with" in dashboard.status.object

@@ -59,6 +59,7 @@ BUTTONS = {"analyze": "Analyze", "generate": "Generate", "rollouts": "Run rollou
 # distribution (temperature 1), as GRPO does.
 MODE_SAMPLING = {"generate": ("top-p", 0.9, 1.0, 48), "rollouts": ("temperature", None, 1.0, 24)}
 REWARDS = ("exact answer", "numeric answer")
+STOPPED = {"eos": " (the model ended its text)", "stop": " (a stop string appeared)"}  # why generation ended early
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 ROLES = ("system", "user", "assistant")
 VIEW_WIDTH = 560  # px per chart: two side by side on a laptop screen
@@ -93,11 +94,16 @@ def parse_messages(text: str) -> list[dict]:
         elif messages:
             messages[-1]["content"] += "\n" + line
         elif line.strip():
-            raise WorkbenchError("start each chat message with a line 'user: ...', 'assistant: ...' or 'system: ...'")
+            named = f"'{head.strip()}' is not a role; " if sep and head.strip() and " " not in head.strip() else ""
+            raise WorkbenchError(f"{named}start each chat message with a line 'user: ...', 'assistant: ...' or "
+                                 "'system: ...'")
     if not messages:
         raise WorkbenchError("no chat messages: write lines such as 'user: What is the capital of Italy?'")
-    for message in messages:
+    for number, message in enumerate(messages, 1):
         message["content"] = message["content"].strip()
+        if not message["content"]:
+            raise WorkbenchError(f"chat message {number} ({message['role']}) is empty: write its text after "
+                                 f"'{message['role']}:'")
     return messages
 
 
@@ -393,8 +399,8 @@ class Dashboard:
                      "it in every view.")
             return
         self.show_run(result)
-        done = (f"{result.meta['n_generated']} tokens generated" if "n_generated" in result.meta
-                else f"{len(result)} tokens analyzed")
+        done = (f"{result.meta['n_generated']} tokens generated{STOPPED.get(result.meta.get('stop_reason'), '')}"
+                if "n_generated" in result.meta else f"{len(result)} tokens analyzed")
         sampler = f" ({self.sampled_with})" if "sampler" in result.meta else ""
         self.say(f"{done} with {self.model.name}{sampler} in {_seconds(seconds)}. "
                  "Click a token (or a point in a chart) to select it in every view.")

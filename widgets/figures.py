@@ -78,7 +78,7 @@ def signal_chart(run: Run, selected: int | None = None, signal: str = "surprisal
         line=dict(color=LINE_COLOR, width=1.5), marker=dict(size=5), connectgaps=False,
         hovertemplate="#%{x} %{customdata}<br>" + signal + " = %{y:.4g}" + unit + "<extra></extra>",
     )
-    title = f"{signal} per token" + (f" ({len(keep)} of {n} points: min and max per bin)" if len(keep) < n else "")
+    title = f"{signal} per token" + (f" ({n} tokens: min/max per bin)" if len(keep) < n else "")  # clears the toolbar
     layout = _layout(title, "x", xaxis=dict(title="position", range=[-0.5, n - 0.5]),
                      yaxis=dict(title=f"{signal} ({UNITS[signal]})" if unit else signal), hovermode="closest")
     if selected is not None and 0 <= selected < n:
