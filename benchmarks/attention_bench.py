@@ -179,7 +179,7 @@ def bench_length(shape: dict, length: int, device: torch.device, info: dict, *, 
     return row
 
 
-def run(lengths=None, *, runs: int = MIN_RUNS, quick: bool = False, shape: dict | None = None) -> dict:
+def run(lengths=None, *, runs: int = MIN_RUNS, quick: bool = False) -> dict:
     """The benchmark as a JSON-ready report: {"benchmark", "device", "device_info", "quick", versions,
     "targets", "results": [one row per length]}. quick: tiny shapes on the CPU, the reference only."""
     if runs < MIN_RUNS:
@@ -187,7 +187,7 @@ def run(lengths=None, *, runs: int = MIN_RUNS, quick: bool = False, shape: dict 
     if not quick and not torch.cuda.is_available():
         raise RuntimeError("the attention benchmark needs a CUDA GPU; use --quick for the CPU smoke run")
     device = torch.device("cpu" if quick else "cuda")
-    shape = shape or (QUICK_SHAPE if quick else SHAPE)
+    shape = QUICK_SHAPE if quick else SHAPE
     info = device_info(device)
     lengths = lengths or (QUICK_LENGTHS if quick else LENGTHS)
     rows = [bench_length(shape, length, device, info, runs=runs, quick=quick) for length in lengths]

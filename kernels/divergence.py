@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .linear_vocab_stats import CHUNK_BYTES, check_head, head_logits
+from .linear_vocab_stats import check_head, chunk_rows, head_logits
 from .vocab_stats import BLOCK_BYTES, IGNORE_INDEX, RowResults, check_targets
 
 LN2 = math.log(2.0)
@@ -88,7 +88,7 @@ def linear_divergence_reference(hidden_p: torch.Tensor, weight_p: torch.Tensor, 
     check_head(hidden_p, weight_p, bias_p, softcap_p)
     check_head(hidden_q, weight_q, bias_q, softcap_q)
     check_pair((hidden_p.shape[0], weight_p.shape[0]), (hidden_q.shape[0], weight_q.shape[0]), targets, beta)
-    rows = max(1, CHUNK_BYTES // (4 * weight_p.shape[0]))
+    rows = chunk_rows(weight_p.shape[0])
     parts = []
     for begin in range(0, max(hidden_p.shape[0], 1), rows):
         block = slice(begin, begin + rows)

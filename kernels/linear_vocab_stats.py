@@ -23,6 +23,11 @@ from .vocab_stats import VocabStats, check_options, vocab_stats_reference
 CHUNK_BYTES = 64 * 2**20  # fp32 logits per block of rows in the reference
 
 
+def chunk_rows(vocab_size: int) -> int:
+    """Rows of [rows, V] fp32 logits that fit in CHUNK_BYTES (at least one)."""
+    return max(1, CHUNK_BYTES // (4 * vocab_size))
+
+
 def head_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
                 softcap: float | None = None) -> torch.Tensor:
     """z = softcap(hidden @ weight^T + bias): [N, d] -> [N, V], in the inputs' dtype."""
@@ -39,7 +44,7 @@ def linear_vocab_stats_reference(hidden: torch.Tensor, weight: torch.Tensor, tar
     Blocks of rows: logits [rows, V] for one block at a time, then `vocab_stats_reference`."""
     check_head(hidden, weight, bias, softcap)
     check_options(hidden.shape[0], weight.shape[0], targets, top_k, temperature)
-    rows = max(1, CHUNK_BYTES // (4 * weight.shape[0]))
+    rows = chunk_rows(weight.shape[0])
     parts = []
     for begin in range(0, max(hidden.shape[0], 1), rows):
         logits = head_logits(hidden[begin:begin + rows], weight, bias, softcap)  # [rows, V]

@@ -46,9 +46,9 @@ def _mul32(constant: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return high, low
 
 
-def philox4x32(c0, c1, c2, c3, k0, k1, rounds: int = 10):
-    """Philox4x32 on int64 tensors holding unsigned 32-bit values (broadcast together)."""
-    for _ in range(rounds):
+def philox4x32(c0, c1, c2, c3, k0, k1):
+    """Philox4x32-10 on int64 tensors holding unsigned 32-bit values (broadcast together)."""
+    for _ in range(10):
         high_b, low_b = _mul32(M1, c2)
         high_a, low_a = _mul32(M0, c0)
         c0, c1, c2, c3 = high_b ^ c1 ^ k0, low_b, high_a ^ c3 ^ k1, low_a

@@ -318,15 +318,16 @@ class _Operands:
 
 
 def query_pass(q, k, *, causal=True, mask=None, sink=1, key_subset=None, top_k=0, scale=None,
-               sink_logits=None) -> AttentionStats:
-    """Pass 1 alone (top_k <= TOPK_MAX): every per-query statistic, with `received` left None."""
+               sink_logits=None, ops: _Operands | None = None) -> AttentionStats:
+    """Pass 1 alone (top_k <= TOPK_MAX): every per-query statistic, with `received` left None.
+    `ops`: the operands already prepared from q, k, causal, mask and scale (by `attention_stats`)."""
     batch, heads, t_q, _ = q.shape
     t_k = k.shape[2]
     if top_k > TOPK_MAX:
         raise ValueError(f"the Triton pass keeps at most {TOPK_MAX} top keys per query, got top_k={top_k}")
     if key_subset is not None and key_subset.shape[0] < t_k:
         raise ValueError(f"key_subset has {key_subset.shape[0]} entries but k has {t_k} keys")
-    ops = _Operands.of(q, k, causal=causal, mask=mask, scale=scale)
+    ops = ops or _Operands.of(q, k, causal=causal, mask=mask, scale=scale)
     fp = dict(dtype=torch.float32, device=q.device)
     lse, entropy, sink_mass = (torch.empty(batch, heads, t_q, **fp) for _ in range(3))
     subset_mass = torch.empty(batch, heads, t_q, **fp) if key_subset is not None else None
@@ -346,11 +347,12 @@ def query_pass(q, k, *, causal=True, mask=None, sink=1, key_subset=None, top_k=0
     return AttentionStats(lse, entropy, sink_mass, None, subset_mass, topk_ids, topk_probs)
 
 
-def key_pass(q, k, lse, *, causal=True, mask=None, scale=None) -> torch.Tensor:
-    """Pass 2 alone: received [B, Hq, Tk] from pass 1's lse [B, Hq, Tq] (contiguous fp32)."""
+def key_pass(q, k, lse, *, causal=True, mask=None, scale=None, ops: _Operands | None = None) -> torch.Tensor:
+    """Pass 2 alone: received [B, Hq, Tk] from pass 1's lse [B, Hq, Tq] (contiguous fp32);
+    `ops` as in `query_pass`."""
     batch, heads = q.shape[:2]
     t_k = k.shape[2]
-    ops = _Operands.of(q, k, causal=causal, mask=mask, scale=scale)
+    ops = ops or _Operands.of(q, k, causal=causal, mask=mask, scale=scale)
     received = torch.empty(batch, heads, t_k, dtype=torch.float32, device=q.device)
     lse = lse.float().contiguous()
     _pass2_kernel[lambda meta: (triton.cdiv(t_k, meta["BLOCK_N"]), heads, batch)](
@@ -369,6 +371,6 @@ def attention_stats(q, k, *, causal=True, mask=None, sink=1, key_subset=None, to
         # blocked reference is exact and holds a few [Hq, block, Tk] slabs at a time.
         return attention_stats_reference(q, k, causal=causal, mask=mask, sink=sink, key_subset=key_subset,
                                          top_k=top_k, scale=scale, sink_logits=sink_logits)
-    stats = query_pass(q, k, causal=causal, mask=mask, sink=sink, key_subset=key_subset, top_k=top_k,
-                       scale=scale, sink_logits=sink_logits)
-    return replace(stats, received=key_pass(q, k, stats.lse, causal=causal, mask=mask, scale=scale))
+    ops = _Operands.of(q, k, causal=causal, mask=mask, scale=scale)  # validated, masks viewed, once for both
+    stats = query_pass(q, k, sink=sink, key_subset=key_subset, top_k=top_k, sink_logits=sink_logits, ops=ops)
+    return replace(stats, received=key_pass(q, k, stats.lse, ops=ops))

@@ -69,16 +69,16 @@ def _pair_kernel(hp_ptr, hp_stride, wp_ptr, wp_stride, bp_ptr, hq_ptr, hq_stride
     zero = tl.zeros([BLOCK_T], dtype=tl.float32)
 
     if HAS_TARGETS and not JS_PASS:
-        target = tl.load(targets_ptr + rows, mask=row_mask, other=IGNORE).to(tl.int64)
-        target = tl.where(target == IGNORE, 0, target)
-        diagonal = tl.arange(0, BLOCK_T)[:, None] == tl.arange(0, BLOCK_T)[None, :]
-        z_py = tl.sum(tl.where(diagonal, _logits_tile(hp_rows, row_mask, wp_ptr, wp_stride, target, row_mask, bp_ptr,
-                                                      softcap_p, DP, BLOCK_T, BLOCK_T, BLOCK_K, HAS_BIAS_P, SOFTCAP_P,
-                                                      DOT_FP32, PRECISION_P), 0.0), 1)
-        z_qy = tl.sum(tl.where(diagonal, _logits_tile(hq_rows, row_mask, wq_ptr, wq_stride, target, row_mask, bq_ptr,
-                                                      softcap_q, DQ, BLOCK_T, BLOCK_T, BLOCK_K, HAS_BIAS_Q, SOFTCAP_Q,
-                                                      DOT_FP32, PRECISION_Q), 0.0), 1)
-        if split == 0:
+        if split == 0:  # the targets' logits, for the contrastive score: one split computes and stores them
+            target = tl.load(targets_ptr + rows, mask=row_mask, other=IGNORE).to(tl.int64)
+            target = tl.where(target == IGNORE, 0, target)
+            diagonal = tl.arange(0, BLOCK_T)[:, None] == tl.arange(0, BLOCK_T)[None, :]
+            z_py = tl.sum(tl.where(diagonal, _logits_tile(hp_rows, row_mask, wp_ptr, wp_stride, target, row_mask,
+                                                          bp_ptr, softcap_p, DP, BLOCK_T, BLOCK_T, BLOCK_K, HAS_BIAS_P,
+                                                          SOFTCAP_P, DOT_FP32, PRECISION_P), 0.0), 1)
+            z_qy = tl.sum(tl.where(diagonal, _logits_tile(hq_rows, row_mask, wq_ptr, wq_stride, target, row_mask,
+                                                          bq_ptr, softcap_q, DQ, BLOCK_T, BLOCK_T, BLOCK_K, HAS_BIAS_Q,
+                                                          SOFTCAP_Q, DOT_FP32, PRECISION_Q), 0.0), 1)
             tl.store(contrast_y_ptr + rows, contrast(z_py, z_qy, beta), mask=row_mask)
 
     if JS_PASS:

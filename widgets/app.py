@@ -141,6 +141,7 @@ class Dashboard:
         # figure also takes what the browser did to it: zoom, size)
         self.stage = ""  # what the background work is doing (written by the worker thread)
         self.sampled_with = ""  # the sampler of the latest generate or rollouts, as the status line names it
+        self.png_export = _png_export_available()  # once: each view's export buttons ask
         load_builtin_panels()
 
         from workbench.signals import SIGNALS
@@ -670,7 +671,7 @@ class Dashboard:
         buttons = [pn.widgets.FileDownload(callback=lambda: io.BytesIO(figure_html(figure()).encode("utf-8")),
                                            filename=f"{name}.html", label="HTML", button_type="light", width=70,
                                            height=28, margin=(0, 5))]
-        if _png_export_available():
+        if self.png_export:
             buttons.append(pn.widgets.FileDownload(callback=lambda: io.BytesIO(figure_png(figure())),
                                                    filename=f"{name}.png", label="PNG", button_type="light", width=70,
                                                    height=28, margin=(0, 5)))

@@ -18,7 +18,7 @@ import plotly.graph_objects as go
 
 from workbench.kv import heavy_hitters
 
-from .figures import LIGHT, decimate, selection_line
+from .figures import LIGHT, decimate, selection_line, token_reprs
 from .panels import Panel, register_panel
 
 SUMMARIES = {"entropy": ("attn_head_entropy", "mean attention entropy (nats)"),
@@ -80,7 +80,7 @@ def exact_row(run, position=None) -> go.Figure:
     row = run.arrays["attn_rows"][query, :query + 1]  # [keys up to the query]
     keys = table["position"].to_numpy()[:query + 1]
     fig.add_trace(go.Bar(x=keys, y=row, marker_color=np.where(keys == query, SELECTED, KEY),
-                         customdata=_reprs(table["token"].iloc[:query + 1]),
+                         customdata=token_reprs(table["token"].iloc[:query + 1]),
                          hovertemplate="%{x}: %{customdata}<br>A = %{y:.4f}<extra></extra>"))
     fig.update_layout(title_text=f"What token {query} ({table['token'].iloc[query]!r}) attends to: exact row, "
                                  "mean over layers and heads", xaxis_title="position (key)", yaxis_title="attention",
@@ -110,7 +110,8 @@ def per_key(run, scores: np.ndarray, position, label: str, colors: np.ndarray, b
     `max_bars` keys, a `background` line through each bin's lowest and highest score
     (`figures.decimate`: a spike survives) and markers on the keys not colored `background`."""
     positions = run.table["position"].to_numpy()
-    customdata = _reprs(run.table["token"]) if notes is None else np.stack([_reprs(run.table["token"]), notes], -1)
+    reprs = token_reprs(run.table["token"])
+    customdata = reprs if notes is None else np.stack([reprs, notes], -1)
     token = "%{customdata}" if notes is None else "%{customdata[0]} (%{customdata[1]})"
     hover = "%{x}: " + token + "<br>" + label + " %{y:.3f}<extra></extra>"
     if len(positions) <= max_bars:
@@ -129,11 +130,6 @@ def per_key(run, scores: np.ndarray, position, label: str, colors: np.ndarray, b
 
 def _which(layer, head) -> str:
     return "mean over layers and heads" if layer is None and head is None else f"layer {layer}, head {head}"
-
-
-def _reprs(tokens) -> np.ndarray:
-    """Each token's repr (quotes and escapes show spaces and newlines), for hover labels."""
-    return np.asarray([repr(t) for t in tokens], dtype=object)
 
 
 def _scores(run, name: str, layer, head) -> np.ndarray:

@@ -169,15 +169,6 @@ def group_strips(group: Group, signal: str = "thr") -> GroupStrips:
 
 
 # ----- heatmap of responses x positions ----------------------------------------------------------
-def _grid(group: Group, column: str, fill=np.nan, dtype=object) -> np.ndarray:
-    """[G, T] values of `column` by (response, position)."""
-    table = group.table
-    width = int(table["position"].max()) + 1 if len(table) else 0
-    grid = np.full((len(group), width), fill, dtype=dtype)
-    grid[table["response"].to_numpy(), table["position"].to_numpy()] = table[column].to_numpy()
-    return grid
-
-
 def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal: str = "thr") -> go.Figure:
     """Responses stacked (rows), tokens along the positions (columns), each cell colored by
     `signal`: on a diverging scale centred on zero when it takes negative values (THR, range
@@ -191,10 +182,10 @@ def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal:
         scale = dict(colorscale=PLOTLY_DIVERGING, zmin=-limit, zmax=limit, zmid=0)
     else:
         scale = dict(colorscale="Viridis", zmin=0, zmax=_magnitude_quantile(values, 1.0))  # the largest
-    z = _grid(group, signal, dtype="float64")
-    tokens = _grid(group, "token", fill="")
+    z = group.grid(signal, dtype="float64")
+    tokens = group.grid("token", fill="")
     advantage = np.repeat(group.advantages[:, None], z.shape[1], axis=1)
-    entropy = _grid(group, "entropy", dtype="float64") if "entropy" in group.table else np.full(z.shape, np.nan)
+    entropy = group.grid("entropy", dtype="float64") if "entropy" in group.table else np.full(z.shape, np.nan)
     labels = [response_label(group, i) for i in range(len(group))]
     show_text = z.shape[1] <= MAX_CELL_TEXT
     traces = [go.Heatmap(

@@ -70,7 +70,7 @@ def signal_chart(run: Run, selected: int | None = None, signal: str = "surprisal
                              f"{', '.join(signal_columns(table)) or '(none)'}")
     values = table[signal].to_numpy(dtype="float64", na_value=np.nan)  # [T]
     keep = decimate(values, max_points)
-    tokens = np.asarray([repr(t) for t in table["token"].to_numpy()[keep]], dtype=object)
+    tokens = token_reprs(table["token"].to_numpy()[keep])
     n = len(values)
     unit = f" {UNITS[signal]}" if signal in UNITS else ""
     trace = go.Scatter(
@@ -88,6 +88,11 @@ def signal_chart(run: Run, selected: int | None = None, signal: str = "surprisal
                      font=dict(color=SELECTED_COLOR, size=12))
         layout["shapes"] = [selection_line(selected, label=label)]
     return go.Figure(trace, layout=layout)
+
+
+def token_reprs(tokens) -> np.ndarray:
+    """Each token's repr (quotes and escapes show spaces and newlines), for hover labels."""
+    return np.asarray([repr(t) for t in tokens], dtype=object)
 
 
 def decimate(values: np.ndarray, max_points: int = MAX_POINTS) -> np.ndarray:

@@ -145,10 +145,10 @@ def cmd_analyze(args) -> int:
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
     run = model.analyze(text, signals=args.signals, top_k=args.top_k, truncate=args.truncate)
     if args.format in FILE_FORMATS:
-        _save(run, args, f"{len(run)} tokens")
+        _save(run, args.format, args.out, f"{len(run)} tokens")
         return 0
     if args.format == "json":
-        output = json.dumps(_with_arrays(run.to_dict(), run), ensure_ascii=False) + "\n"
+        output = run.to_json(arrays=True) + "\n"
     else:
         from .terminal import render_lens, render_table
 
@@ -159,21 +159,6 @@ def cmd_analyze(args) -> int:
     return 0
 
 
-def _with_arrays(record: dict, run) -> dict:
-    """A run's JSON record with its named arrays (nested lists, missing values as null)."""
-    if run.arrays:
-        record = dict(record, arrays={name: _json_array(values) for name, values in run.arrays.items()})
-    return record
-
-
-def _json_array(values):
-    import numpy as np
-
-    if np.issubdtype(values.dtype, np.floating):
-        values = np.where(np.isfinite(values), values, None)  # NaN and inf are not JSON
-    return values.tolist()
-
-
 def _note_arrays_left_out(run, shown=()) -> None:
     left_out = [name for name in run.arrays if name not in shown]
     if left_out:
@@ -181,15 +166,15 @@ def _note_arrays_left_out(run, shown=()) -> None:
               "--format run --out DIR saves them", file=sys.stderr)
 
 
-def _save(result, args, what: str) -> None:
+def _save(result, fmt: str, out: Path, what: str) -> None:
     """--format parquet (the token table) or run (the whole folder, `result.save`)."""
-    if args.format == "run":
-        result.save(args.out)
+    if fmt == "run":
+        result.save(out)
         loader = "wb.Group.load" if hasattr(result, "responses") else "wb.Run.load"
-        print(f"wrote {what} to the folder {args.out} (read it back with {loader})", file=sys.stderr)
+        print(f"wrote {what} to the folder {out} (read it back with {loader})", file=sys.stderr)
     else:
-        result.table.to_parquet(args.out, index=False)
-        print(f"wrote {what} to {args.out}", file=sys.stderr)
+        result.table.to_parquet(out, index=False)
+        print(f"wrote {what} to {out}", file=sys.stderr)
 
 
 # --sampler NAME -> (flag holding its value, default value)
@@ -253,18 +238,15 @@ def cmd_generate(args) -> int:
         print(f"wrote {sum(len(t) for t in tables)} rows to {args.out}", file=sys.stderr)
         return 0
     if args.format == "run":
-        if len(runs) == 1:
-            _save(runs[0][1], args, f"{len(runs[0][1])} tokens")
-        else:
-            for name, run in runs:
-                args_one = argparse.Namespace(**dict(vars(args), out=args.out / _folder_name(name)))
-                _save(run, args_one, f"{len(run)} tokens ({name})")
+        for name, run in runs:  # one sampler: the folder itself; --compare: a folder per sampler
+            out = args.out if len(runs) == 1 else args.out / _folder_name(name)
+            _save(run, "run", out, f"{len(run)} tokens" + (f" ({name})" if len(runs) > 1 else ""))
         return 0
     if args.format == "json":
         if len(runs) == 1:
-            output = json.dumps(_with_arrays(runs[0][1].to_dict(), runs[0][1]), ensure_ascii=False) + "\n"
+            output = runs[0][1].to_json(arrays=True) + "\n"
         else:
-            output = json.dumps({"model": model.name, "runs": [dict(_with_arrays(run.to_dict(), run), sampler=name)
+            output = json.dumps({"model": model.name, "runs": [dict(run.to_dict(arrays=True), sampler=name)
                                                                for name, run in runs]}, ensure_ascii=False) + "\n"
     else:
         from .terminal import render_generations
@@ -295,7 +277,7 @@ def cmd_rollouts(args) -> int:
                            seed=args.seed, chat=False if args.raw else None,
                            thr=None if args.thr == "none" else args.thr, progress=sys.stderr.isatty())
     if args.format in FILE_FORMATS:
-        _save(group, args, f"{len(group.table)} token rows of {len(group)} responses")
+        _save(group, args.format, args.out, f"{len(group.table)} token rows of {len(group)} responses")
         return 0
     if args.format == "json":
         output = group.to_json() + "\n"

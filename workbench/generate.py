@@ -26,7 +26,7 @@ from .models import Model
 from .run import Run
 from .samplers import Sampler, TopP, as_sampler
 from .signals import resolve
-from .signals.uncertainty import decode_pieces, uncertainty
+from .signals.uncertainty import decode_pieces, next_token_record, uncertainty
 from .tokens import Tokens, tokenize_messages, tokenize_text
 
 VIEW_TOP = 50  # per step, the top of the distribution kept for the sampling views
@@ -131,12 +131,8 @@ def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, pro
 def _next_token(model, hidden: torch.Tensor, top_k: int) -> dict:
     """The prediction from the final hidden state [1, d], in `analyze`'s meta["next_token"] form."""
     with torch.inference_mode():
-        logits = model.adapter.logits(model.hf, hidden).float()  # [1, V]
-    stats = vocab_stats(logits, top_k=min(top_k, logits.shape[-1]))
-    ids = stats.topk_ids[0].tolist()
-    pieces = decode_pieces(model.tokenizer, ids)
-    return {"entropy": float(stats.entropy[0]), "topk_ids": ids, "topk_tokens": [pieces[i] for i in ids],
-            "topk_probs": stats.topk_probs[0].double().tolist()}
+        logits = model.adapter.logits(model.hf, hidden).float()  # [1, V], as each step reads it
+    return next_token_record(model.tokenizer, vocab_stats(logits, top_k=min(top_k, logits.shape[-1])), 0)
 
 
 def _eos_ids(model) -> list[int]:

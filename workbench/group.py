@@ -72,6 +72,15 @@ class Group:
             return by_response.get(response, [])
         return [by_response.get(i, []) for i in range(len(self))]
 
+    def grid(self, column: str, fill=np.nan, dtype=object) -> np.ndarray:
+        """[G, T] values of `column` by (response, position), `fill` after each response's end
+        (T: the longest response)."""
+        table = self.table
+        width = int(table["position"].max()) + 1 if len(table) else 0
+        grid = np.full((len(self), width), fill, dtype=dtype)
+        grid[table["response"].to_numpy(), table["position"].to_numpy()] = table[column].to_numpy()
+        return grid
+
     def lengths(self) -> np.ndarray:
         """|y_i|: tokens per response [G]."""
         counts = self.table.groupby("response").size()

@@ -111,11 +111,16 @@ class Run:
         """One JSON-ready dict per token (missing values as None)."""
         return [{k: _plain(v) for k, v in row.items()} for row in self.table.to_dict(orient="records")]
 
-    def to_dict(self) -> dict:
-        return {"model": self.meta.get("model"), "text": self.text, "meta": self.meta, "tokens": self.records()}
+    def to_dict(self, *, arrays: bool = False) -> dict:
+        """JSON-ready: model, text, meta and one record per token; with `arrays`, also the
+        named arrays as nested lists (NaN and inf as None)."""
+        record = {"model": self.meta.get("model"), "text": self.text, "meta": self.meta, "tokens": self.records()}
+        if arrays and self.arrays:
+            record["arrays"] = {name: _json_array(values) for name, values in self.arrays.items()}
+        return record
 
-    def to_json(self, **kwargs) -> str:
-        return json.dumps(self.to_dict(), ensure_ascii=False, **kwargs)
+    def to_json(self, *, arrays: bool = False, **kwargs) -> str:
+        return json.dumps(self.to_dict(arrays=arrays), ensure_ascii=False, **kwargs)
 
     # ----- views -------------------------------------------------------------------------
     def show(self, signal: str = "surprisal", selected: int | None = None):
@@ -168,6 +173,12 @@ def read_folder(path: str | Path) -> Run:
     with open(path / TEXT_FILE, encoding="utf-8", newline="") as handle:
         text = handle.read()
     return Run(text, table, arrays, meta)
+
+
+def _json_array(values: np.ndarray) -> list:
+    if np.issubdtype(values.dtype, np.floating):
+        values = np.where(np.isfinite(values), values, None)  # NaN and inf are not JSON
+    return values.tolist()
 
 
 def _plain(value):

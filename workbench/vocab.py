@@ -7,13 +7,8 @@ from __future__ import annotations
 import torch
 
 from .kernels import IGNORE_INDEX, VocabStats, linear_vocab_stats, vocab_stats
+from .kernels.linear_vocab_stats import chunk_rows
 from .models import Model
-
-CHUNK_BYTES = 64 * 2**20  # logits per lm_head matmul (fp32): ~64 MiB; statistics then go in cache-sized blocks
-
-
-def chunk_rows(vocab_size: int) -> int:
-    return max(1, CHUNK_BYTES // (4 * vocab_size))
 
 
 def hidden_vocab_stats(model: Model, hidden: torch.Tensor, targets: torch.Tensor | None, *,

@@ -29,11 +29,11 @@ from tqdm.auto import tqdm
 from ..errors import WorkbenchError
 from ..generate import _eos_ids, seeded_generator
 from ..group import Group
-from ..kernels import divergence
+from ..kernels import divergence, linear_divergence
 from ..models import Model
 from ..rewards import as_reward
 from ..samplers import Sampler
-from .forward import check_same_vocabulary, response_logits
+from .forward import check_same_vocabulary, response_batch, response_hidden, response_logits
 
 
 def cdpo_scores(z_positive: torch.Tensor, z_negative: torch.Tensor, targets: torch.Tensor, beta: float = 1.0) -> torch.Tensor:
@@ -77,14 +77,35 @@ def contrastive_critical_tokens(group: Group, positive, negative, *, beta: float
     responses = np.flatnonzero(~group.correct()).tolist() if responses is None else list(responses)
     scores = pd.Series(np.nan, index=group.table.index)
     for response in responses:
-        z_positive, index = response_logits(positive_model, group, response, prompt_ids=positive_prompt)
-        z_negative, _ = response_logits(negative_model, group, response, prompt_ids=negative_prompt)
-        targets = torch.tensor(group.table.loc[index, "token_id"].to_numpy(), device=z_positive.device)
-        s = cdpo_scores(z_positive[:, :shared], z_negative[:, :shared].to(z_positive.device), targets, beta)
+        s, index = _response_cdpo(group, response, (positive_model, positive_prompt),
+                                  (negative_model, negative_prompt), shared, beta)
         scores[index] = s.double().cpu().numpy()
     frame = pd.DataFrame({"cdpo_score": scores, "cdpo_weight": 1.0 - scores})
     frame.attrs = {"beta": beta, "positive": positive_model.name, "negative": negative_model.name}
     return frame
+
+
+def _response_cdpo(group: Group, response: int, positive, negative, shared: int, beta: float):
+    """cDPO scores [T] of one response's tokens and their table rows. From the two models'
+    final hidden states through `kernels.linear_divergence` (no [T, V] logits) when both
+    lm_heads are plain linear layers on one device; else from their logits."""
+    (p_model, p_prompt), (q_model, q_prompt) = positive, negative
+    heads = p_model.adapter.head(p_model.hf), q_model.adapter.head(q_model.hf)
+    if None in heads or p_model.device != q_model.device:
+        z_positive, index = response_logits(p_model, group, response, prompt_ids=p_prompt)
+        z_negative, _ = response_logits(q_model, group, response, prompt_ids=q_prompt)
+        targets = torch.tensor(group.table.loc[index, "token_id"].to_numpy(), device=z_positive.device)
+        return cdpo_scores(z_positive[:, :shared], z_negative[:, :shared].to(z_positive.device), targets, beta), index
+    p_batch = response_batch(p_model, group, [response], p_prompt)
+    q_batch = response_batch(q_model, group, [response], q_prompt)
+    (w_p, b_p, cap_p), (w_q, b_q, cap_q) = heads
+    b_p, b_q = (None if bias is None else bias[:shared] for bias in (b_p, b_q))
+    targets = torch.tensor(group.table.loc[p_batch.index, "token_id"].to_numpy(), device=p_model.device)
+    with torch.inference_mode():
+        hidden_p, hidden_q = response_hidden(p_model, p_batch), response_hidden(q_model, q_batch)  # [T, d]
+        scores = linear_divergence(hidden_p, w_p[:shared], hidden_q, w_q[:shared], targets, bias_p=b_p, bias_q=b_q,
+                                   softcap_p=cap_p, softcap_q=cap_q, beta=beta, js=False).contrastive
+    return scores, p_batch.index
 
 
 # ----- rollout definition ----------------------------------------------------------------------

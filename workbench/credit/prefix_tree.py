@@ -78,10 +78,10 @@ class PrefixTree:
         """The radix tree: chains of tokens shared by the same set of responses, one row each
         (see the module docstring)."""
         nodes, correct, ids = self.token_nodes, self.correct, padded_ids(self.group)
+        texts = self.group.grid("token", fill="")  # [G, T]: a lookup per token in the table's index was the cost
         count = np.bincount(nodes[nodes != PAD])
         merged: dict[int, int] = {}  # trie node -> radix node
         rows: list[dict] = []
-        tokens = self.group.table.set_index(["response", "position"])["token"]
         for g in range(nodes.shape[0]):
             for t in range(nodes.shape[1]):
                 node = nodes[g, t]
@@ -94,12 +94,12 @@ class PrefixTree:
                 if continues:
                     radix = merged[parent_trie]
                     rows[radix]["token_ids"].append(int(ids[g, t]))
-                    rows[radix]["text"] += tokens[(g, t)]
+                    rows[radix]["text"] += texts[g, t]
                 else:
                     members = np.flatnonzero(nodes[:, t] == node)
                     radix = len(rows)
                     rows.append({"node": radix, "parent": merged.get(parent_trie, -1), "start": t,
-                                 "text": tokens[(g, t)], "token_ids": [int(ids[g, t])],
+                                 "text": texts[g, t], "token_ids": [int(ids[g, t])],
                                  "responses": members.tolist(), "count": len(members),
                                  "correct": int(correct[members].sum())})
                 merged[node] = radix
@@ -110,11 +110,7 @@ class PrefixTree:
 
 def padded_ids(group: Group) -> np.ndarray:
     """[G, T] the responses' token ids, PAD after each one's end."""
-    responses = group.response_ids()
-    ids = np.full((len(responses), max((len(r) for r in responses), default=0)), PAD, dtype=np.int64)
-    for g, response in enumerate(responses):
-        ids[g, :len(response)] = response
-    return ids
+    return group.grid("token_id", fill=PAD, dtype=np.int64)
 
 
 def prefix_tree(group: Group, *, threshold: float = 0.0) -> PrefixTree:

@@ -40,7 +40,7 @@ from .. import memory
 from ..errors import MemoryEstimateExceeded, WorkbenchError
 from ..group import Group
 from ..models import Model
-from ..vocab import chunk_rows
+from ..kernels.linear_vocab_stats import chunk_rows
 from .forward import ResponseLogprobs, chunks, response_batch, response_hidden
 
 MODES = ("auto", "exact", "cheap")

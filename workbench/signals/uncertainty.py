@@ -43,11 +43,16 @@ def uncertainty(capture, params) -> SignalOutput:
     columns["topk_ids"] = [None] + [row.tolist() for row in ids[:-1]]
     columns["topk_tokens"] = [None] + [[pieces[i] for i in row] for row in ids[:-1]]
     columns["topk_probs"] = [None] + [row.tolist() for row in probs[:-1]]
-    next_token = {
-        "entropy": float(stats.entropy[-1]),
-        "topk_ids": ids[-1].tolist(), "topk_tokens": [pieces[i] for i in ids[-1]], "topk_probs": probs[-1].tolist(),
-    }
-    return SignalOutput(columns=columns, meta={"next_token": next_token})
+    return SignalOutput(columns=columns, meta={"next_token": next_token_record(model.tokenizer, stats, -1)})
+
+
+def next_token_record(tokenizer, stats, row: int) -> dict:
+    """meta["next_token"]: the prediction in `row` of `stats` (a VocabStats with top-k), as
+    its entropy and its top-k ids, token texts and probabilities."""
+    ids = stats.topk_ids[row].tolist()
+    pieces = decode_pieces(tokenizer, ids)
+    return {"entropy": float(stats.entropy[row]), "topk_ids": ids, "topk_tokens": [pieces[i] for i in ids],
+            "topk_probs": stats.topk_probs[row].double().tolist()}
 
 
 def _shifted(values: np.ndarray, dtype: str) -> pd.array:
