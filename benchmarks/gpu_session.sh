@@ -23,6 +23,11 @@ mkdir -p "$OUT"
 PY=${PYTHON:-python3}
 QUICK_FLAG=${QUICK:+--quick}
 WHEELS=benchmarks/wheels
+case "${1:-}" in
+    tests|vocab|linear|attention|sample|all|wheels) ;;
+    *) echo "usage: $0 tests|vocab|linear|attention|sample|all|wheels  (QUICK=1 for tiny shapes, OUT=DIR for results)" >&2
+       exit 2 ;;
+esac
 
 if [ "${1:-}" = wheels ]; then
     "$PY" -m pip download -q --no-deps -d "$WHEELS" liger-kernel cut-cross-entropy
@@ -37,7 +42,8 @@ if ! "$PY" -c "import workbench.kernels" 2>/dev/null; then
         export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
     }
 fi
-if compgen -G "$WHEELS/*.whl" >/dev/null; then
+if compgen -G "$WHEELS/*.whl" >/dev/null && "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
+    # the baselines run on CUDA only: a CPU rehearsal leaves its environment as it is
     "$PY" -m pip install -q --no-deps "$WHEELS"/*.whl
 fi
 "$PY" - <<'EOF' | tee "$OUT/gpu-environment.txt"
@@ -76,6 +82,4 @@ d = torch.device('cuda' if torch.cuda.is_available() else 'cpu'); print(device_i
 case "${1:-}" in
     tests|vocab|linear|attention|sample) "step_$1" ;;
     all) for step in tests vocab linear attention sample; do "step_$step"; done ;;
-    *) echo "usage: $0 tests|vocab|linear|attention|sample|all|wheels  (QUICK=1 for tiny shapes, OUT=DIR for results)" >&2
-       exit 2 ;;
 esac
