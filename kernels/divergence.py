@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from .linear_vocab_stats import check_head, chunk_rows, head_logits
-from .vocab_stats import BLOCK_BYTES, IGNORE_INDEX, RowResults, check_targets
+from .vocab_stats import BLOCK_BYTES, IGNORE_INDEX, RowResults, check_targets, row_blocks
 
 LN2 = math.log(2.0)
 
@@ -47,11 +47,10 @@ def divergence_reference(logits_p: torch.Tensor, logits_q: torch.Tensor, targets
     [T] int or None. Blocks of rows of ~12 MiB of fp32 each."""
     check_pair(logits_p.shape, logits_q.shape, targets, beta)
     rows = max(1, BLOCK_BYTES // (4 * logits_p.shape[-1]))
-    parts = []
-    for begin in range(0, max(logits_p.shape[0], 1), rows):
-        block = slice(begin, begin + rows)
-        parts.append(_block(logits_p[block], logits_q[block], None if targets is None else targets[block], beta, js))
-    return Divergence.cat(parts)
+    return Divergence.cat([
+        _block(logits_p[block], logits_q[block], None if targets is None else targets[block], beta, js)
+        for block in row_blocks(logits_p.shape[0], rows)
+    ])
 
 
 def _block(logits_p, logits_q, targets, beta, js) -> Divergence:
@@ -90,8 +89,7 @@ def linear_divergence_reference(hidden_p: torch.Tensor, weight_p: torch.Tensor, 
     check_pair((hidden_p.shape[0], weight_p.shape[0]), (hidden_q.shape[0], weight_q.shape[0]), targets, beta)
     rows = chunk_rows(weight_p.shape[0])
     parts = []
-    for begin in range(0, max(hidden_p.shape[0], 1), rows):
-        block = slice(begin, begin + rows)
+    for block in row_blocks(hidden_p.shape[0], rows):
         z_p = head_logits(hidden_p[block], weight_p, bias_p, softcap_p)  # [rows, V]
         z_q = head_logits(hidden_q[block], weight_q, bias_q, softcap_q)
         parts.append(divergence_reference(z_p, z_q, None if targets is None else targets[block], beta=beta, js=js))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .vocab_stats import VocabStats, check_options, vocab_stats_reference
+from .vocab_stats import VocabStats, check_options, row_blocks, vocab_stats_reference
 
 CHUNK_BYTES = 64 * 2**20  # fp32 logits per block of rows in the reference
 
@@ -46,9 +46,9 @@ def linear_vocab_stats_reference(hidden: torch.Tensor, weight: torch.Tensor, tar
     check_options(hidden.shape[0], weight.shape[0], targets, top_k, temperature)
     rows = chunk_rows(weight.shape[0])
     parts = []
-    for begin in range(0, max(hidden.shape[0], 1), rows):
-        logits = head_logits(hidden[begin:begin + rows], weight, bias, softcap)  # [rows, V]
-        block_targets = None if targets is None else targets[begin:begin + rows]
+    for block in row_blocks(hidden.shape[0], rows):
+        logits = head_logits(hidden[block], weight, bias, softcap)  # [rows, V]
+        block_targets = None if targets is None else targets[block]
         parts.append(vocab_stats_reference(logits, block_targets, top_k=top_k, temperature=temperature))
     return VocabStats.cat(parts)
 

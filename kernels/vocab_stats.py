@@ -38,6 +38,12 @@ class RowResults:
         return cls(**merged)
 
 
+def row_blocks(total: int, size: int) -> list[slice]:
+    """Slices of at most `size` rows covering range(total). One empty slice when total is 0,
+    so that a loop over blocks still returns (empty) results of the right shapes."""
+    return [slice(begin, begin + size) for begin in range(0, max(total, 1), size)]
+
+
 @dataclass
 class VocabStats(RowResults):
     lse: torch.Tensor  # [T] fp32
@@ -65,11 +71,10 @@ def vocab_stats_reference(
     """
     _check(logits, targets, top_k, temperature)
     rows = max(1, BLOCK_BYTES // (4 * logits.shape[-1]))
-    parts = []
-    for begin in range(0, logits.shape[0], rows):
-        block_targets = None if targets is None else targets[begin:begin + rows]
-        parts.append(_block_stats(logits[begin:begin + rows], block_targets, top_k, temperature))
-    return VocabStats.cat(parts)
+    return VocabStats.cat([
+        _block_stats(logits[block], None if targets is None else targets[block], top_k, temperature)
+        for block in row_blocks(logits.shape[0], rows)
+    ])
 
 
 def _block_stats(logits: torch.Tensor, targets: torch.Tensor | None, top_k: int, temperature: float) -> VocabStats:

@@ -8,6 +8,7 @@ import torch
 
 from .kernels import IGNORE_INDEX, VocabStats, linear_vocab_stats, vocab_stats
 from .kernels.linear_vocab_stats import chunk_rows
+from .kernels.vocab_stats import row_blocks
 from .models import Model
 
 
@@ -28,12 +29,12 @@ def hidden_vocab_stats(model: Model, hidden: torch.Tensor, targets: torch.Tensor
             return linear_vocab_stats(hidden, weight, targets, bias=bias, softcap=softcap, top_k=top_k)
         rows = chunk_rows(model.vocab_size)
         parts = []
-        for begin in range(0, hidden.shape[0], rows):
-            block = hidden[begin:begin + rows]  # [c, d]
+        for rows_in_block in row_blocks(hidden.shape[0], rows):
+            block = hidden[rows_in_block]  # [c, d]
             if not normed:
                 block = model.adapter.final_norm(model.hf)(block)
             logits = model.adapter.logits(model.hf, block)  # [c, V]
-            block_targets = None if targets is None else targets[begin:begin + rows]
+            block_targets = None if targets is None else targets[rows_in_block]
             parts.append(vocab_stats(logits, block_targets, top_k=top_k))
     return VocabStats.cat(parts)
 

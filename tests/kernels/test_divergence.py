@@ -120,3 +120,22 @@ def test_load_schedule_without_prefetch(monkeypatch):
     targets = torch.randint(0, 1300, (5,), generator=gen)
     got = divergence(z_p, z_q, targets, backend="triton")
     assert_matches(got, exact.divergence(z_p, z_q, targets), tolerances(3.0))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_empty_inputs_give_empty_results_on_both_backends(backend):
+    """No rows (an empty response, a one-token text): every field is empty with the shape a
+    non-empty call would have, not an error (the references once raised IndexError)."""
+    from workbench.kernels import linear_vocab_stats, vocab_stats
+
+    none = torch.zeros(0, dtype=torch.long)
+    stats = vocab_stats(torch.zeros(0, 11), none, top_k=3, backend=backend)
+    fused = linear_vocab_stats(torch.zeros(0, 4), torch.randn(11, 4), none, top_k=3, backend=backend)
+    for result in (stats, fused):
+        assert result.entropy.shape == (0,) and result.topk_ids.shape == (0, 3)
+        assert result.target_rank.shape == (0,) and result.target_logprob.dtype == torch.float32
+    pair = divergence(torch.zeros(0, 11), torch.zeros(0, 11), none, backend=backend)
+    fused_pair = linear_divergence(torch.zeros(0, 4), torch.randn(11, 4), torch.zeros(0, 6), torch.randn(11, 6), none,
+                                   backend=backend)
+    for result in (pair, fused_pair):
+        assert result.kl_pq.shape == result.js.shape == result.contrastive.shape == (0,)
