@@ -159,6 +159,23 @@ def test_memory_estimate_refuses_before_allocating(monkeypatch):
         model.analyze(TEXT, signals=["attention"])
 
 
+def test_memory_estimate_charges_exact_rows_only_where_they_are_kept():
+    """The estimate is the arrays the run keeps plus one layer's working slabs; the T x T exact
+    rows (3 copies at most) count only up to ATTENTION_ROWS_MAX_T tokens, where they are kept.
+    (Charging them per token at every length over-refused long inputs by ~1.8x.)"""
+    from workbench.kernels.attention_stats import QUERY_BLOCK
+    from workbench.signals import SIGNALS
+
+    model = tiny_model("llama")
+    run = model.analyze(TEXT, signals=["attention"])
+    tokens, estimate = len(run), SIGNALS["attention"].memory_bytes
+    per_token = sum(run.arrays[name].nbytes for name in ("attn_entropy", "attn_sink_mass", "attn_received")) / tokens
+    slabs = 2 * model.hf.config.num_attention_heads * QUERY_BLOCK * 4  # scores, exponentials [H, block] per key
+    assert estimate(model, tokens) == tokens * (per_token + slabs) + 3 * run.arrays["attn_rows"].nbytes
+    long = capture_module.ATTENTION_ROWS_MAX_T + 1
+    assert estimate(model, long) == long * (per_token + slabs)
+
+
 def test_attention_panels_appear_for_an_attention_run():
     load_builtin_panels()
     run = tiny_model("llama").analyze(TEXT, signals=["uncertainty", "attention", "keyformer"])
@@ -203,7 +220,7 @@ def test_embedded_memory_estimate_at_4096_tokens(smol):
     (eager attention maps of every layer would be L x H x T x T floats: 18 GB)."""
     from workbench.signals import SIGNALS
 
-    needed = memory.forward_bytes(smol, 4096) + 4096 * SIGNALS["attention"].bytes_per_token(smol)
+    needed = memory.forward_bytes(smol, 4096) + SIGNALS["attention"].memory_bytes(smol, 4096)
     assert needed < 1 * memory.GIB
     config = smol.hf.config
     assert config.num_hidden_layers * config.num_attention_heads * 4096**2 * 4 > 18e9

@@ -108,7 +108,7 @@ def _fit_context(tokens: Tokens, model: Model, truncate: bool) -> Tokens:
 
 
 def _check_memory(model: Model, n_tokens: int, specs) -> None:
-    needed = memory.forward_bytes(model, n_tokens) + n_tokens * sum(s.bytes_per_token(model) for s in specs)
+    needed = memory.forward_bytes(model, n_tokens) + sum(s.memory_bytes(model, n_tokens) for s in specs)
     names = ", ".join(s.name for s in specs)
     memory.check_fits(
         f"analyzing {n_tokens} tokens with {names}", needed, model.device,

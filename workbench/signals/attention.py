@@ -27,7 +27,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..capture import ATTENTION_ROWS_MAX_T, ATTENTION_SINK, KEYFORMER_SEED
+from .. import capture as capture_settings  # read at call time: the estimate follows the capture's limit
+from ..capture import ATTENTION_SINK, KEYFORMER_SEED
 from ..kernels.attention_stats import QUERY_BLOCK
 from ..kv import KEYFORMER_TAU
 from .registry import SignalOutput, register
@@ -40,21 +41,21 @@ def _heads(model) -> int:
     return getattr(model.hf.config, "num_attention_heads", 1)
 
 
-def _attention_bytes(model) -> int:
-    """Per token: three stored [L, H, T] float32 arrays; one layer's working set, two
-    [H, block, T] float32 slabs (scores, their exponentials); for short inputs the exact rows
-    (the [T, T] sum, one layer's [T, T] and its host copy; T <= ATTENTION_ROWS_MAX_T)."""
+def _attention_bytes(model, n_tokens: int) -> int:
+    """Three stored [L, H, T] float32 arrays; one layer's working set, two [H, block, T] float32
+    slabs (scores, their exponentials); and, only when T <= ATTENTION_ROWS_MAX_T, the exact rows
+    (the [T, T] sum, one layer's [T, T] and its host copy)."""
     heads = _heads(model)
-    stored = len(STATISTICS) * model.n_layers * heads * FLOAT32
-    working = 2 * heads * QUERY_BLOCK * FLOAT32
-    rows = 3 * ATTENTION_ROWS_MAX_T * FLOAT32
+    stored = len(STATISTICS) * model.n_layers * heads * FLOAT32 * n_tokens
+    working = 2 * heads * QUERY_BLOCK * FLOAT32 * n_tokens
+    rows = 3 * n_tokens**2 * FLOAT32 if n_tokens <= capture_settings.ATTENTION_ROWS_MAX_T else 0
     return stored + working + rows
 
 
-def _keyformer_bytes(model) -> int:
-    """Per token: the stored [L, H, T] scores and two [H, block, T] slabs (scores, noise)."""
+def _keyformer_bytes(model, n_tokens: int) -> int:
+    """The stored [L, H, T] scores and two [H, block, T] slabs (scores, noise)."""
     heads = _heads(model)
-    return model.n_layers * heads * FLOAT32 + 2 * heads * QUERY_BLOCK * FLOAT32
+    return n_tokens * (model.n_layers * heads * FLOAT32 + 2 * heads * QUERY_BLOCK * FLOAT32)
 
 
 def _per_layer(capture, field: str) -> tuple[list[int], np.ndarray]:
@@ -80,7 +81,7 @@ def _column(values: np.ndarray):
     needs=("attention",),
     columns=tuple(name for name, _ in STATISTICS),
     arrays=tuple(name for name, _ in STATISTICS) + ("attn_head_entropy", "attn_head_sink", "attn_rows"),
-    bytes_per_token=_attention_bytes,
+    memory_bytes=_attention_bytes,
 )
 def attention(capture, params) -> SignalOutput:
     arrays = {}
@@ -92,7 +93,7 @@ def attention(capture, params) -> SignalOutput:
         arrays["attn_rows"] = capture.attention_rows / len(layers)  # [T, T]
     columns = {name: _column(arrays[name]) for name, _ in STATISTICS}
     meta = {"attention_sink": ATTENTION_SINK, "attention_layers": layers,
-            "attention_rows_max_tokens": ATTENTION_ROWS_MAX_T}
+            "attention_rows_max_tokens": capture_settings.ATTENTION_ROWS_MAX_T}
     return SignalOutput(columns=columns, arrays=arrays, meta=meta)
 
 
@@ -102,7 +103,7 @@ def attention(capture, params) -> SignalOutput:
     needs=("keyformer",),
     columns=("attn_keyformer",),
     arrays=("attn_keyformer",),
-    bytes_per_token=_keyformer_bytes,
+    memory_bytes=_keyformer_bytes,
 )
 def keyformer(capture, params) -> SignalOutput:
     layers, scores = _per_layer(capture, "keyformer")

@@ -15,8 +15,8 @@ from .registry import SignalOutput, register
 LENS_ARRAYS = ("lens_entropy", "lens_surprisal", "lens_rank", "lens_top1_id", "lens_top1_prob")
 
 
-def _bytes_per_token(model) -> int:
-    return (model.n_layers + 1) * (model.hidden_size * 4 + 64)  # stored residual streams + results
+def _memory_bytes(model, n_tokens: int) -> int:
+    return n_tokens * (model.n_layers + 1) * (model.hidden_size * 4 + 64)  # stored residual streams + results
 
 
 @register(
@@ -24,7 +24,7 @@ def _bytes_per_token(model) -> int:
     description="entropy, surprisal, rank and top-1 of every layer's residual stream read through the lm_head",
     needs=("layer_hidden",),
     arrays=LENS_ARRAYS,
-    bytes_per_token=_bytes_per_token,
+    memory_bytes=_memory_bytes,
 )
 def logit_lens(capture, params) -> SignalOutput:
     model = capture.model

@@ -42,14 +42,14 @@ class Signal:
     arrays: tuple[str, ...]
     compute: Callable[["Capture", dict], SignalOutput]
     unavailable: Callable[["Model"], str | None]  # why not, for this model; None when available
-    bytes_per_token: Callable[["Model"], int]  # transient memory per input token, for estimates
+    memory_bytes: Callable[["Model", int], int]  # transient memory for an input of n tokens, for estimates
 
 
 SIGNALS: dict[str, Signal] = {}
 
 
 def register(name: str, *, description: str, needs: tuple[str, ...], columns=(), arrays=(),
-             unavailable=None, bytes_per_token=None):
+             unavailable=None, memory_bytes=None):
     """Decorator: `@register("uncertainty", needs=("final_hidden",), ...)` on
     `compute(capture, params) -> SignalOutput`."""
     unknown = set(needs) - set(NEEDS)
@@ -59,7 +59,7 @@ def register(name: str, *, description: str, needs: tuple[str, ...], columns=(),
     def decorate(compute):
         SIGNALS[name] = Signal(
             name, description, tuple(needs), tuple(columns), tuple(arrays), compute,
-            unavailable or (lambda model: None), bytes_per_token or (lambda model: 0),
+            unavailable or (lambda model: None), memory_bytes or (lambda model, n_tokens: 0),
         )
         return compute
 

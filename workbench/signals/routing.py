@@ -38,10 +38,10 @@ def _unavailable(model) -> str | None:
             if not model.adapter.routers(model.hf) else None)
 
 
-def _bytes_per_token(model) -> int:
+def _memory_bytes(model, n_tokens: int) -> int:
     routers = model.adapter.routers(model.hf)
-    # per MoE layer: fp32 logits and their distribution [E], ids and weights [k] (k <= E)
-    return sum(router.weight.shape[0] * (4 + 8 + 8 + 4) for _, router in routers)
+    # per token and MoE layer: fp32 logits and their distribution [E], ids and weights [k] (k <= E)
+    return n_tokens * sum(router.weight.shape[0] * (4 + 8 + 8 + 4) for _, router in routers)
 
 
 def router_entropy(logits: torch.Tensor, scoring: str) -> torch.Tensor:
@@ -56,7 +56,7 @@ def router_entropy(logits: torch.Tensor, scoring: str) -> torch.Tensor:
     columns=("experts", "router_entropy"),
     arrays=ROUTING_ARRAYS,
     unavailable=_unavailable,
-    bytes_per_token=_bytes_per_token,
+    memory_bytes=_memory_bytes,
 )
 def routing(capture, params) -> SignalOutput:
     layers = sorted(capture.routing)

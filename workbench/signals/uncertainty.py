@@ -17,8 +17,8 @@ from .registry import SignalOutput, register
 FLOAT_COLUMNS = ("entropy", "varentropy", "surprisal", "target_logprob", "margin")
 
 
-def _bytes_per_token(model) -> int:
-    return 64  # the [T] result vectors and top-k lists; logits are chunked (see vocab.py)
+def _memory_bytes(model, n_tokens: int) -> int:
+    return 64 * n_tokens  # the [T] result vectors and top-k lists; logits are chunked (see vocab.py)
 
 
 @register(
@@ -26,7 +26,7 @@ def _bytes_per_token(model) -> int:
     description="entropy, varentropy, surprisal, rank, margin and top-k alternatives of each next-token prediction",
     needs=("final_hidden",),
     columns=FLOAT_COLUMNS + ("rank", "topk_ids", "topk_tokens", "topk_probs"),
-    bytes_per_token=_bytes_per_token,
+    memory_bytes=_memory_bytes,
 )
 def uncertainty(capture, params) -> SignalOutput:
     model, top_k = capture.model, params["top_k"]
