@@ -24,25 +24,11 @@ import triton.language as tl
 from .divergence import LN2, Divergence, check_pair
 from .linear_vocab_stats import check_head
 from .triton_divergence import contrast, fold_tile, js_share, merge_states
-from .triton_linear_vocab_stats import dot_precision, dot_tile, head_transform, vocab_splits
+from .triton_linear_vocab_stats import dot_precision, logits_tile, target_logits, vocab_splits
 from .triton_online import INTERPRETED, rows_per_program, tuned
 from .vocab_stats import IGNORE_INDEX
 
 FIELDS = 8  # per split and row: m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c (pass 1); the JS share (pass 2)
-
-
-@triton.jit
-def _logits_tile(h_rows, row_mask, w_ptr, w_stride, cols, col_mask, b_ptr, softcap, D,
-                 BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
-                 SOFTCAP: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
-    """Logits of rows h against vocabulary entries `cols` [BN] of one model: [BT, BN] fp32."""
-    w_rows = w_ptr + cols.to(tl.int64)[:, None] * w_stride
-    acc = dot_tile(h_rows, row_mask, w_rows, col_mask, D, BLOCK_T, BLOCK_N, BLOCK_K, DOT_FP32, PRECISION)
-    bias = tl.zeros([1, BLOCK_N], dtype=tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-    z, _ = head_transform(acc, bias, softcap, 1.0, HAS_BIAS, SOFTCAP, False)
-    return z
 
 
 @triton.autotune(
@@ -72,13 +58,10 @@ def _pair_kernel(hp_ptr, hp_stride, wp_ptr, wp_stride, bp_ptr, hq_ptr, hq_stride
         if split == 0:  # the targets' logits, for the contrastive score: one split computes and stores them
             target = tl.load(targets_ptr + rows, mask=row_mask, other=IGNORE).to(tl.int64)
             target = tl.where(target == IGNORE, 0, target)
-            diagonal = tl.arange(0, BLOCK_T)[:, None] == tl.arange(0, BLOCK_T)[None, :]
-            z_py = tl.sum(tl.where(diagonal, _logits_tile(hp_rows, row_mask, wp_ptr, wp_stride, target, row_mask,
-                                                          bp_ptr, softcap_p, DP, BLOCK_T, BLOCK_T, BLOCK_K, HAS_BIAS_P,
-                                                          SOFTCAP_P, DOT_FP32, PRECISION_P), 0.0), 1)
-            z_qy = tl.sum(tl.where(diagonal, _logits_tile(hq_rows, row_mask, wq_ptr, wq_stride, target, row_mask,
-                                                          bq_ptr, softcap_q, DQ, BLOCK_T, BLOCK_T, BLOCK_K, HAS_BIAS_Q,
-                                                          SOFTCAP_Q, DOT_FP32, PRECISION_Q), 0.0), 1)
+            z_py, _ = target_logits(hp_rows, row_mask, wp_ptr, wp_stride, target, bp_ptr, softcap_p, 1.0, DP,
+                                    BLOCK_T, BLOCK_K, HAS_BIAS_P, SOFTCAP_P, False, DOT_FP32, PRECISION_P)
+            z_qy, _ = target_logits(hq_rows, row_mask, wq_ptr, wq_stride, target, bq_ptr, softcap_q, 1.0, DQ,
+                                    BLOCK_T, BLOCK_K, HAS_BIAS_Q, SOFTCAP_Q, False, DOT_FP32, PRECISION_Q)
             tl.store(contrast_y_ptr + rows, contrast(z_py, z_qy, beta), mask=row_mask)
 
     if JS_PASS:
@@ -94,10 +77,10 @@ def _pair_kernel(hp_ptr, hp_stride, wp_ptr, wp_stride, bp_ptr, hq_ptr, hq_stride
         cols = start + tl.arange(0, BLOCK_V)
         col_mask = cols < v_end
         in_range = row_mask[:, None] & col_mask[None, :]
-        z_p = _logits_tile(hp_rows, row_mask, wp_ptr, wp_stride, cols, col_mask, bp_ptr, softcap_p, DP,
-                           BLOCK_T, BLOCK_V, BLOCK_K, HAS_BIAS_P, SOFTCAP_P, DOT_FP32, PRECISION_P)
-        z_q = _logits_tile(hq_rows, row_mask, wq_ptr, wq_stride, cols, col_mask, bq_ptr, softcap_q, DQ,
-                           BLOCK_T, BLOCK_V, BLOCK_K, HAS_BIAS_Q, SOFTCAP_Q, DOT_FP32, PRECISION_Q)
+        z_p, _ = logits_tile(hp_rows, row_mask, wp_ptr, wp_stride, cols, col_mask, bp_ptr, softcap_p, 1.0, DP,
+                             BLOCK_T, BLOCK_V, BLOCK_K, HAS_BIAS_P, SOFTCAP_P, False, DOT_FP32, PRECISION_P)
+        z_q, _ = logits_tile(hq_rows, row_mask, wq_ptr, wq_stride, cols, col_mask, bq_ptr, softcap_q, 1.0, DQ,
+                             BLOCK_T, BLOCK_V, BLOCK_K, HAS_BIAS_Q, SOFTCAP_Q, False, DOT_FP32, PRECISION_Q)
         z_p = tl.where(in_range, z_p, float("-inf"))
         z_q = tl.where(in_range, z_q, float("-inf"))
         if JS_PASS:

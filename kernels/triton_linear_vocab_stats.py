@@ -64,6 +64,33 @@ def head_transform(acc, bias, softcap, temperature, HAS_BIAS: tl.constexpr, SOFT
     return z, scaled
 
 
+@triton.jit
+def logits_tile(h_rows, row_mask, w_ptr, w_stride, cols, col_mask, b_ptr, softcap, temperature, D,
+                BLOCK_T: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr,
+                SOFTCAP: tl.constexpr, SCALED: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
+    """Logits of rows h ([BT, 1] row pointers) against the vocabulary entries `cols` [BN] of one
+    lm_head: (z, z / temperature), each [BT, BN] fp32."""
+    w_rows = w_ptr + cols.to(tl.int64)[:, None] * w_stride  # [BN, 1]
+    acc = dot_tile(h_rows, row_mask, w_rows, col_mask, D, BLOCK_T, BLOCK_N, BLOCK_K, DOT_FP32, PRECISION)
+    bias = tl.zeros([1, BLOCK_N], dtype=tl.float32)
+    if HAS_BIAS:
+        bias = tl.load(b_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
+    return head_transform(acc, bias, softcap, temperature, HAS_BIAS, SOFTCAP, SCALED)
+
+
+@triton.jit
+def target_logits(h_rows, row_mask, w_ptr, w_stride, targets, b_ptr, softcap, temperature, D,
+                  BLOCK_T: tl.constexpr, BLOCK_K: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTCAP: tl.constexpr,
+                  SCALED: tl.constexpr, DOT_FP32: tl.constexpr, PRECISION: tl.constexpr):
+    """Each row's logit for its own target y [BT]: the diagonal of the [BT, BT] tile of the rows
+    against W[y], computed by the same dot as the [BT, BLOCK_V = BT] vocabulary tiles so that
+    z_y equals the tile's own value at y (ties then rank together). (z_y, z_y / temperature) [BT]."""
+    z, scaled = logits_tile(h_rows, row_mask, w_ptr, w_stride, targets, row_mask, b_ptr, softcap, temperature, D,
+                            BLOCK_T, BLOCK_T, BLOCK_K, HAS_BIAS, SOFTCAP, SCALED, DOT_FP32, PRECISION)
+    diagonal = tl.arange(0, BLOCK_T)[:, None] == tl.arange(0, BLOCK_T)[None, :]
+    return tl.sum(tl.where(diagonal, z, 0.0), 1), tl.sum(tl.where(diagonal, scaled, 0.0), 1)
+
+
 SPLIT_UNIT = 256 if INTERPRETED else 128  # vocabulary splits are multiples of every config's BLOCK_V
 
 
@@ -97,14 +124,9 @@ def _partial_kernel(hidden_ptr, h_stride, weight_ptr, w_stride, bias_ptr, target
         target = tl.load(targets_ptr + rows, mask=row_mask, other=IGNORE).to(tl.int64)
         ignored = target == IGNORE
         target = tl.where(ignored, 0, target)
-        w_rows = weight_ptr + target[:, None] * w_stride  # [BT, 1]: W[y] as a tile of BT "vocabulary rows"
-        acc = dot_tile(h_rows, row_mask, w_rows, row_mask, D, BLOCK_T, BLOCK_T, BLOCK_K, DOT_FP32, PRECISION)
-        diagonal = tl.arange(0, BLOCK_T)[:, None] == tl.arange(0, BLOCK_T)[None, :]
-        target_acc = tl.sum(tl.where(diagonal, acc, 0.0), 1)
-        target_bias = tl.zeros([BLOCK_T], dtype=tl.float32)
-        if HAS_BIAS:
-            target_bias = tl.load(bias_ptr + target).to(tl.float32)
-        target_z, target_scaled = head_transform(target_acc, target_bias, softcap, temperature, HAS_BIAS, SOFTCAP, SCALED)
+        target_z, target_scaled = target_logits(h_rows, row_mask, weight_ptr, w_stride, target, bias_ptr, softcap,
+                                                temperature, D, BLOCK_T, BLOCK_K, HAS_BIAS, SOFTCAP, SCALED,
+                                                DOT_FP32, PRECISION)
         if split == 0:
             tl.store(target_ptr + rows, target_scaled, mask=row_mask)
 
@@ -118,12 +140,8 @@ def _partial_kernel(hidden_ptr, h_stride, weight_ptr, w_stride, bias_ptr, target
     for start in range(v_begin, v_end, BLOCK_V):
         cols = start + tl.arange(0, BLOCK_V)  # [BV] vocabulary ids
         col_mask = cols < v_end
-        w_rows = weight_ptr + cols.to(tl.int64)[:, None] * w_stride  # [BV, 1]
-        acc = dot_tile(h_rows, row_mask, w_rows, col_mask, D, BLOCK_T, BLOCK_V, BLOCK_K, DOT_FP32, PRECISION)
-        bias = tl.zeros([1, BLOCK_V], dtype=tl.float32)
-        if HAS_BIAS:
-            bias = tl.load(bias_ptr + cols, mask=col_mask, other=0.0).to(tl.float32)[None, :]
-        z, scaled = head_transform(acc, bias, softcap, temperature, HAS_BIAS, SOFTCAP, SCALED)
+        z, scaled = logits_tile(h_rows, row_mask, weight_ptr, w_stride, cols, col_mask, bias_ptr, softcap, temperature,
+                                D, BLOCK_T, BLOCK_V, BLOCK_K, HAS_BIAS, SOFTCAP, SCALED, DOT_FP32, PRECISION)
         in_range = row_mask[:, None] & col_mask[None, :]  # [BT, BV]
         scaled = tl.where(in_range, scaled, float("-inf"))
         tile_m, t0, t1, t2 = tile_moments(scaled, in_range & (scaled > float("-inf")))
