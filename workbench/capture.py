@@ -16,7 +16,7 @@ import torch
 
 from .attention_capture import AttentionInputs, capturing_queries_keys
 from .families.routing import Routing
-from .kernels.attention_stats import score_blocks
+from .kernels.attention_stats import QUERY_BLOCK, attention_rows
 from .kv import KEYFORMER_TAU, keyformer_scores
 from .models import Model
 
@@ -108,7 +108,7 @@ def _attention_capture(model: Model, capture: Capture, needs: set[str]):
             layer.update(entropy=_head_rows(stats.entropy), sink_mass=_head_rows(stats.sink_mass),
                          received=_head_rows(stats.received))
             if keep_rows:
-                capture.attention_rows += _head_mean_rows(inputs, stats.lse)
+                capture.attention_rows += _head_mean_rows(inputs)
         if "keyformer" in needs:
             layer["keyformer"] = _head_rows(keyformer_scores(
                 inputs.query, inputs.key, tau=KEYFORMER_TAU, seed=KEYFORMER_SEED + inputs.layer, causal=inputs.causal,
@@ -123,13 +123,14 @@ def _head_rows(values: torch.Tensor) -> np.ndarray:
     return values[0].float().cpu().numpy()
 
 
-def _head_mean_rows(inputs: AttentionInputs, lse: torch.Tensor) -> np.ndarray:
-    """Every query's exact attention row averaged over heads, [T, T]: A = exp(s - lse) one
-    block of queries at a time, from the scores and each query's lse (the statistics' own)."""
+def _head_mean_rows(inputs: AttentionInputs) -> np.ndarray:
+    """Every query's exact attention row averaged over heads, [T, T], QUERY_BLOCK queries at a
+    time (`kernels.attention_rows`: [1, H, block, T] each)."""
     n_tokens = inputs.query.shape[2]
-    lse = torch.where(torch.isneginf(lse), float("inf"), lse)[0]  # [H, T]; a query that sees nothing: zeros
-    rows = torch.zeros(n_tokens, n_tokens, device=inputs.query.device)
-    for start, end, scores in score_blocks(inputs.query, inputs.key, causal=inputs.causal, mask=inputs.mask,
-                                           scale=inputs.scale):
-        rows[start:end, :scores.shape[-1]] = scores[0].sub_(lse[:, start:end, None]).exp_().mean(0)
-    return rows.cpu().numpy()
+    rows = np.empty((n_tokens, n_tokens), dtype=np.float32)
+    for start in range(0, n_tokens, QUERY_BLOCK):
+        queries = range(start, min(n_tokens, start + QUERY_BLOCK))
+        block = attention_rows(inputs.query, inputs.key, queries, causal=inputs.causal, mask=inputs.mask,
+                               scale=inputs.scale, sink_logits=inputs.sink_logits)
+        rows[queries.start:queries.stop] = block[0].mean(0).cpu().numpy()
+    return rows
