@@ -69,3 +69,20 @@ def test_an_unreachable_hub_is_said_at_once(monkeypatch):
                                              r"127.0.0.1 cannot be reached .*embedded model"):
         wb.load("someone/not-cached")
     assert time.perf_counter() - started < 10
+
+
+def test_a_missing_relative_folder_read_as_a_hub_id_is_named(monkeypatch, tmp_path):
+    """'models/foo' beside a models/ folder is read as a hub id ('owner/name'); when that
+    fails, the error also says the local folder does not exist. A hub-shaped name with no
+    such folder gets no note."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")
+    (tmp_path / "models").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(WorkbenchError, match=rf"if you meant a local folder: {tmp_path}/models/foo does not exist"):
+        wb.load("models/foo")
+    with pytest.raises(WorkbenchError) as error:
+        wb.load("someone/not-cached")
+    assert "if you meant a local folder" not in str(error.value)

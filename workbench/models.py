@@ -264,8 +264,17 @@ def _check_hub_reachable(name: str, revision: str | None) -> None:
     except OSError as error:
         raise WorkbenchError(
             f"'{name}' is not in the local Hugging Face cache and {host} cannot be reached "
-            f"({error.strerror or error}); connect to the network, give a local folder or .gguf file, "
+            f"({error.strerror or error}){_missing_folder_note(name)}; connect to the network, give a local folder or .gguf file, "
             f"or use an embedded model, which works offline: {', '.join(EMBEDDED)}") from None
+
+
+def _missing_folder_note(name: str) -> str:
+    """For an 'owner/name' that was read as a Hugging Face id while its first part is a local
+    folder ('models/foo' beside a models/ folder): the user probably meant a path."""
+    path = Path(name).expanduser()
+    if "/" in name and path.parent.is_dir() and not path.exists():
+        return f"; if you meant a local folder: {path.resolve()} does not exist"
+    return ""
 
 
 @contextmanager
@@ -297,7 +306,7 @@ def _load_hf(name, source, kwargs, dtype, device, revision, trust_remote_code) -
         embedded = ", ".join(EMBEDDED)
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise WorkbenchError(
-            f"could not load '{name}': {first_line} "
+            f"could not load '{name}': {first_line}{_missing_folder_note(name)} "
             f"(embedded models, which work offline: {embedded})"
         ) from None
     if not getattr(tokenizer, "is_fast", False):
