@@ -174,6 +174,9 @@ def test_rewards_module():
     ("Sure! I'll give you the answer: 7 × 8 = 56\n7 × 8 =", "56"),  # the embedded model's words; × is no number
     ("The answer is: fifty-six", "fifty-six"),
     ("The answer is 56, not 57", "56"),  # the first clause that holds a number
+    ("The answer is 7 * 8, which is 56.", "56"),  # "7 * 8" states no result: its last number is an operand
+    ("The answer is 7 times 8; that is 56", "56"),
+    ("The answer is 7 x 8, so 56", "56"),
     ("The answer is, of course, 56.", "56"),
     ("The answer is Paris. It is big.", "Paris"),  # the segment ends with its sentence
     ("The answer is 3.5.", "3.5"),

@@ -10,11 +10,11 @@ The final answer of a response (`final_answer`) is, in order of preference:
 2. the marked segment: what follows the last answer marker (`####`, "answer is", "answer:",
    "answer =", with any ':' / '=' / whitespace after it), up to the end of that sentence
    (. ! or ? before a space or the end) or line. The answer is the last number of the
-   segment's first clause that holds a number (clauses end at ", " and "; "), else the
-   segment's text:
+   segment's first clause that states a result (clauses end at ", " and "; "; a clause whose
+   last number is an operand, as "7 * 8", states none), else the segment's text:
        "The answer is 7 * 8 = 56."    -> "56"      "answer = 2 + 3 = 5"       -> "5"
        "the answer: 7 × 8 = 56"       -> "56"      "The answer is 56, not 57" -> "56"
-       "The answer is: fifty-six"     -> "fifty-six"
+       "The answer is 7 * 8, which is 56." -> "56"  "The answer is: fifty-six" -> "fifty-six"
    A marker with nothing after it (a response cut off at "the answer is") marks nothing;
 3. else, when the response contains a number, its last number;
 4. else its last non-empty line.
@@ -39,6 +39,7 @@ BOXED = re.compile(r"\\boxed\{([^{}]*)\}")
 MARKER = re.compile(r"(?:####|\banswer\s*(?:is\b|[:=]))[\s:=]*", re.IGNORECASE)
 SENTENCE_END = re.compile(r"[.!?]+(?=\s|$)|\n")
 CLAUSE_BREAK = re.compile(r"[,;]\s")
+OPERATOR_BEFORE = re.compile(r"(?:[-+*/×÷^]|\b(?:x|times|plus|minus|divided by))\s*$")  # "7 *" ahead of an operand
 
 
 @dataclass(frozen=True)
@@ -87,13 +88,19 @@ def _marked_segment(text: str) -> str:
 
 
 def _segment_answer(segment: str) -> str:
-    """The last number of the first clause of `segment` that holds one ("7 * 8 = 56, not 57"
-    -> "56"), else the whole segment ("fifty-six")."""
+    """The last number of the first clause of `segment` that states a result ("7 * 8 = 56, not
+    57" -> "56"; "7 * 8, which is 56" -> "56": "7 * 8" ends with an operand), else the first
+    clause's last number ("2 + 3"), else the whole segment ("fifty-six")."""
+    operand = None
     for clause in CLAUSE_BREAK.split(segment):
-        numbers = NUMBER.findall(clause)
-        if numbers:
-            return numbers[-1]
-    return segment
+        numbers = list(NUMBER.finditer(clause))
+        if not numbers:
+            continue
+        last = numbers[-1]
+        if not OPERATOR_BEFORE.search(clause[:last.start()]):
+            return last.group()
+        operand = operand or last.group()
+    return operand or segment
 
 
 def parse_number(text: str) -> float | None:
