@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from workbench.bench import MIN_RUNS, device_info, roofline_ms, timed
+from workbench.bench import MIN_RUNS, device_info, environment, roofline_ms, timed
 from workbench.kernels.attention_stats import attention_stats_reference
 
 SHAPE = dict(B=1, Hq=32, Hkv=8, d=128, causal=True)
@@ -180,8 +180,9 @@ def bench_length(shape: dict, length: int, device: torch.device, info: dict, *, 
 
 
 def run(lengths=None, *, runs: int = MIN_RUNS, quick: bool = False) -> dict:
-    """The benchmark as a JSON-ready report: {"benchmark", "device", "device_info", "quick", versions,
-    "targets", "results": [one row per length]}. quick: tiny shapes on the CPU, the reference only."""
+    """The benchmark as a JSON-ready report: {"benchmark", `workbench.bench.environment` ("device",
+    "device_info", versions), "quick", "date", "targets", "results": [one row per length]}.
+    quick: tiny shapes on the CPU, the reference only."""
     if runs < MIN_RUNS:
         raise ValueError(f"runs must be >= {MIN_RUNS} (medians over fewer calls are noise)")
     if not quick and not torch.cuda.is_available():
@@ -191,16 +192,8 @@ def run(lengths=None, *, runs: int = MIN_RUNS, quick: bool = False) -> dict:
     info = device_info(device)
     lengths = lengths or (QUICK_LENGTHS if quick else LENGTHS)
     rows = [bench_length(shape, length, device, info, runs=runs, quick=quick) for length in lengths]
-    return dict(benchmark="attention_stats", device=info["name"], device_info=info, quick=quick,
-                torch=torch.__version__, triton=_version("triton"), flash_attn=_version("flash_attn"),
+    return dict(benchmark="attention_stats", **environment(device, ("triton", "flash_attn")), quick=quick,
                 date=datetime.now(timezone.utc).isoformat(timespec="seconds"), targets=TARGETS, results=rows)
-
-
-def _version(package: str) -> str | None:
-    try:
-        return __import__(package).__version__
-    except (ImportError, OSError):  # absent, or built against another CUDA
-        return None
 
 
 def write(report: dict, out: Path | None = None) -> Path:

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import re
 import sys
 import warnings
 from pathlib import Path
@@ -121,10 +119,6 @@ def median_ms(fn, repeats: int, warmup: int, cuda: bool) -> float:
     return bench.median_ms(lambda _: fn(), {}, torch.device("cuda" if cuda else "cpu"), repeats)
 
 
-def device_name(cuda: bool) -> str:
-    return torch.cuda.get_device_name() if cuda else f"cpu ({platform.processor() or platform.machine()})"
-
-
 def _triton_sample():
     """The Triton entry point; on CPU it needs TRITON_INTERPRET=1 before triton is imported."""
     if not torch.cuda.is_available() and "triton" not in sys.modules:
@@ -184,10 +178,11 @@ def _measure(quick, batches, vocab, repeats, warmup, sweep) -> dict:
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {
-        "benchmark": "sample", "device": device_name(cuda), "vocab": vocab, "dtype": "float32",
+        "benchmark": "sample", **bench.environment(torch.device(device), ("triton", "flashinfer")),
+        "vocab": vocab, "dtype": "float32",
         "batches": list(batches), "repeats": repeats, "warmup": warmup,
         "logits": "N(0, 1.5^2) body plus 20 tokens per row boosted by U(4, 10); seed 0",
-        "versions": _versions(), "results": rows,
+        "results": rows,
     }
     if sweep and cuda:
         result["sweep"] = launch_sweep(triton_sample, vocab, repeats, warmup)
@@ -208,16 +203,6 @@ def launch_sweep(triton_sample, vocab: int, repeats: int, warmup: int, batch: in
     return out
 
 
-def _versions() -> dict:
-    versions = {"torch": torch.__version__, "python": platform.python_version()}
-    for module in ("triton", "flashinfer"):
-        try:
-            versions[module] = __import__(module).__version__
-        except Exception:
-            versions[module] = None
-    return versions
-
-
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke test (on CPU, Triton interpreted)")
@@ -230,8 +215,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     result = run(args.quick, batches=args.batches, vocab=args.vocab, repeats=args.repeats, warmup=args.warmup,
                  sweep=args.sweep)
-    slug = re.sub(r"[^a-z0-9]+", "-", result["device"].lower()).strip("-")
-    out = args.out or Path(__file__).parent / "results" / f"sample-{slug}.json"
+    out = args.out or Path(__file__).parent / "results" / f"sample-{result['device_info']['slug']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

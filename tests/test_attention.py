@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
+from attention_reference import entropy_of
 import workbench as wb
 import workbench.attention_rows as attention_rows_module
 import workbench.capture as capture_module
@@ -39,11 +40,11 @@ def eager_attention(hf, ids, attention_mask=None) -> list[torch.Tensor]:
     return [a.double() for a in attentions]
 
 
-def entropy_of(a: torch.Tensor) -> torch.Tensor:
-    """Entropy of each row, the learned sink's remainder (GPT-OSS; ~0 elsewhere) included."""
+def entropy_with_sink(a: torch.Tensor) -> torch.Tensor:
+    """`entropy_of` each row [..., T] -> [...], the learned sink's remainder 1 - sum a included
+    (GPT-OSS; elsewhere it is rounding, below 1e-6, and left out)."""
     p_sink = 1 - a.sum(-1)
-    entropy = -torch.where(a > 0, a * a.clamp_min(1e-300).log(), 0.0).sum(-1)
-    return entropy - torch.where(p_sink > 1e-6, p_sink * p_sink.clamp_min(1e-300).log(), 0.0)
+    return entropy_of(a, torch.where(p_sink > 1e-6, p_sink, 0.0))
 
 
 def capture(hf, ids, attention_mask=None):
@@ -67,7 +68,7 @@ def test_capture_matches_eager_attention(family):
     assert sorted(captured) == list(range(len(attentions)))
     for layer, a in enumerate(attentions):
         stats = captured[layer]
-        torch.testing.assert_close(stats.entropy.double(), entropy_of(a), rtol=0, atol=1e-5)
+        torch.testing.assert_close(stats.entropy.double(), entropy_with_sink(a), rtol=0, atol=1e-5)
         torch.testing.assert_close(stats.received.double(), a.sum(2), rtol=0, atol=1e-5)
         torch.testing.assert_close(stats.sink_mass.double(), a[..., 0], rtol=0, atol=1e-5)
     assert model.hf.config._attn_implementation == implementation  # restored
@@ -89,7 +90,7 @@ def test_capture_of_a_padded_batch(family):
         stats = captured[layer]
         torch.testing.assert_close(stats.received.double(), a.sum(2), rtol=0, atol=1e-5)
         entropy = torch.where(real, stats.entropy.double(), 0.0)
-        torch.testing.assert_close(entropy, torch.where(real, entropy_of(a), 0.0), rtol=0, atol=1e-5)
+        torch.testing.assert_close(entropy, torch.where(real, entropy_with_sink(a), 0.0), rtol=0, atol=1e-5)
         padded = stats.entropy[1, :, :7]  # no key to attend to: all mass on GPT-OSS's sink, else undefined
         assert (padded == 0).all() if family == "gpt_oss" else torch.isnan(padded).all()
         assert stats.received[1, :, :7].abs().max() < 1e-6  # padded keys: nobody attends to them
@@ -103,12 +104,12 @@ def test_analyze_attention_signal_matches_eager(family):
     a = torch.cat(eager_attention(model.hf, ids))  # [L, H, T, T]
     close = dict(rtol=0, atol=1e-5)
     np.testing.assert_allclose(run.arrays["attn_received"], a.sum(2).numpy(), **close)
-    np.testing.assert_allclose(run.arrays["attn_entropy"], entropy_of(a).numpy(), **close)
-    np.testing.assert_allclose(run.arrays["attn_head_entropy"], entropy_of(a)[..., 1:].mean(-1).numpy(), **close)
+    np.testing.assert_allclose(run.arrays["attn_entropy"], entropy_with_sink(a).numpy(), **close)
+    np.testing.assert_allclose(run.arrays["attn_head_entropy"], entropy_with_sink(a)[..., 1:].mean(-1).numpy(), **close)
     np.testing.assert_allclose(run.arrays["attn_head_sink"], a[..., 1:, 0].mean(-1).numpy(), **close)  # query 0 sees only key 0
     np.testing.assert_allclose(run.arrays["attn_rows"], a.mean((0, 1)).numpy(), **close)
     np.testing.assert_allclose(run.table["attn_received"].to_numpy(float), a.sum(2).mean((0, 1)).numpy(), **close)
-    np.testing.assert_allclose(run.table["attn_entropy"].to_numpy(float), entropy_of(a).mean((0, 1)).numpy(), **close)
+    np.testing.assert_allclose(run.table["attn_entropy"].to_numpy(float), entropy_with_sink(a).mean((0, 1)).numpy(), **close)
     assert run.meta["attention_layers"] == list(range(a.shape[0]))
     one = model.analyze("a", signals=["attention"])  # one token: the head summaries keep its only query
     np.testing.assert_array_equal(one.arrays["attn_head_sink"], one.arrays["attn_sink_mass"][..., 0])
@@ -208,7 +209,7 @@ def test_embedded_model_capture_matches_eager(smol):
     worst = {"entropy": 0.0, "received": 0.0, "sink": 0.0}
     for layer, a in enumerate(eager_attention(smol.hf, ids)):
         stats = captured[layer]
-        worst["entropy"] = max(worst["entropy"], (stats.entropy.double() - entropy_of(a)).abs().max().item())
+        worst["entropy"] = max(worst["entropy"], (stats.entropy.double() - entropy_with_sink(a)).abs().max().item())
         worst["received"] = max(worst["received"], (stats.received.double() - a.sum(2)).abs().max().item())
         worst["sink"] = max(worst["sink"], (stats.sink_mass.double() - a[..., 0]).abs().max().item())
     assert worst["entropy"] < 1e-4 and worst["sink"] < 1e-4 and worst["received"] < 5e-4, worst

@@ -8,17 +8,10 @@ import numpy as np
 import pytest
 import torch
 
+from attention_reference import eager_scores
 from workbench.errors import WorkbenchError
 from workbench.kernels import attention_stats
 from workbench.kv import PAGERANK_MAX_T, heavy_hitters, keyformer_scores, weighted_pagerank
-
-
-def eager_scores(q, k):
-    """Causal scaled scores [B, Hq, T, T] in float64, -inf above the diagonal."""
-    group = q.shape[1] // k.shape[1]
-    scores = q.double() @ k.double().repeat_interleave(group, 1).transpose(-1, -2) / q.shape[-1] ** 0.5
-    t = q.shape[2]
-    return scores.masked_fill(~torch.ones(t, t, dtype=torch.bool).tril(), float("-inf"))
 
 
 def random_qk(t=40, heads=4, kv_heads=2, seed=0):

@@ -1,11 +1,12 @@
 """Samplers: DESIGN.md's kept-set vectors, and chi-square tests that each sampler draws
 from exactly its kept-set distribution q = p * kept / sum(p * kept), where p and the kept
-sets are recomputed here in NumPy from the definitions."""
+sets are recomputed in NumPy from the definitions (tests/sampling_reference.py)."""
 import numpy as np
 import pytest
 import torch
 
 import workbench.samplers as S
+from sampling_reference import chi_square_pvalue, numpy_kept
 from workbench.errors import WorkbenchError
 from workbench.kernels import kept_set_reference, sample
 
@@ -36,30 +37,6 @@ def test_design_top_h(alpha, size):
 def test_design_top_h_uniform_keeps_two_not_four():
     mask, _ = S.TopH(0.45).filter(torch.zeros(10))
     assert mask.sum().item() == 2  # the paper's rule; the authors' code would keep 4
-
-
-def numpy_kept(z, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, top_h=0.0):
-    """Kept set from the definitions, one token at a time, in float64."""
-    p = np.exp(z / temperature - np.max(z / temperature))
-    p /= p.sum()
-    order = np.argsort(-p, kind="stable")
-    ps = p[order]
-    H = -(p * np.log(p)).sum()
-    keep = np.zeros_like(p, dtype=bool)
-    for r, v in enumerate(order):
-        ok = (top_k == 0 or r < top_k) and (ps[:r].sum() < top_p) and p[v] >= min_p * ps[0]
-        if top_h:
-            q = ps[: r + 1] / ps[: r + 1].sum()
-            ok = ok and -(q * np.log(q)).sum() <= top_h * H + 1e-9
-        keep[v] = ok or r == 0
-    q = np.where(keep, p, 0)
-    return keep, q / q.sum()
-
-
-def chi_square_pvalue(counts, expected):
-    statistic = ((counts - expected) ** 2 / expected).sum()
-    df = len(counts) - 1
-    return torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64), torch.tensor(statistic / 2, dtype=torch.float64)).item()
 
 
 SAMPLERS = {

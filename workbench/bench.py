@@ -92,6 +92,24 @@ def device_info(device: torch.device) -> dict:
     return dict(name=name, slug=re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-"), peak_tbps=None, peak_tflops=None)
 
 
+def environment(device: torch.device, packages: tuple[str, ...] = ("triton",)) -> dict:
+    """Where a benchmark ran, for its JSON report: {"device": name, "device_info":
+    device_info(device), "python", "torch" and each of `packages` (module names): its version,
+    None where it does not import}. Call it once the benchmark has run: on a CPU, triton
+    imported before TRITON_INTERPRET is set would not interpret the kernels."""
+    info = device_info(device)
+    versions = {package: _version(package) for package in packages}
+    return dict(device=info["name"], device_info=info, python=platform.python_version(), torch=torch.__version__,
+                **versions)
+
+
+def _version(package: str) -> str | None:
+    try:
+        return __import__(package).__version__
+    except Exception:  # noqa: BLE001 - absent, or built against another CUDA or torch
+        return None
+
+
 def roofline_ms(cost: tuple[float, float], info: dict) -> float | None:
     moved, flop = cost
     if info["peak_tbps"] is None:
@@ -237,8 +255,7 @@ def run(kernels: list[str] | None = None, *, quick: bool = False, runs: int = MI
             progress(f"{name} {shape} ...")
             results.append(bench_case(case, shape, device, info, runs=runs, compile=compile))
             progress("  " + summary(results[-1]))
-    return dict(device=info["name"], device_info=info, quick=quick, torch=torch.__version__,
-                triton=_triton_version(), created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    return dict(environment(device), quick=quick, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 results=results)
 
 
@@ -249,14 +266,6 @@ def summary(row: dict) -> str:
     return (f"{fmt(row['median_ms'], '.3f')} ms, {fmt(row['gbps'], '.0f')} GB/s, "
             f"{fmt(row['fraction_of_roofline'], '.0%')} of roofline, {fmt(row['speedup_vs_eager'], '.1f')}x eager, "
             f"{fmt(row['speedup_vs_compile'], '.1f')}x compile" + (f"  [{row['error']}]" if "error" in row else ""))
-
-
-def _triton_version() -> str | None:
-    try:
-        import triton
-    except ImportError:
-        return None
-    return triton.__version__
 
 
 def write(report: dict, out: Path | None, results_dir: Path) -> list[Path]:

@@ -1,34 +1,15 @@
-"""attention_stats against eager softmax attention (the full T x T matrix built here, in
-float64), with GQA, additive and boolean masks, learned sinks and block boundaries.
+"""attention_stats against eager softmax attention (the full T x T matrix in float64,
+tests/attention_reference.py), with GQA, additive and boolean masks, learned sinks and block
+boundaries.
 Tolerance 1e-5 absolute (fp32 blocks vs float64 eager)."""
 import numpy as np
 import pytest
 import torch
 
+from attention_reference import eager_probabilities, entropy_of
 from workbench.kernels import attention_rows, attention_stats
 from workbench.kernels.attention_stats import attention_stats_reference
 from workbench.kv import heavy_hitters
-
-
-def eager(q, k, *, mask=None, sink_logits=None, causal=True):
-    """Full attention probabilities [B, Hq, T, T] in float64 (+ the sink outcome's mass)."""
-    group = q.shape[1] // k.shape[1]
-    scores = q.double() @ k.double().repeat_interleave(group, 1).transpose(-1, -2) / q.shape[-1] ** 0.5
-    t = q.shape[2]
-    allowed = torch.ones(t, t, dtype=torch.bool).tril() if causal else torch.ones(t, t, dtype=torch.bool)
-    if mask is not None:
-        allowed = allowed & mask
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    if sink_logits is not None:
-        sink = sink_logits.double().view(1, -1, 1, 1).expand(*scores.shape[:3], 1)
-        probs = torch.cat([scores, sink], -1).softmax(-1)
-        return probs[..., :-1], probs[..., -1]
-    return scores.softmax(-1), torch.zeros(scores.shape[:3], dtype=torch.float64)
-
-
-def entropy_of(a, p_sink):
-    terms = torch.where(a > 0, a * a.clamp_min(1e-300).log(), 0.0).sum(-1)
-    return -terms - torch.where(p_sink > 0, p_sink * p_sink.clamp_min(1e-300).log(), 0.0)
 
 
 @pytest.mark.parametrize("heads, kv_heads, t, block", [(4, 4, 17, 128), (4, 2, 37, 8), (6, 1, 50, 16), (8, 2, 129, 128)])
@@ -38,7 +19,7 @@ def test_matches_eager(heads, kv_heads, t, block):
     subset = torch.zeros(t, dtype=torch.bool)
     subset[[1, 3, t - 1]] = True
     stats = attention_stats_reference(q, k, sink=2, key_subset=subset, top_k=3, block=block)
-    a, p_sink = eager(q, k)
+    _, a, p_sink = eager_probabilities(q, k)
     close = dict(rtol=0, atol=1e-5)
     torch.testing.assert_close(stats.entropy.double(), entropy_of(a, p_sink), **close)
     torch.testing.assert_close(stats.received.double(), a.sum(2), **close)
@@ -56,7 +37,7 @@ def test_padding_mask_and_learned_sinks():
     allowed[torch.arange(20), torch.arange(20)] = True
     additive = torch.zeros(1, 1, 20, 20).masked_fill(~allowed, torch.finfo(torch.float32).min)
     sinks = torch.tensor([0.5, -1.0, 2.0, 0.0])
-    a, p_sink = eager(q, k, mask=allowed, sink_logits=sinks)
+    _, a, p_sink = eager_probabilities(q, k, mask=allowed, sink_logits=sinks)
     for mask in (allowed[None, None], additive):  # boolean (True = attend) and additive float masks
         stats = attention_stats(q, k, mask=mask, sink_logits=sinks)
         torch.testing.assert_close(stats.entropy.double(), entropy_of(a, p_sink), rtol=0, atol=1e-5)
@@ -84,7 +65,7 @@ def test_queries_that_see_nothing_add_nothing(block):
     allowed = torch.ones(20, 20, dtype=torch.bool)
     allowed[:, :3] = False
     additive = torch.zeros(1, 1, 20, 20).masked_fill(~allowed, torch.finfo(torch.float32).min)
-    a, _ = eager(q, k, mask=allowed)  # rows 0..2: nan (nothing to attend to)
+    _, a, _ = eager_probabilities(q, k, mask=allowed)  # rows 0..2: zeros (nothing to attend to)
     real = a[:, :, 3:]
     stats = attention_stats_reference(q, k, mask=additive, top_k=2, block=block)
     assert torch.isneginf(stats.lse[..., :3]).all() and torch.isnan(stats.entropy[..., :3]).all()

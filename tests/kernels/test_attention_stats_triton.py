@@ -1,6 +1,6 @@
 """The Triton attention_stats (interpreted on CPU by TRITON_INTERPRET=1, see conftest.py) against
-eager softmax attention built here in float64 (the full T x T matrix), against the blocked
-PyTorch reference, and on the DESIGN.md vectors.
+eager softmax attention in float64 (the full T x T matrix, tests/attention_reference.py),
+against the blocked PyTorch reference, and on the DESIGN.md vectors.
 
 Tolerances: 1e-5 absolute on probabilities, masses, entropies and received attention (fp32
 kernel vs float64 eager); lse 1e-5 absolute + 1e-6 relative. Against the reference, which also
@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from attention_reference import eager_probabilities, entropy_of
+
 pytest.importorskip("triton")
 
 from workbench.kernels import attention_stats  # noqa: E402 - after the skip
@@ -25,38 +27,8 @@ CLOSE = dict(rtol=0, atol=1e-5)
 LSE_CLOSE = dict(rtol=1e-6, atol=1e-5)
 
 
-def eager(q, k, *, causal=True, mask=None, sink_logits=None, scale=None):
-    """lse [B, Hq, Tq] and probabilities [B, Hq, Tq, Tk] in float64 from the full score matrix,
-    and each query's probability of the learned sink outcome [B, Hq, Tq]. A query with nothing
-    to attend to gets lse = -inf and a row of zeros."""
-    group = q.shape[1] // k.shape[1]
-    scale = q.shape[-1] ** -0.5 if scale is None else scale
-    scores = q.double() @ k.double().repeat_interleave(group, 1).transpose(-1, -2) * scale
-    t_q, t_k = q.shape[2], k.shape[2]
-    allowed = torch.ones(t_q, t_k, dtype=torch.bool)
-    if causal:
-        allowed = allowed.tril(t_k - t_q)  # queries are the last Tq positions
-    if mask is not None:
-        allowed = allowed & (mask if mask.dtype == torch.bool else mask > torch.finfo(mask.dtype).min / 2)
-    scores = scores.masked_fill(~allowed, float("-inf"))
-    logits = scores
-    if sink_logits is not None:
-        logits = torch.cat([scores, sink_logits.double().view(1, -1, 1, 1).expand(*scores.shape[:3], 1)], -1)
-    lse = torch.logsumexp(logits, -1)
-    probs = torch.where(torch.isfinite(lse)[..., None], (logits - lse[..., None]).exp(), 0.0)
-    if sink_logits is not None:
-        return lse, probs[..., :-1], probs[..., -1]
-    return lse, probs, torch.zeros_like(lse)
-
-
-def entropy_of(a, p_sink):
-    """-sum p log p over the keys and the sink outcome: [B, Hq, Tq]."""
-    terms = torch.where(a > 0, a * a.clamp_min(1e-300).log(), 0.0).sum(-1)
-    return -terms - torch.where(p_sink > 0, p_sink * p_sink.clamp_min(1e-300).log(), 0.0)
-
-
 def check_against_eager(stats, q, k, *, sink, key_subset=None, top_k=0, **options):
-    lse, a, p_sink = eager(q, k, **options)
+    lse, a, p_sink = eager_probabilities(q, k, **options)
     live = torch.isfinite(lse)
     torch.testing.assert_close(stats.lse.double(), lse, **LSE_CLOSE)
     entropy = torch.where(live, entropy_of(a, p_sink), float("nan"))

@@ -10,9 +10,10 @@ natively (the same tests, on CUDA tensors).
   (exactly in the interpreter; on a GPU, exp and log round differently from PyTorch's and
   may flip a near-tie: 0.5% allowed).
 - Chi-square: N draws of one row in one launch, counts against q = p * kept / sum(p * kept)
-  recomputed in NumPy float64 from the definitions. Significance level 1e-3 per test;
-  seeds are fixed, so each outcome is deterministic. Each test also shows its power by
-  rejecting (p < 1e-6) a distribution two points of probability off.
+  recomputed in NumPy float64 from the definitions (tests/sampling_reference.py).
+  Significance level 1e-3 per test; seeds are fixed, so each outcome is deterministic. Each
+  test also shows its power by rejecting (p < 1e-6) a distribution two points of probability
+  off.
 """
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from sampling_reference import chi_square_pvalue, numpy_kept
 from workbench.kernels import kept_set_reference, sample, sample_reference
 from workbench.kernels.philox import gumbel_noise, philox4x32
 from workbench.kernels.triton_sample import _gumbel, sample as triton_sample
@@ -40,41 +42,6 @@ RANDOM123 = [
 
 def generator(seed):
     return torch.Generator(device=DEVICE).manual_seed(seed)
-
-
-def numpy_kept(z, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, top_h=0.0):
-    """Kept mask and q from the definitions, rank by rank, in float64: ranked by logit
-    descending, lower id first among equal logits."""
-    z = np.asarray(z, np.float64)
-    greedy = temperature <= 0
-    s = z / (1.0 if greedy else temperature)
-    p = np.exp(s - s.max())
-    p /= p.sum()
-    order = np.argsort(-z, kind="stable")
-    ps = p[order]
-    H = -(p[p > 0] * np.log(p[p > 0])).sum()
-    keep = np.zeros(len(z), bool)
-    for r, v in enumerate(order):
-        ok = (top_k == 0 or r < top_k) and (top_p >= 1 or ps[:r].sum() < top_p) and ps[r] >= min_p * ps[0]
-        if top_h:
-            q = ps[: r + 1] / ps[: r + 1].sum()
-            q = q[q > 0]
-            ok = ok and -(q * np.log(q)).sum() <= top_h * H + 1e-6
-        keep[v] = (ok and not greedy) or r == 0
-    q = np.where(keep, p, 0.0)
-    return keep, q / q.sum()
-
-
-def chi_square_pvalue(counts, expected):
-    """Pearson's test; cells expecting fewer than 5 draws are pooled into one."""
-    small = expected < 5
-    if small.any():
-        counts = np.append(counts[~small], counts[small].sum())
-        expected = np.append(expected[~small], expected[small].sum())
-    statistic = ((counts - expected) ** 2 / expected).sum()
-    df = len(counts) - 1
-    return torch.special.gammaincc(torch.tensor(df / 2, dtype=torch.float64),
-                                   torch.tensor(statistic / 2, dtype=torch.float64)).item()
 
 
 def assert_same_draws(a, b):
