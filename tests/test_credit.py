@@ -434,3 +434,22 @@ def test_thr_colors_are_clipped_at_the_95th_percentile_of_nonzero_magnitudes():
     # Edge cases: every THR zero or missing -> +-1; a single value sets the range.
     assert views.diverging_limit(np.array([0.0, np.nan, -0.0])) == 1.0
     assert views.diverging_limit(np.array([0.0, -3.0])) == 3.0
+
+
+def test_the_strips_and_the_heatmap_put_a_token_at_the_same_place_on_the_scale():
+    """A non-negative signal (D3S = |A| x H) is colored from zero to its largest value in
+    the strips as in the heatmap: its smallest value (above zero) is not the floor color in
+    one view and a brighter one in the other."""
+    group = synthetic_group([[40, 41, 42], [43, 44]], [1, 0])
+    group.table["d3s"] = [0.5, 1.0, 2.0, 3.0, 4.0]
+    scale, heat = views.strip_scale(group, "d3s"), views.token_heatmap(group, signal="d3s").data[0]
+    for value in group.table["d3s"]:  # the same fraction of the scale in both views
+        assert ((value - scale["vmin"]) / (scale["vmax"] - scale["vmin"])
+                == pytest.approx((value - heat.zmin) / (heat.zmax - heat.zmin)))
+    colors = dict(strip_colors(views.group_strips(group, "d3s").html))
+    bottom, top = "#440154", "#fde725"  # viridis at 0 and 1
+    assert colors["4"] == top and colors["0.5"] != bottom  # 0.5 is an eighth of the way up from zero
+    # A signed signal: ±L in both (the THR test above); nothing at all: 0 to 1 in both.
+    group.table["d3s"] = np.nan
+    scale, heat = views.strip_scale(group, "d3s"), views.token_heatmap(group, signal="d3s").data[0]
+    assert (scale["vmin"], scale["vmax"]) == (heat.zmin, heat.zmax) == (0, 1)

@@ -18,7 +18,7 @@ import pytest
 from pages import CHROMIUM, chromium
 from workbench.errors import WorkbenchError
 from workbench.run import Run
-from workbench.widgets import figures
+from workbench.widgets import figures, token_strip
 from workbench.widgets.figures import (MAX_POINTS, SELECTED_COLOR, SELECTION, decimate, figure_html, lens_heatmap,
                                        next_token_chart, signal_chart, update_in_place)
 from workbench.widgets.panels import PANELS, Panel, clicked_position, load_builtin_panels, panels_for
@@ -161,6 +161,71 @@ def test_lens_heatmap_bins_long_runs_and_marks_the_column():
     entropy = lens_heatmap(run, None, "entropy")  # the lens has this statistic: shown as is
     assert "entropy" in entropy.layout.title.text
     assert "rank" in lens_heatmap(run, None, "margin").layout.title.text  # no such lens: rank
+
+
+def lens_run(lens: dict[str, np.ndarray]) -> Run:
+    """make_run's tokens with the given lens arrays; the table's surprisal, entropy and rank
+    are the lens's last layer (the model's own prediction), as in an analyzed run."""
+    run = make_run(lens["lens_rank"].shape[1])
+    for name in ("surprisal", "entropy", "rank"):
+        last = lens[f"lens_{name}"][-1]
+        run.table[name] = pd.array([None] + last[1:].tolist(), dtype="Int64" if name == "rank" else "Float64")
+    return Run(run.text, run.table, lens, run.meta)
+
+
+def heatmap_color(trace, value: float) -> str | None:
+    """The color plotly gives `value` when it is at or beyond an end of the trace's range
+    (zmin/zmax, or the data's extent when unset); None in between."""
+    colors = [color for _, color in trace.colorscale][::-1 if trace.reversescale else 1]
+    z = np.asarray(trace.z, dtype=float)
+    low = np.nanmin(z) if trace.zmin is None else trace.zmin
+    high = np.nanmax(z) if trace.zmax is None else trace.zmax
+    return colors[0] if value <= low else colors[-1] if value >= high else None
+
+
+def strip_color(run: Run, signal: str, position: int) -> str:
+    """The background of token `position` in the run's token strip colored by `signal`."""
+    strip = token_strip(run, signal).html
+    level = re.search(rf'class="t (l\d+)[^"]*" data-i="{position}"', strip).group(1)
+    return re.search(rf"\.{level}\{{background:(#[0-9a-f]{{6}})", strip).group(1)
+
+
+@pytest.mark.parametrize("signal", ["surprisal", "rank", "entropy"])
+def test_the_lens_colors_a_token_as_the_strip_does(signal):
+    """The most and the least surprising (uncertain, badly ranked) token of the last layer
+    take the same end colors in the logit lens as in the token strip: hot is hot in both."""
+    rng = np.random.default_rng(3)
+    n, layers = 30, 5
+    lens = {"lens_surprisal": rng.uniform(0, 8, (layers, n)), "lens_entropy": rng.uniform(0, 6, (layers, n)),
+            "lens_rank": rng.integers(0, 3000, (layers, n))}
+    for values in lens.values():  # one clear top and bottom token in the last layer
+        values[-1, 7], values[-1, 12] = values.max() * 2, 0
+    run = lens_run(lens)
+    trace = lens_heatmap(run, None, signal).data[0]
+    z = np.asarray(trace.z, dtype=float)
+    for position in (7, 12):
+        assert heatmap_color(trace, z[-1, position]) == strip_color(run, signal, position)
+
+
+def test_the_lens_color_range_comes_from_layers_1_to_L():
+    """Layer 0 (the embeddings read through the lm_head) is extreme here: it is still drawn
+    (its values unchanged, in the hover) but clipped, and the colors span layers 1..L, from
+    their 2nd to their 98th percentile; the colorbar says so."""
+    n = 25
+    surprisal = np.vstack([np.full(n, 500.0), np.arange(100, dtype=float).reshape(4, n)])  # [5, n]: 500, then 0..99
+    run = lens_run({"lens_surprisal": surprisal, "lens_entropy": surprisal, "lens_rank": surprisal.astype("int64")})
+    fig = lens_heatmap(run, None, "surprisal")
+    trace = fig.data[0]
+    # By hand: the p-th percentile of 0, 1, ..., 99 (linear interpolation) is 0.99 p.
+    assert (trace.zmin, trace.zmax) == (pytest.approx(1.98), pytest.approx(97.02))
+    assert np.array_equal(np.asarray(trace.z)[0], surprisal[0])  # layer 0 drawn, its values as they are
+    assert heatmap_color(trace, 500.0) == heatmap_color(trace, 99.0)  # clipped to the top color
+    assert "percentiles 2–98 of layers 1–4" in trace.colorbar.title.text
+    ranks = lens_heatmap(run, None, "rank").data[0]  # rank: on log10(1 + rank), ticks inside the range
+    assert ranks.zmax == pytest.approx(np.percentile(np.log10(1 + np.arange(100)), 98))
+    # Ticks: its ends, about ranks 2 and 97 (the 2nd and 98th percentiles of ranks 0..99: 1.98
+    # and 97.02, nearly the same on the log scale), and rank 10 in between.
+    assert list(ranks.colorbar.ticktext) == ["≤ 2", "10", "≥ 97"]
 
 
 def test_clicked_position():

@@ -307,6 +307,22 @@ def test_views_build_for_a_routing_run():
     assert not any(panel.name.startswith("routing.") for panel in panels_for(dense))
 
 
+def test_routing_views_are_framed_like_the_core_views():
+    """In the dashboard the expert map sits with the other views along the positions: it
+    has their frame (margins, so that the position axes line up; title; no legend), as
+    does every routing view, except the load bars, whose legend names the layers."""
+    from workbench.widgets import routing as views
+    from workbench.widgets.figures import signal_chart
+
+    run = tiny_model("mixtral").analyze(TEXT, signals=["routing"])
+    core = signal_chart(run, 3, "router_entropy").layout
+    for figure in (views.expert_map(run, 3), views.load_bars(run, 3), views.expert_paths(run, 3),
+                   views.affinity_heatmap(run, 3), views.specialization_table(run, 3)):
+        layout = figure.layout
+        assert layout.margin == core.margin and layout.title.x == core.title.x and layout.font == core.font
+        assert layout.showlegend is (figure.data[0].type == "bar")
+
+
 # ----- the embedded model with learned routing ---------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_moe():

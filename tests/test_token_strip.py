@@ -245,3 +245,49 @@ def test_click_selects_a_token_in_a_saved_file(tmp_path, browser):
     assert "selected #9" in strips.nth(1).locator(".tw-info").inner_text()
     strips.nth(1).locator(".t").nth(9).click()  # a second click deselects
     assert strips.nth(1).get_attribute("data-selected") is None
+
+
+def generated_run(first_generated: int = 8) -> Run:
+    """make_run as a generation: the tokens from `first_generated` on were generated."""
+    run = make_run()
+    table = run.table.assign(generated=[i >= first_generated for i in range(len(run.table))])
+    return Run(run.text, table, {}, run.meta)
+
+
+def test_a_generated_run_marks_where_the_prompt_ends():
+    """Prompt tokens are styled apart (class p), the first generated token carries the
+    separator (g0), and the legend says where the generation starts, on every page; the
+    visible text is still the run's text. A run with nothing generated is unmarked."""
+    run = generated_run(8)
+    parsed = parse(token_strip(run))
+    assert "".join(parsed.text) == run.text
+    marks = [{"p", "g0"} & set(span["class"].split()) for span in parsed.tokens]
+    assert marks == [{"p"}] * 8 + [{"g0"}] + [set()] * 11
+    css = "".join(parsed.css)
+    assert re.search(r"\.t\.p\{[^}]*text-decoration:underline dotted", css)
+    assert re.search(r"\.t\.g0\{[^}]*border-left:3px solid", css)
+    pages = [strip_page(run, "surprisal", page, page_tokens=6).html for page in range(4)]
+    assert all("generated from #8" in page for page in pages)  # the note on every page
+    separator = [bool(re.search(r'class="t [^"]*\bg0\b', page)) for page in pages]
+    assert separator == [False, True, False, False]  # on the page that holds #8 only
+    for unmarked in (make_run(), generated_run(0), generated_run(len(run.table))):  # no column; all generated; none
+        html = token_strip(unmarked).html
+        assert "generated from" not in html and not re.search(r'class="t [^"]*\b(p|g0)\b', html)
+
+
+def test_the_prompt_and_the_generation_look_apart_in_a_browser(tmp_path, browser):
+    """The styles apply in a page: a 3px dark bar before the first generated token, prompt
+    tokens underlined (dotted), generated tokens not."""
+    path = token_strip(generated_run(8)).save(tmp_path / "generated.html")
+    page = browser.new_page()
+    page.goto(path.as_uri())
+    tokens = page.locator(".tw-text .t")
+
+    def style(i: int, prop: str) -> str:
+        return tokens.nth(i).evaluate(f"t => getComputedStyle(t).{prop}")
+
+    assert style(8, "borderLeftWidth") == "3px" and style(8, "borderLeftStyle") == "solid"
+    assert style(7, "borderLeftWidth") == style(9, "borderLeftWidth") == "0px"
+    assert style(3, "textDecorationStyle") == "dotted" and style(3, "textDecorationLine") == "underline"
+    assert style(9, "textDecorationLine") == "none"
+    assert page.locator(".tw-legend").inner_text().count("generated from #8") == 1

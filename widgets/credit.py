@@ -1,9 +1,9 @@
 """Views of a `Group` (RL rollouts): pure builders, Group -> plotly Figure or offline HTML.
 
 - `group_strips`: the responses stacked as token strips, each token colored by a signed
-  signal (THR by default) on a diverging scale centred on zero (its range: `diverging_limit`),
-  with the response's reward and advantage beside it; self-contained HTML (what
-  `group.show()` returns).
+  signal (THR by default) on a diverging scale centred on zero (its range: `color_range`, the
+  same in every view of the group), with the response's reward and advantage beside it;
+  self-contained HTML (what `group.show()` returns).
 - `token_heatmap`: responses as rows, positions as columns, each cell a token colored by a
   signal (THR: diverging around zero), hover: token, advantage, signal, entropy; critical
   tokens outlined in black.
@@ -105,18 +105,26 @@ def response_header(group: Group, i: int) -> str:
     return header
 
 
-def strip_scale(group: Group, signal: str) -> dict:
-    """Token-strip colors (`token_strip` keywords) shared by every response of the group:
-    a diverging scale symmetric around zero when `signal` takes negative values (THR, range
-    ±`diverging_limit`, clipped beyond), the sequential one over the group's range otherwise."""
-    values = _signal_values(group, signal)
+def color_range(values: np.ndarray) -> tuple[float, float]:
+    """The (low, high) values a group signal's colors run between, in every view of the
+    group (strips and heatmap), so that a token has the same color in each: when the signal
+    takes negative values (THR), ±`diverging_limit` on a diverging scale with zero at its
+    neutral midpoint (values beyond take the end colors); otherwise 0 to the largest value
+    on a sequential scale (D3S), 0 to 1 when every value is zero or missing. A diverging
+    scale is the one with low < 0."""
     finite = values[np.isfinite(values)]
     if len(finite) and finite.min() < 0:
         limit = diverging_limit(values)
-        return dict(colorscale=DIVERGING, vmin=-limit, vmax=limit)
-    if len(finite):
-        return dict(colorscale="viridis", vmin=float(finite.min()), vmax=float(finite.max()))
-    return dict(colorscale="viridis")
+        return -limit, limit
+    return 0.0, _magnitude_quantile(values, 1.0)  # the largest
+
+
+def strip_scale(group: Group, signal: str) -> dict:
+    """Token-strip colors (`token_strip` keywords) shared by every response of the group,
+    on the group's `color_range`: the diverging scale for a signal with negative values,
+    the sequential one otherwise."""
+    low, high = color_range(_signal_values(group, signal))
+    return dict(colorscale=DIVERGING if low < 0 else "viridis", vmin=low, vmax=high)
 
 
 def response_run(group: Group, i: int) -> Run:
@@ -171,17 +179,13 @@ def group_strips(group: Group, signal: str = "thr") -> GroupStrips:
 # ----- heatmap of responses x positions ----------------------------------------------------------
 def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal: str = "thr") -> go.Figure:
     """Responses stacked (rows), tokens along the positions (columns), each cell colored by
-    `signal`: on a diverging scale centred on zero when it takes negative values (THR, range
-    ±`diverging_limit`: cells beyond it take the end colors, the hover gives their value),
-    on a sequential one from zero to the largest value otherwise (D3S); critical tokens
-    outlined in black."""
+    `signal` on the group's `color_range`, as in the strips: on a diverging scale centred on
+    zero when it takes negative values (THR, range ±`diverging_limit`: cells beyond it take
+    the end colors, the hover gives their value), on a sequential one from zero to the
+    largest value otherwise (D3S); critical tokens outlined in black."""
     values = _signal_values(group, signal)
-    signed = bool(np.nanmin(values, initial=0.0) < 0) if np.isfinite(values).any() else False
-    if signed:
-        limit = diverging_limit(values)
-        scale = dict(colorscale=PLOTLY_DIVERGING, zmin=-limit, zmax=limit, zmid=0)
-    else:
-        scale = dict(colorscale="Viridis", zmin=0, zmax=_magnitude_quantile(values, 1.0))  # the largest
+    low, high = color_range(values)
+    scale = dict(colorscale=PLOTLY_DIVERGING, zmid=0) if low < 0 else dict(colorscale="Viridis")
     z = group.grid(signal, dtype="float64")
     tokens = group.grid("token", fill="")
     advantage = np.repeat(group.advantages[:, None], z.shape[1], axis=1)
@@ -189,7 +193,7 @@ def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal:
     labels = [response_label(group, i) for i in range(len(group))]
     show_text = z.shape[1] <= MAX_CELL_TEXT
     traces = [go.Heatmap(
-        z=z, x=list(range(z.shape[1])), y=list(range(len(group))), **scale,
+        z=z, x=list(range(z.shape[1])), y=list(range(len(group))), zmin=low, zmax=high, **scale,
         text=np.vectorize(lambda t: t.replace("\n", "↵"))(tokens) if tokens.size else tokens,
         texttemplate="%{text}" if show_text else None, textfont=dict(size=10),
         customdata=np.dstack([advantage, entropy]) if z.size else None,
@@ -364,6 +368,6 @@ def clicked_token(layout_meta, point: dict) -> tuple[int, int] | None:
     return None
 
 
-__all__ = ["GROUP_VIEWS", "GroupStrips", "GroupView", "clicked_token", "diverging_limit", "group_strips",
-           "prefix_tree_figure", "response_header", "response_label", "response_run", "strip_scale", "success_curve",
-           "token_heatmap", "views_for"]
+__all__ = ["GROUP_VIEWS", "GroupStrips", "GroupView", "clicked_token", "color_range", "diverging_limit",
+           "group_strips", "prefix_tree_figure", "response_header", "response_label", "response_run", "strip_scale",
+           "success_curve", "token_heatmap", "views_for"]

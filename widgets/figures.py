@@ -8,8 +8,9 @@ way they show every signal family's panels.
 - `next_token_chart`: the model's top-k candidates at the selected position, the token
   that actually came highlighted (added below the top-k, with its rank, when it is not
   among them); with no selection, the prediction after the last token.
-- `lens_heatmap`: a logit-lens statistic [layer, position]; long runs are averaged over
-  bins of positions.
+- `lens_heatmap`: a logit-lens statistic [layer, position], colored in the token strip's
+  direction over a range set by layers 1..L (layer 0, the embeddings, drawn clipped); long
+  runs are averaged over bins of positions.
 
 Every figure tells which axis holds token positions (`layout.meta["workbench"]`), so that
 clicking a point selects that token in all views, and marks the selected token with a
@@ -79,8 +80,8 @@ def signal_chart(run: Run, selected: int | None = None, signal: str = "surprisal
         hovertemplate="#%{x} %{customdata}<br>" + signal + " = %{y:.4g}" + unit + "<extra></extra>",
     )
     title = f"{signal} per token" + (f" ({n} tokens: min/max per bin)" if len(keep) < n else "")  # clears the toolbar
-    layout = _layout(title, "x", xaxis=dict(title="position", range=[-0.5, n - 0.5]),
-                     yaxis=dict(title=f"{signal} ({UNITS[signal]})" if unit else signal), hovermode="closest")
+    layout = figure_layout(title, "x", xaxis=dict(title="position", range=[-0.5, n - 0.5]),
+                           yaxis=dict(title=f"{signal} ({UNITS[signal]})" if unit else signal), hovermode="closest")
     if selected is not None and 0 <= selected < n:
         value = values[selected]
         text = f"#{selected} {table['token'].iloc[selected]!r}" + ("" if math.isnan(value) else f"  {value:.4g}")
@@ -145,8 +146,8 @@ def next_token_chart(run: Run, selected: int | None = None) -> go.Figure:
         x=np.asarray(probs, dtype="float64"), y=labels, orientation="h", marker_color=colors,
         text=[f"{p:.1%}" for p in probs], textposition="auto", hovertemplate="%{y}: %{x:.2%}<extra></extra>",
     )
-    layout = _layout(title, None, xaxis=dict(title="probability", tickformat=".2~%", rangemode="tozero"),
-                     yaxis=dict(autorange="reversed", automargin=True))
+    layout = figure_layout(title, xaxis=dict(title="probability", tickformat=".2~%", rangemode="tozero"),
+                           yaxis=dict(autorange="reversed", automargin=True))
     if not tokens:
         if selected == 0:
             reason = "the first token has no prediction: nothing comes before it"
@@ -163,12 +164,29 @@ def next_token_chart(run: Run, selected: int | None = None) -> go.Figure:
 RANK_TICKS = (0, 1, 10, 100, 1_000, 10_000, 100_000)
 LENS_LABELS = {"rank": "rank of the actual token (log scale)", "surprisal": "surprisal (nats)",
                "entropy": "entropy (nats)", "top1_prob": "top-1 probability"}
+LENS_PERCENTILES = (2, 98)  # of layers 1..L: the ends of the logit lens's color range
+
+
+def lens_color_range(values: np.ndarray) -> tuple[float, float] | None:
+    """values [L+1, columns] -> the (low, high) of the logit lens's colors: the
+    `LENS_PERCENTILES` of the finite values of layers 1..L (all layers when there is only
+    one). Layer 0, the embeddings read through the lm_head, is often near-uniform or extreme
+    and would flatten the colors of every other layer; it is drawn clipped to this range.
+    None (colors over all the values) when those layers hold no finite value, or one value only."""
+    layers = values[1:] if len(values) > 1 else values
+    finite = layers[np.isfinite(layers)]
+    if not len(finite):
+        return None
+    low, high = np.percentile(finite, LENS_PERCENTILES)
+    return (float(low), float(high)) if high > low else None
 
 
 def lens_heatmap(run: Run, selected: int | None = None, signal: str = "rank",
                  max_columns: int = MAX_COLUMNS) -> go.Figure:
     """A logit-lens statistic [layer, position]: `signal` when the lens has it (rank,
-    surprisal, entropy), rank otherwise. Rank is drawn as log10(1 + rank)."""
+    surprisal, entropy), rank otherwise. Rank is drawn as log10(1 + rank). Colors as in the
+    token strip (low values dark, high values bright), over `lens_color_range` (layers
+    1..L; values beyond, layer 0's among them, take the end colors; the hover gives them)."""
     statistic = signal if f"lens_{signal}" in run.arrays else "rank"
     if f"lens_{statistic}" not in run.arrays:
         raise WorkbenchError("this run has no logit lens; analyze with signals=['logit_lens']")
@@ -184,23 +202,45 @@ def lens_heatmap(run: Run, selected: int | None = None, signal: str = "rank",
             warnings.simplefilter("ignore", RuntimeWarning)
             values = np.nanmean(padded.reshape(n_layers, -1, width), axis=2)
     x = np.arange(0, n, width) + (width - 1) / 2  # each column's center: a cell spans its bin's positions
-    colorbar = dict(title=dict(text=LENS_LABELS.get(statistic, statistic), side="right"), thickness=12)
+    label = LENS_LABELS.get(statistic, statistic)
+    span = lens_color_range(values)
+    scale = {}
+    if span is not None:
+        scale = dict(zmin=span[0], zmax=span[1])
+        layers = "all layers" if n_layers == 1 else f"layers 1–{n_layers - 1}"
+        label += f"<br><sup>colors: percentiles {LENS_PERCENTILES[0]}–{LENS_PERCENTILES[1]} of {layers}</sup>"
+    colorbar = dict(title=dict(text=label, side="right"), thickness=12)
     if statistic == "rank":
-        top = np.nanmax(values, initial=0.0) if not np.isnan(values).all() else 0.0
-        ranks = [r for r in RANK_TICKS if math.log10(1 + r) <= top + 1e-9] or [0]
-        colorbar.update(tickvals=[math.log10(1 + r) for r in ranks], ticktext=[f"{r:,}" for r in ranks])
+        colorbar.update(_rank_ticks(values, span))
     where = "#%{x}" if width == 1 else f"#%{{x:.0f}} ± {width // 2}"
     trace = go.Heatmap(
-        z=values, x=x, y=np.arange(n_layers), colorscale="Viridis", reversescale=statistic in ("rank", "surprisal"),
+        z=values, x=x, y=np.arange(n_layers), colorscale="Viridis", **scale,  # the strip's direction: high = bright
         colorbar=colorbar, xgap=0, ygap=0, hovertemplate=where + "  layer %{y}<br>%{z:.3g}<extra></extra>",
     )
     title = f"Logit lens: {statistic}" + (f" (mean over {width} positions per column)" if width > 1 else "")
-    layout = _layout(title, "x", xaxis=dict(title="position"),
-                     yaxis=dict(title="layer (0 = embeddings)", dtick=max(1, n_layers // 8)))
+    layout = figure_layout(title, "x", xaxis=dict(title="position"),
+                           yaxis=dict(title="layer (0 = embeddings)", dtick=max(1, n_layers // 8)))
     if selected is not None and 0 <= selected < n:
         start = selected // width * width  # the selected token's column
         layout["shapes"] = [selection_box(start - 0.5, min(start + width, n) - 0.5)]
     return go.Figure(trace, layout=layout)
+
+
+def _rank_ticks(values: np.ndarray, span: tuple[float, float] | None) -> dict:
+    """Colorbar ticks for log10(1 + rank) `values` colored over `span` (None: over all the
+    values, from 0): the ranks of `RANK_TICKS` inside it and, for a span, its two ends,
+    labeled "≤ r" and "≥ r" (ranks beyond take their colors), without the inner ticks too
+    close to an end to read."""
+    if span is None:
+        top = np.nanmax(values, initial=0.0) if not np.isnan(values).all() else 0.0
+        ranks = [r for r in RANK_TICKS if math.log10(1 + r) <= top + 1e-9]
+        return dict(tickvals=[math.log10(1 + r) for r in ranks], ticktext=[f"{r:,}" for r in ranks])
+    low, high = span
+    room = 0.08 * (high - low)
+    inner = [r for r in RANK_TICKS if low + room < math.log10(1 + r) < high - room]
+    return dict(tickvals=[low, *(math.log10(1 + r) for r in inner), high],
+                ticktext=[f"{'≤ ' if low > 0 else ''}{10 ** low - 1:,.0f}", *(f"{r:,}" for r in inner),
+                          f"≥ {10 ** high - 1:,.0f}"])
 
 
 # ----- shared layout ------------------------------------------------------------------------
@@ -218,13 +258,18 @@ def selection_box(x0, x1, y0=0, y1=1, yref="paper", width=2) -> dict:
                 line=dict(color=SELECTED_COLOR, width=width))
 
 
-def _layout(title: str, position_axis: str | None, **extra) -> dict:
+def figure_layout(title: str, position_axis: str | None = None, **extra) -> dict:
+    """The layout every view starts from: the title at the top left, the light template,
+    `HEIGHT`, the same margins (views stacked in a column line up their position axes), no
+    legend, no shapes, and `meta["workbench"]["position_axis"]`: the axis that holds token
+    positions, None when none does (a click then selects no token). `extra` adds layout
+    keys or replaces these (height, showlegend, margin, ...)."""
     return dict(
         title=dict(text=title, **TITLE),
         height=HEIGHT, margin=dict(l=60, r=20, t=40, b=40), font=FONT, template=TEMPLATE,
         meta={"workbench": {"position_axis": position_axis}},
-        showlegend=False, shapes=[], annotations=[], **extra,
-    )
+        showlegend=False, shapes=[], annotations=[],
+    ) | extra
 
 
 # ----- export -------------------------------------------------------------------------------

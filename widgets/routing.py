@@ -27,7 +27,7 @@ from workbench import routing_stats as rs
 from workbench.errors import WorkbenchError
 from workbench.run import Run
 
-from .figures import FONT, SELECTED_COLOR, TEMPLATE, selection_box
+from .figures import SELECTED_COLOR, figure_layout, selection_box
 from .panels import Panel, register_panel
 
 PALETTE = qualitative.Light24  # categorical expert colors up to 24 experts; a continuous scale beyond
@@ -55,14 +55,6 @@ def _discrete_colorscale(colors: list[str]) -> list:
     return [stop for e, color in enumerate(colors) for stop in ([e / n, color], [(e + 1) / n, color])]
 
 
-def _layout(title: str, height: int, position_axis: str | None = None, **extra) -> dict:
-    return dict(
-        title=dict(text=title, font=dict(size=13), x=0.01, xanchor="left"),
-        height=height, margin=dict(l=70, r=20, t=40, b=40), font=FONT, template=TEMPLATE,
-        meta={"workbench": {"position_axis": position_axis}}, shapes=[], **extra,
-    )
-
-
 def expert_map(run: Run, selected: int | None = None) -> go.Figure:
     """Heatmap [MoE layer, position] of the top-1 expert; hover lists the k experts with
     their weights, the router entropy and the shared-expert weight where there is one."""
@@ -85,9 +77,8 @@ def expert_map(run: Run, selected: int | None = None) -> go.Figure:
         heatmap["hovertemplate"] = "%{text}<extra></extra>"
     else:
         heatmap["hovertemplate"] = "#%{x}  %{y}: expert %{z}<extra></extra>"
-    layout = _layout("Top-1 expert of each token at each MoE layer", 120 + 26 * m, "x",
-                     xaxis=dict(title="position", range=[-0.5, n - 0.5]),
-                     yaxis=dict(autorange="reversed"))
+    layout = figure_layout("Top-1 expert of each token at each MoE layer", "x", height=120 + 26 * m,
+                           xaxis=dict(title="position", range=[-0.5, n - 0.5]), yaxis=dict(autorange="reversed"))
     if selected is not None and 0 <= selected < n:
         layout["shapes"] = [selection_box(selected - 0.5, selected + 0.5)]
     return go.Figure(go.Heatmap(**heatmap), layout=layout)
@@ -109,8 +100,9 @@ def load_bars(run: Run, selected: int | None = None) -> go.Figure:
         heatmap = go.Heatmap(z=load, x=np.arange(n_experts), y=labels, colorscale="Viridis", zmin=0,
                              colorbar=dict(title=dict(text="fraction of tokens", side="right"), thickness=12),
                              hovertemplate="%{y}<br>expert %{x}: %{z:.1%} of tokens<extra></extra>")
-        layout = _layout(title.replace("outlined", "boxed") + "; imbalance max/mean in brackets", 120 + 18 * len(names),
-                         xaxis=dict(title="expert"), yaxis=dict(autorange="reversed"))
+        layout = figure_layout(title.replace("outlined", "boxed") + "; imbalance max/mean in brackets",
+                               height=120 + 18 * len(names), xaxis=dict(title="expert"),
+                               yaxis=dict(autorange="reversed", automargin=True))  # long labels
         if selected is not None:
             layout["shapes"] = [selection_box(e - 0.5, e + 0.5, m - 0.5, m + 0.5, yref="y")
                                 for m in range(len(names)) for e in ids[m, selected]]
@@ -122,8 +114,8 @@ def load_bars(run: Run, selected: int | None = None) -> go.Figure:
         traces.append(go.Bar(x=np.arange(n_experts), y=load[m], name=f"{name} (imbalance {imbalance[m]:.2f})",
                              marker=dict(color=colors[m], line=dict(width=outline, color=SELECTED_COLOR)),
                              hovertemplate=f"{name}<br>expert %{{x}}: %{{y:.1%}} of tokens<extra></extra>"))
-    layout = _layout(title, 320, barmode="group", showlegend=True,
-                     xaxis=dict(title="expert", dtick=1), yaxis=dict(title="fraction of tokens", tickformat=".0%"))
+    layout = figure_layout(title, height=320, barmode="group", showlegend=True,
+                           xaxis=dict(title="expert", dtick=1), yaxis=dict(title="fraction of tokens", tickformat=".0%"))
     layout["shapes"] = [dict(type="line", xref="paper", x0=0, x1=1, y0=k / n_experts, y1=k / n_experts,
                              line=dict(color="gray", dash="dash", width=1))]
     return go.Figure(traces, layout=layout)
@@ -160,7 +152,7 @@ def expert_paths(run: Run, selected: int | None = None, positions=None) -> go.Fi
                   hovertemplate="%{value} token(s): %{customdata}<extra></extra>"),
     )
     what = f"token #{positions[0]} {tokens[positions[0]]!r}" if len(positions) == 1 else f"{len(positions)} tokens"
-    return go.Figure(sankey, layout=_layout(f"Top-1 expert paths across layers: {html.escape(what)}", 380))
+    return go.Figure(sankey, layout=figure_layout(f"Top-1 expert paths across layers: {html.escape(what)}", height=380))
 
 
 def affinity_heatmap(run: Run, selected: int | None = None, pair: int = 0) -> go.Figure:
@@ -171,8 +163,7 @@ def affinity_heatmap(run: Run, selected: int | None = None, pair: int = 0) -> go
     trace = rs.trace(run)
     n_experts, layers = rs.n_experts(run), _layer_names(run)
     if trace.shape[1] < 2:
-        figure = go.Figure(go.Heatmap(z=[[np.nan]]), layout=_layout("Affinity needs two MoE layers or more", 200))
-        return figure
+        return go.Figure(go.Heatmap(z=[[np.nan]]), layout=figure_layout("Affinity needs two MoE layers or more", height=200))
     affinity = rs.affinity(trace, n_experts)  # [m-1, E, E]
     titles = [f"Affinity {layers[p]} → {layers[p + 1]}" for p in range(len(affinity))]
     heatmap = go.Heatmap(
@@ -181,8 +172,8 @@ def affinity_heatmap(run: Run, selected: int | None = None, pair: int = 0) -> go
         hovertemplate="expert %{y} → expert %{x}: %{z:.2f}<extra></extra>",
     )
     ticks = dict(dtick=1) if n_experts <= 24 else {}
-    layout = _layout(titles[pair], 380, xaxis=dict(title="expert at the next layer", **ticks),
-                     yaxis=dict(title="expert at this layer", autorange="reversed", **ticks))
+    layout = figure_layout(titles[pair], height=380, xaxis=dict(title="expert at the next layer", **ticks),
+                           yaxis=dict(title="expert at this layer", autorange="reversed", **ticks))
     if len(affinity) > 1:
         layout["updatemenus"] = [dict(
             type="dropdown", x=1.0, y=1.12, xanchor="right", active=pair,
@@ -214,7 +205,7 @@ def specialization_table(run: Run, selected: int | None = None, moe_layer: int =
     by_token, by_position = contrast["token_id"]["mean_std"], contrast["position"]["mean_std"]
     title = (f"Token-id specialization at {_layer_names(run)[moe_layer]} (tokens seen {min_count}+ times): "
              f"mean std {by_token:.3f} by token id, {by_position:.3f} by position")
-    figure.update_layout(**_layout(title, 140 + 24 * min(len(table), 12)))
+    figure.update_layout(**figure_layout(title, height=140 + 24 * min(len(table), 12)))
     return figure
 
 

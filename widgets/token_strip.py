@@ -7,6 +7,11 @@ in the tooltip), token details in data attributes rendered by CSS `attr()`, and 
 inline `onclick` handler on the strip for selection. The visible text of the strip is
 exactly `run.text`: markers for zero-width tokens and newlines, and the tooltips, are
 CSS-generated content, not text nodes.
+
+In a generated run (a boolean `generated` column, False for the prompt's tokens), the prompt
+is told apart from the generation: prompt tokens are underlined (dotted), a dark bar stands
+before the first generated token, and the legend says where the generation starts (on
+every page of a long run, the bar being on one page only).
 """
 from __future__ import annotations
 
@@ -98,13 +103,15 @@ def token_strip(run: Run, signal: str = "surprisal", *, colorscale: str | Sequen
     values = values[start:stop]
     levels = [None if v is None else _level(v, lo, hi) for v in values]
     integer = pd.api.types.is_integer_dtype(table[signal])
-    spans = _token_spans(run, table.iloc[start:stop], values, levels, integer=integer)
+    generated = _generated(table)
+    spans = _token_spans(run, table.iloc[start:stop], values, levels, integer=integer, generated=generated)
     strip_id = f"tw-{uuid.uuid4().hex[:12]}"
     parts = [
         f'<div class="tw-strip" id="{strip_id}" data-signal="{html.escape(signal)}" '
         f'data-first="{start}" data-stop="{stop}" onclick="{_ONCLICK}">',
         f"<style>{_css(strip_id, signal, stops, sorted({level for level in levels if level is not None}))}</style>",
-        _legend(signal, stops, lo, hi, has_missing=len(present) < len(values), model=run.meta.get("model")),
+        _legend(signal, stops, lo, hi, has_missing=len(present) < len(values), model=run.meta.get("model"),
+                generation_start=None if generated is None else generated.index(True)),
         f'<div class="tw-text">{"".join(spans)}</div>',
         '<div class="tw-info">click a token to select it</div>',
         "</div>",
@@ -192,10 +199,21 @@ def _is_dark(color: str) -> bool:
 
 
 # ----- HTML --------------------------------------------------------------------------------
-def _token_spans(run: Run, table: pd.DataFrame, values, levels, *, integer: bool) -> list[str]:
+def _generated(table: pd.DataFrame) -> list[bool] | None:
+    """Whether each token of the run was generated, when the run holds both prompt and
+    generated tokens (its `generated` column); None otherwise (nothing to tell apart)."""
+    if "generated" not in table.columns:
+        return None
+    flags = table["generated"].fillna(False).astype(bool).tolist()
+    return flags if any(flags) and not all(flags) else None
+
+
+def _token_spans(run: Run, table: pd.DataFrame, values, levels, *, integer: bool,
+                 generated: list[bool] | None) -> list[str]:
     """One span per token of `table` (the run's table, or a window of it); text not covered
     by a token span is emitted as plain text (before the run's first token and after its
-    last one only on the windows that hold them)."""
+    last one only on the windows that hold them). `generated` (per token of the run, see
+    `_generated`) marks prompt tokens (class p) and the first token after a prompt (g0)."""
     text, spans, n_tokens = run.text, [], len(run.table)
     first = len(table) == 0 or table["position"].iloc[0] == 0
     last = len(table) == 0 or table["position"].iloc[-1] == n_tokens - 1
@@ -208,6 +226,12 @@ def _token_spans(run: Run, table: pd.DataFrame, values, levels, *, integer: bool
             spans.append(html.escape(text[cursor:start]))
         piece = text[start:end]
         classes = ["t", "na" if level is None else f"l{level}"]
+        if generated is not None:
+            position = int(row.position)
+            if not generated[position]:
+                classes.append("p")
+            elif position > 0 and not generated[position - 1]:
+                classes.append("g0")
         attrs = {"data-i": str(row.position), "data-r": repr(row.token)}
         if role not in (None, "text"):
             attrs["data-role"] = role
@@ -237,13 +261,19 @@ def _top_k(ids, tokens, probs, actual_id) -> str:
     return "\n".join(f"{'✓' if i == actual_id else ' '} {p:7.2%}  {t!r}" for i, t, p in zip(ids, tokens, probs))
 
 
-def _legend(signal: str, stops, lo: float, hi: float, *, has_missing: bool, model) -> str:
+def _legend(signal: str, stops, lo: float, hi: float, *, has_missing: bool, model,
+            generation_start: int | None) -> str:
+    """The strip's header: the signal, its color bar, the missing-value swatch, where the
+    generation starts (position `generation_start`, None: not a generated run), the model."""
     gradient = ", ".join(_level_color(stops, round(i * (LEVELS - 1) / 8)) for i in range(9))
     missing = '<span class="tw-sw na"></span> no value' if has_missing else ""
+    split = ("" if generation_start is None else
+             f'<span class="tw-split"><span class="tw-prompt">prompt</span>'
+             f'<span class="tw-gen">generated from #{generation_start}</span></span>')
     model_name = f'<span class="tw-model">{html.escape(str(model))}</span>' if model else ""
     return (f'<div class="tw-legend"><b>{html.escape(signal)}</b> <span>{lo:.4g}</span>'
             f'<span class="tw-bar" style="background:linear-gradient(to right, {gradient})"></span>'
-            f"<span>{hi:.4g}</span>{missing}{model_name}</div>")
+            f"<span>{hi:.4g}</span>{missing}{split}{model_name}</div>")
 
 
 def _css(strip_id: str, signal: str, stops, used_levels: list[int]) -> str:
@@ -255,6 +285,10 @@ def _css(strip_id: str, signal: str, stops, used_levels: list[int]) -> str:
         f"{s} .tw-bar{{display:inline-block;width:140px;height:10px;border:1px solid #999}}",
         f"{s} .tw-sw{{display:inline-block;width:14px;height:10px;border:1px solid #999;margin-left:10px}}",
         f"{s} .tw-model{{margin-left:auto;color:#888}}",
+        f"{s} .tw-split{{margin-left:10px;display:inline-flex;gap:8px}}",
+        f"{s} .tw-prompt,{s} .t.p{{text-decoration:underline dotted;text-underline-offset:4px}}",
+        f"{s} .tw-gen,{s} .t.g0{{border-left:3px solid #111;padding-left:2px;margin-left:3px}}",
+        f"{s} .t.g0{{box-shadow:inset 2px 0 #fff,inset -1px 0 rgba(255,255,255,.55)}}",  # the bar clear of the color
         f"{s} .tw-text{{white-space:pre-wrap;overflow-wrap:anywhere;"
         "font:15px/1.9 ui-monospace,SFMono-Regular,Menlo,Consolas,'DejaVu Sans Mono',monospace}",
         f"{s} .t{{position:relative;cursor:pointer;border-radius:2px;padding:1px 0;"
