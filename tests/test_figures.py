@@ -158,6 +158,11 @@ def test_lens_heatmap_bins_long_runs_and_marks_the_column():
     assert z[2, 0] == pytest.approx(np.nanmean(log[2, 0:11]))  # position 0 (no prediction) left out
     shape = selection_shape(fig)
     assert shape.x0 == 494.5 and shape.x1 == 505.5  # the bin 495..505 holds 501
+    assert "geometric mean" in fig.data[0].hovertemplate
+    short = make_run(50, layers=3)
+    single = lens_heatmap(short, None, "rank")  # one column per position: the hover names the rank itself
+    assert np.asarray(single.data[0].customdata, dtype=float)[1, 7] == pytest.approx(short.arrays["lens_rank"][1, 7])
+    assert "rank %{customdata:,.0f}" in single.data[0].hovertemplate
     entropy = lens_heatmap(run, None, "entropy")  # the lens has this statistic: shown as is
     assert "entropy" in entropy.layout.title.text
     assert "rank" in lens_heatmap(run, None, "margin").layout.title.text  # no such lens: rank

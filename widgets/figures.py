@@ -213,9 +213,14 @@ def lens_heatmap(run: Run, selected: int | None = None, signal: str = "rank",
     if statistic == "rank":
         colorbar.update(_rank_ticks(values, span))
     where = "#%{x}" if width == 1 else f"#%{{x:.0f}} ± {width // 2}"
+    shown, value = {}, f"{statistic} %{{z:.3g}}"
+    if statistic == "rank":  # the hover gives the rank, not its log (a bin: 10^mean log10(1 + rank) - 1)
+        shown = dict(customdata=np.power(10.0, values) - 1)
+        value = "rank %{customdata:,.0f}" if width == 1 else "rank ≈ %{customdata:,.0f} (geometric mean)"
     trace = go.Heatmap(
         z=values, x=x, y=np.arange(n_layers), colorscale="Viridis", **scale,  # the strip's direction: high = bright
-        colorbar=colorbar, xgap=0, ygap=0, hovertemplate=where + "  layer %{y}<br>%{z:.3g}<extra></extra>",
+        colorbar=colorbar, xgap=0, ygap=0, hovertemplate=where + "  layer %{y}<br>" + value + "<extra></extra>",
+        **shown,
     )
     title = f"Logit lens: {statistic}" + (f" (mean over {width} positions per column)" if width > 1 else "")
     layout = figure_layout(title, "x", xaxis=dict(title="position"),
