@@ -42,7 +42,7 @@ from workbench.errors import WorkbenchError
 from workbench.group import Group
 from workbench.run import Run
 
-from .figures import FONT, LINE_COLOR, SELECTED_COLOR, TEMPLATE, selection_box, selection_line
+from .figures import LINE_COLOR, SELECTED_COLOR, figure_layout, selection_box, selection_line
 from .token_strip import save_page, token_strip
 
 # Diverging red (negative) - white (zero) - blue (positive), ColorBrewer RdBu.
@@ -52,7 +52,7 @@ SUCCESS_SCALE = [[0.0, "#d73027"], [0.5, "#fee08b"], [1.0, "#1a9850"]]
 DIVERGING_QUANTILE = 0.95  # of the non-zero |values|: where a diverging scale reaches its end colors
 MARKER_COLOR = "#111111"
 MAX_CELL_TEXT = 80  # positions beyond which cells show no token text (too narrow to read)
-# Figures are built in one go (traces and a layout dict) with figures.py's light template:
+# Figures are built in one go (traces and a figures.figure_layout dict, the light template):
 # the dashboard rebuilds them on every click, and plotly's add_* helpers and named templates
 # cost tens of milliseconds each.
 
@@ -213,13 +213,11 @@ def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal:
         shapes.append(selection_box(position - 0.5, position + 0.5, response - 0.5, response + 0.5, yref="y", width=3))
     finite = values[np.isfinite(values)]
     zero = len(finite) > 0 and not finite.any()
-    return go.Figure(traces, layout=dict(
-        title=f"{signal} per token" + (" (all zero)" if zero else ""), height=max(220, 60 + 36 * len(group)),
-        font=FONT, template=TEMPLATE, shapes=shapes,
-        xaxis=dict(title="position in the response"),
+    return go.Figure(traces, layout=figure_layout(
+        f"{signal} per token" + (" (all zero)" if zero else ""), height=max(220, 60 + 36 * len(group)),
+        shapes=shapes, xaxis=dict(title="position in the response"),
         yaxis=dict(autorange="reversed", tickvals=list(range(len(group))), ticktext=labels),
-        showlegend=False, margin=dict(l=150, r=20, t=40, b=40),
-        meta={"workbench": {"position_axis": "x", "response_axis": "y"}}))
+        margin=dict(l=150, r=20, t=40, b=40), meta={"workbench": {"position_axis": "x", "response_axis": "y"}}))
 
 
 # ----- success rate along one response -----------------------------------------------------------
@@ -261,15 +259,13 @@ def success_curve(group: Group, response: int | None = None, selected: tuple[int
     if selected is not None and selected[0] == response:
         shapes.append(selection_line(selected[1]))
     ticks = rows["position"].tolist()
-    return go.Figure(trace, layout=dict(
-        title=f"response #{response}: success rate after each prefix", height=300, font=FONT, template=TEMPLATE,
-        shapes=shapes, annotations=annotations,
+    return go.Figure(trace, layout=figure_layout(
+        f"response #{response}: success rate after each prefix", height=300, shapes=shapes, annotations=annotations,
         yaxis=dict(title="correct completions", range=[-0.05, 1.05], tickformat=".0%"),
         xaxis=dict(title="prefix ends at token", range=[-0.5, len(ticks) - 0.5],
                    tickvals=ticks if len(ticks) <= 40 else None,
                    ticktext=[t.replace("\n", "↵") for t in rows["token"]] if len(ticks) <= 40 else None),
-        showlegend=False, margin=dict(l=60, r=20, t=40, b=60),
-        meta={"workbench": {"position_axis": "x", "response": response}}))
+        margin=dict(l=60, r=20, t=40, b=60), meta={"workbench": {"position_axis": "x", "response": response}}))
 
 
 def _no_critical_reason(points: pd.DataFrame, rows: pd.DataFrame) -> str:
@@ -319,9 +315,9 @@ def prefix_tree_figure(group: Group, selected: tuple[int, int] | None = None, *,
         hovertemplate="%{label}<br>%{customdata[0]} responses, %{customdata[1]} correct"
                       "<br>responses %{customdata[2]}<extra></extra>",
         tiling=dict(orientation="h"), textfont=dict(family="ui-monospace, monospace"),
-    ), layout=dict(title="prefix tree: shared beginnings and where responses branch", height=max(300, 40 * len(group)),
-                   font=FONT, template=TEMPLATE, margin=dict(l=10, r=10, t=40, b=10),
-                   meta={"workbench": {"points": points}}))
+    ), layout=figure_layout("prefix tree: shared beginnings and where responses branch",
+                            height=max(300, 40 * len(group)), margin=dict(l=10, r=10, t=40, b=10),
+                            meta={"workbench": {"points": points}}))
 
 
 # ----- for the dashboard -------------------------------------------------------------------------
