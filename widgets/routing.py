@@ -100,7 +100,7 @@ def load_bars(run: Run, selected: int | None = None) -> go.Figure:
         heatmap = go.Heatmap(z=load, x=np.arange(n_experts), y=labels, colorscale="Viridis", zmin=0,
                              colorbar=dict(title=dict(text="fraction of tokens", side="right"), thickness=12),
                              hovertemplate="%{y}<br>expert %{x}: %{z:.1%} of tokens<extra></extra>")
-        layout = figure_layout(title.replace("outlined", "boxed") + "; imbalance max/mean in brackets",
+        layout = figure_layout("Expert load per layer (imbalance max/mean); boxed: the selected token's experts",
                                height=120 + 18 * len(names), xaxis=dict(title="expert"),
                                yaxis=dict(autorange="reversed", automargin=True))  # long labels
         if selected is not None:
