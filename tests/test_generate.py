@@ -61,11 +61,52 @@ def test_sampler_spec_strings():
     model = tiny_model("llama")
     by_spec = model.generate("Hi", sampler="top-p:0.9", max_new_tokens=8, seed=1, progress=False)
     by_object = model.generate("Hi", sampler=S.TopP(0.9), max_new_tokens=8, seed=1, progress=False)
-    assert by_spec.equals(by_object) and by_spec.meta["sampler"] == "top-p=0.9"
+    assert by_spec.equals(by_object) and by_spec.meta["sampler"] == "top-p 0.9, temperature 1"
     with pytest.raises(WorkbenchError, match="unknown sampler 'nucleus'; choose from greedy"):
         model.generate("Hi", sampler="nucleus:0.9", max_new_tokens=2)
     with pytest.raises(WorkbenchError, match="sampler must be a workbench.samplers sampler .* or a spec string"):
         model.generate("Hi", sampler=0.9, max_new_tokens=2)
+    # a value at which the rule is off would sample without it, silently: refused, as the CLI's flags are
+    with pytest.raises(WorkbenchError, match=r"sampler top-k's k must be at least 1, a whole number, got 0"):
+        model.generate("Hi", sampler="top-k:0", max_new_tokens=2)
+    with pytest.raises(WorkbenchError, match=r"sampler min-p's m must be greater than 0 and at most 1, got 0$"):
+        model.generate("Hi", sampler="min-p:0", max_new_tokens=2)
+    with pytest.raises(WorkbenchError, match=r"greater than 0, got 0 \(for the most likely token, use 'greedy'\)"):
+        model.generate("Hi", sampler="temperature:0", max_new_tokens=2)
+
+
+def test_sampler_labels_read_as_the_dashboard_names_them():
+    """The label in meta["sampler"] (the sampling chart's title, the dashboard's status):
+    the rules in force, by the names the CLI and dashboard give the samplers, then the
+    temperature."""
+    labels = {S.Greedy(): "greedy", S.Sampler(): "temperature 1", S.Gumbel(0.5): "temperature 0.5",
+              S.TopP(0.9, temperature=0.7): "top-p 0.9, temperature 0.7", S.TopK(20, 1.5): "top-k 20, temperature 1.5",
+              S.MinP(0.1) + S.TopH(0.4): "min-p 0.1, top-h 0.4, temperature 1",
+              S.TopK(50) + S.TopP(0.95) + S.Temperature(0.8): "top-k 50, top-p 0.95, temperature 0.8",
+              S.Adaptive([0.5, 1.0, 2.0], tau=0.3, temperature=0.9): "adaptive temperature 0.9 (HAPO, tau 0.3)"}
+    for sampler, label in labels.items():
+        assert sampler.describe() == label
+
+
+SMOL_SYSTEM = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"  # its chat template's default
+
+
+@pytest.mark.slow
+def test_the_default_system_prompt_of_the_chat_template_is_recorded(smol):
+    """SmolLM2's chat template writes its own system prompt before messages without one; the
+    run's meta names it (and it is in the text the model saw). A system message replaces it."""
+    asked = [{"role": "user", "content": "Say hi"}]
+    run = smol.generate(messages=asked, max_new_tokens=2, seed=0, progress=False)
+    assert run.meta["template_system_prompt"] == SMOL_SYSTEM and SMOL_SYSTEM in run.text
+    own = smol.generate(messages=[{"role": "system", "content": "Be brief."}, *asked], max_new_tokens=2, seed=0,
+                        progress=False)
+    assert own.meta["template_system_prompt"] is None and SMOL_SYSTEM not in own.text
+    plain = tiny_model("qwen2").generate(messages=asked, max_new_tokens=2, seed=0, progress=False)
+    assert plain.meta["template_system_prompt"] is None and "system" not in plain.text  # ChatML adds none
+    assert "template_system_prompt" not in smol.generate("Say hi", max_new_tokens=2, progress=False).meta
+    analyzed = smol.analyze(messages=[*asked, {"role": "assistant", "content": "Hi!"}])  # analyze records it too
+    assert analyzed.meta["template_system_prompt"] == SMOL_SYSTEM and SMOL_SYSTEM in analyzed.text
+    assert "template_system_prompt" not in smol.analyze("Say hi").meta
 
 
 def test_stop_strings_eos_and_chat_roles():

@@ -216,7 +216,7 @@ def test_sampler_spec_string(llama64):
                                progress=False)
     by_object = llama64.rollouts(PROMPT, n=2, reward=has_e, sampler=S.TopK(5), max_new_tokens=4, seed=1, thr=None,
                                  progress=False)
-    assert by_spec.equals(by_object) and by_spec.meta["sampler"] == "top-k=5"
+    assert by_spec.equals(by_object) and by_spec.meta["sampler"] == "top-k 5, temperature 1"
     with pytest.raises(WorkbenchError, match="sampler must be a workbench.samplers sampler"):
         llama64.rollouts(PROMPT, n=2, reward=has_e, sampler=5)
 
@@ -225,7 +225,8 @@ def test_chat_and_raw_prompts(llama64):
     chat = llama64.rollouts(PROMPT, n=1, reward=has_e, max_new_tokens=2, seed=0, thr=None, progress=False)
     raw = llama64.rollouts(PROMPT, n=1, reward=has_e, max_new_tokens=2, seed=0, chat=False, thr=None, progress=False)
     assert chat.prompt.startswith("<|im_start|>user\n" + PROMPT) and chat.meta["chat"]
-    assert raw.prompt == PROMPT and not raw.meta["chat"]
+    assert chat.meta["template_system_prompt"] is None  # (ChatML adds no system prompt of its own)
+    assert raw.prompt == PROMPT and not raw.meta["chat"] and "template_system_prompt" not in raw.meta
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": PROMPT}]
     assert "Be brief." in llama64.rollouts(messages=messages, n=1, reward=has_e, max_new_tokens=2, seed=0, thr=None,
                                            progress=False).prompt
@@ -281,6 +282,15 @@ def test_cli_json_table_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["rollouts", PROMPT, "--model", "tiny:llama"])  # --answer or --regex is required
     assert "--answer" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_default_system_prompt_of_the_chat_template_is_recorded(smol):
+    """A question sent through SmolLM2's chat template gets the template's own system prompt,
+    and the group's meta names it."""
+    group = smol.rollouts("What is 7 times 8?", n=1, reward="56", max_new_tokens=2, seed=0, thr=None, progress=False)
+    system = "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
+    assert group.meta["template_system_prompt"] == system and system in group.prompt
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ import asyncio
 import html
 import re
 import threading
+import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
@@ -326,7 +327,7 @@ def test_one_temperature_control_per_sampling_mode_reaches_the_sampler():
             dashboard.temperature.value = 0.6
             fields = temperature_fields()
             assert fields == [] if name == "greedy" else len(fields) == 1 and fields[0] is dashboard.temperature
-            assert dashboard._sampling()[0]["sampler"] == sampler, (mode, name)
+            assert dashboard._sampling()["sampler"] == sampler, (mode, name)
 
     dashboard.mode.value = "generate"
     dashboard.sampler.value, dashboard.temperature.value, dashboard.max_new_tokens.value = "temperature", 0.5, 4
@@ -336,17 +337,19 @@ def test_one_temperature_control_per_sampling_mode_reaches_the_sampler():
     dashboard.sampler.value, dashboard.temperature.value = "temperature", 0.7
     dashboard.n.value, dashboard.max_new_tokens.value = 2, 3
     dashboard.critical_first.value = False
-    assert finish(dashboard._rollouts()).meta["sampler"] == "temperature=0.7"
+    assert finish(dashboard._rollouts()).meta["sampler"] == "temperature 0.7"
 
 
 def test_the_status_names_the_sampler_chosen():
-    """After a generation, the status line names the sampler as chosen, with its parameters."""
+    """After a generation, the status line names the sampler as chosen, with its parameters,
+    in the words of the sampling chart's title. (Gumbel-max at temperature T is the
+    temperature sampler: every sampler draws by Gumbel-max.)"""
     dashboard = Dashboard(tiny_model("llama"), threading.Lock())
     dashboard.mode.value = "generate"
     dashboard.max_new_tokens.value = 2
-    chosen = (("gumbel", None, 1.0, "gumbel, temperature 1"), ("greedy", None, 1.0, "greedy"),
+    chosen = (("gumbel", None, 1.0, "temperature 1"), ("greedy", None, 1.0, "greedy"),
               ("top-p", 0.9, 0.7, "top-p 0.9, temperature 0.7"), ("top-k", 20, 1.5, "top-k 20, temperature 1.5"),
-              ("temperature", None, 0.5, "temperature 0.5"))
+              ("top-h", 0.3, 1.0, "top-h 0.3, temperature 1"), ("temperature", None, 0.5, "temperature 0.5"))
     for name, value, temperature, label in chosen:
         dashboard.sampler.value, dashboard.temperature.value = name, temperature
         if value is not None:
@@ -354,6 +357,102 @@ def test_the_status_names_the_sampler_chosen():
         finish(dashboard._busy(dashboard._generate, dashboard._show_result))
         assert f"with {dashboard.model.name} ({label}) in " in dashboard.status.object, (name, dashboard.status.object)
         assert "((" not in dashboard.status.object
+        titles = [figure.layout.title.text for figure in dashboard.drawn.values()
+                  if (figure.layout.title.text or "").startswith("Generation with")]
+        assert titles == [f"Generation with {label}: entropy and kept set per step"], name
+
+
+def test_the_sampler_fields_and_the_cli_flags_read_one_table(monkeypatch):
+    """A sampler's default and allowed values, changed in `workbench.sampler_parameters`,
+    change the dashboard's field, the CLI's flag and a spec string's example alike."""
+    from dataclasses import replace
+
+    from workbench import sampler_parameters
+    from workbench.cli import build_parser, sampler_from_args
+    from workbench.sampler_parameters import Range
+
+    top_p = replace(sampler_parameters.BY_NAME["top-p"], default=0.8, allowed=Range(0.5, 1))
+    monkeypatch.setitem(sampler_parameters.BY_NAME, "top-p", top_p)
+    dashboard = Dashboard(tiny_model("llama"), threading.Lock())
+    dashboard.mode.value = "generate"
+    assert (dashboard.sampler.value, dashboard.sampler_value.value) == ("top-p", 0.8)
+    assert dashboard._sampling()["sampler"] == S.TopP(0.8)
+    args = build_parser().parse_args(["generate", "x", "--sampler", "top-p"])
+    assert sampler_from_args(args) == S.TopP(0.8)
+    with pytest.raises(WorkbenchError, match="needs a value, e.g. top-p:0.8"):
+        S.from_spec("top-p")
+    dashboard.sampler_value.value = 0.4
+    with pytest.raises(WorkbenchError, match="top-p's p must be at least 0.5 and at most 1; got 0.4"):
+        dashboard._sampling()
+    with pytest.raises(WorkbenchError, match=re.escape("--top-p must be in [0.5, 1], got 0.4")):
+        sampler_from_args(build_parser().parse_args(["generate", "x", "--sampler", "top-k", "--top-p", "0.4"]))
+
+
+@pytest.mark.parametrize("name, refused, allowed", [
+    ("top-k", [0, -3], [1, 200]), ("top-p", [0, 1.01], [1e-3, 1]), ("min-p", [0, 1.5], [1e-3, 1]),
+    ("top-h", [0, 1.2], [1e-3, 1]),
+])
+def test_the_cli_and_the_dashboard_refuse_the_same_values(name, refused, allowed):
+    """At the value that switches a rule off (DESIGN.md, Sampling: top-k 0, min-p 0, top-H 0)
+    and outside [0, 1] for the probability thresholds, the CLI's flag and the dashboard's
+    field both refuse; just inside, both sample with that value."""
+    from workbench.cli import build_parser, sampler_from_args
+
+    dashboard = Dashboard(tiny_model("llama"), threading.Lock())
+    dashboard.mode.value = "generate"
+    dashboard.sampler.value = name
+    flag = {"top-k": "--top-k", "top-p": "--top-p", "min-p": "--min-p", "top-h": "--alpha"}[name]
+    for value in refused + allowed:
+        dashboard.sampler_value.value = value
+        args = build_parser().parse_args(["generate", "x", "--sampler", name, flag, str(value)])
+        if value in refused:
+            with pytest.raises(WorkbenchError, match=f"{name}'s"):
+                dashboard._sampling()
+            with pytest.raises(WorkbenchError, match=flag):
+                sampler_from_args(args)
+        else:
+            assert sampler_from_args(args) == dashboard._sampling()["sampler"] == S.from_spec(f"{name}:{value}")
+
+
+def test_the_logit_lens_is_named_as_the_slow_part_while_it_runs(monkeypatch):
+    """While an analysis with the logit lens runs, the status says that the lens is what takes
+    longest; without it, it does not."""
+    model = tiny_model("llama")
+    analyze = model.analyze
+
+    def slow_analyze(**kwargs):
+        time.sleep(1.2)  # (the status is refreshed every 0.5 s while the work runs)
+        return analyze(**kwargs)
+
+    monkeypatch.setattr(model, "analyze", slow_analyze)
+    dashboard = Dashboard(model, threading.Lock())
+    dashboard.signals.value = ["logit_lens"]
+    finish(dashboard._analyze())  # (the status still shows the work, as nothing showed the run)
+    working = html.unescape(dashboard.status.object)
+    assert "Working" in working and "the logit lens reads every layer through the lm_head and takes longest" in working
+    dashboard.signals.value = []
+    finish(dashboard._analyze())
+    assert "Working" in dashboard.status.object and "logit lens" not in dashboard.status.object
+
+
+@pytest.mark.slow
+def test_chat_status_says_the_template_added_its_system_prompt(smol):
+    """SmolLM2's chat template writes its own system prompt before messages without one: the
+    status says so and how to replace it, in each mode; after a 'system:' line it says nothing."""
+    dashboard = Dashboard(smol, threading.Lock())
+    dashboard.input_kind.value = "Chat messages"
+    dashboard.max_new_tokens.value = 2
+    note = ("The model's chat template added its default system prompt (\"You are a helpful AI assistant named "
+            "SmolLM, trained by Hugging Face\"); to replace it, start the chat messages with a 'system:' line.")
+    for mode in ("analyze", "generate"):
+        dashboard.mode.value = mode
+        dashboard.text.value = "user: What is the capital of Italy?"
+        finish(dashboard._busy(dashboard.modes[mode], dashboard._show_result))
+        assert note in html.unescape(dashboard.status.object), (mode, dashboard.status.object)
+        dashboard.text.value = "system: Answer in one word.\nuser: What is the capital of Italy?"
+        finish(dashboard._busy(dashboard.modes[mode], dashboard._show_result))
+        status = html.unescape(dashboard.status.object)
+        assert "with workbench:smollm2-135m" in status and "system prompt" not in status, (mode, status)
 
 
 @pytest.mark.parametrize("sampler, field, typed, message", [

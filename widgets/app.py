@@ -44,6 +44,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 from workbench.group import Group
+from workbench.sampler_parameters import BY_NAME, Range
 
 from .credit import clicked_token, response_header, response_label, response_run, strip_scale, views_for
 from .figures import figure_html, figure_png, require_png_export, update_in_place
@@ -54,10 +55,9 @@ DEFAULT_TEXT = "The capital of France is Paris."
 DEFAULT_QUESTION, DEFAULT_ANSWER = "What is 7 times 8? Answer with a number.", "56"
 DEFAULT_SIGNAL, GROUP_SIGNAL = "surprisal", "thr"
 BUTTONS = {"analyze": "Analyze", "generate": "Generate", "rollouts": "Run rollouts"}
-# Sampler, the value of its own parameter (None: it has none besides the temperature), temperature
-# and new tokens each sampling mode starts with: rollouts sample from the model's own
-# distribution (temperature 1), as GRPO does.
-MODE_SAMPLING = {"generate": ("top-p", 0.9, 1.0, 48), "rollouts": ("temperature", None, 1.0, 24)}
+# Sampler (its own parameter at its default, `BY_NAME`), temperature and new tokens each sampling
+# mode starts with: rollouts sample from the model's own distribution (temperature 1), as GRPO does.
+MODE_SAMPLING = {"generate": ("top-p", 1.0, 48), "rollouts": ("temperature", 1.0, 24)}
 REWARDS = ("exact answer", "numeric answer")
 STOPPED = {"eos": " (the model ended its text)", "stop": " (a stop string appeared)"}  # why generation ended early
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
@@ -66,11 +66,13 @@ VIEW_WIDTH = 560  # px per chart: two side by side on a laptop screen
 VIEW_HEIGHT = 400  # px, for figures that do not set their height
 MAX_TEXT = 200_000  # characters in the text box: more than the context of the models served (the model
 # refuses a text too long for its context, by name; Panel's default would cut the text at 5,000)
-SAMPLER_VALUES = {"top-k": 50, "top-p": 0.9, "min-p": 0.1, "top-h": 0.4}  # each one's own parameter
-# Allowed values of each one's parameter, as keywords of `field_value` (numeric fields have no
-# bounds of their own: Bokeh would clamp a typed value to them in the browser, silently).
-SAMPLER_RANGES = {"top-k": dict(low=1, whole=True), "top-p": dict(low=0, high=1, above=True),
-                  "min-p": dict(low=0, high=1, above=True), "top-h": dict(low=0, high=1, above=True)}
+# Allowed values of the fields that are no sampler's parameter (`field_value` checks them: the
+# fields have no bounds of their own, which Bokeh would clamp a typed value to, silently).
+NEW_TOKENS = Range(1, 1024, whole=True)
+RESPONSES = Range(1, 64, whole=True)  # in a group, or after each prefix in the critical-token search
+PREFIXES = Range(1, 1024, whole=True)  # searched for the critical token
+TOLERANCE = Range(0)  # of the numeric reward
+LOGIT_LENS_STAGE = "; the logit lens reads every layer through the lm_head and takes longest"
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
 
@@ -140,7 +142,6 @@ class Dashboard:
         self.drawn: dict = {}  # view name -> the figure its pane was last drawn from (the pane's own
         # figure also takes what the browser did to it: zoom, size)
         self.stage = ""  # what the background work is doing (written by the worker thread)
-        self.sampled_with = ""  # the sampler of the latest generate or rollouts, as the status line names it
         self.png_export = _png_export_available()  # once: each view's export buttons ask
         load_builtin_panels()
 
@@ -165,7 +166,9 @@ class Dashboard:
                                             margin=(12, 10, 0, 30))
         sampling = [mode for mode in MODE_SAMPLING if mode in self.modes]
         self.sampler_controls = self._sampler_controls() if sampling else None
-        self.mode_sampling = {mode: MODE_SAMPLING[mode] for mode in sampling}  # each mode's last settings
+        # Each mode's last settings: sampler, its parameter's value (None: its default), temperature, new tokens.
+        self.mode_sampling = {mode: (name, None, temperature, new_tokens)
+                              for mode, (name, temperature, new_tokens) in MODE_SAMPLING.items() if mode in sampling}
         self.rollout_controls = self._rollout_controls() if "rollouts" in self.modes else None
         self.button = pn.widgets.Button(name="Analyze", button_type="primary", width=120)
         self.progress = pn.indicators.Progress(active=False, visible=False, width=160, bar_color="primary")
@@ -250,22 +253,21 @@ class Dashboard:
         others; hidden for greedy, which takes the most likely token at any temperature."""
         import panel as pn
 
-        from workbench import samplers
-
-        self.sampler = pn.widgets.Select(name="Sampler", options=list(samplers.BY_NAME), value="top-p", width=130)
-        self.sampler_value = pn.widgets.FloatInput(name="p", value=SAMPLER_VALUES["top-p"], width=90)
+        self.sampler = pn.widgets.Select(name="Sampler", options=list(BY_NAME), width=130)
+        self.sampler_value = pn.widgets.FloatInput(width=90)
         self.temperature = pn.widgets.FloatInput(name="Temperature", value=1.0, step=0.1, width=100)
         self.max_new_tokens = pn.widgets.IntInput(name="New tokens", value=48, width=100)
         self.seed = pn.widgets.IntInput(name="Seed", value=0, width=90)
 
-        def on_sampler(event) -> None:
-            parameter = samplers.BY_NAME[event.new][1]
+        def show(name: str) -> None:  # the fields of sampler `name`, its own parameter at its default
+            parameter = BY_NAME[name]
             self.temperature.visible = parameter is not None
-            self.sampler_value.visible = parameter not in (None, "temperature")
+            self.sampler_value.visible = parameter is not None and parameter.rule != "temperature"
             if self.sampler_value.visible:
-                self.sampler_value.param.update(name=parameter, value=SAMPLER_VALUES[event.new])
+                self.sampler_value.param.update(name=parameter.name, value=parameter.default)
 
-        self.sampler.param.watch(on_sampler, "value")
+        show(self.sampler.value)
+        self.sampler.param.watch(lambda event: show(event.new), "value")
         return pn.Row(self.sampler, self.sampler_value, self.temperature, self.max_new_tokens, self.seed,
                       visible=False)
 
@@ -305,27 +307,24 @@ class Dashboard:
             return {"messages": parse_messages(self.text.value)}
         return {text_key: self.text.value}
 
-    def _sampling(self) -> tuple[dict, str]:
-        """The sampler controls as keyword arguments of `generate` and `rollouts`, and the
-        sampler as the status line names it ("top-p 0.9, temperature 0.7"). The Temperature
-        field is the temperature and Gumbel samplers' own parameter, and comes before the
-        truncation of the others (greedy has none). A field outside its range is refused."""
+    def _sampling(self) -> dict:
+        """The sampler controls as keyword arguments of `generate` and `rollouts`. The
+        Temperature field is the temperature and Gumbel samplers' own parameter, and comes
+        before the truncation of the others (greedy has none). A field outside its allowed
+        values (`BY_NAME`) is refused."""
         from workbench import samplers
 
         name = self.sampler.value
-        parameter = samplers.BY_NAME[name][1]
-        temperature = None if parameter is None else field_value(self.temperature, low=0, above=True)
+        parameter = BY_NAME[name]
         if parameter is None:
-            spec, label = name, name
-        elif parameter == "temperature":
-            spec = f"{name}:{temperature}"
-            label = f"temperature {temperature:g}" if name == "temperature" else f"{name}, temperature {temperature:g}"
+            spec, temperature = name, None
         else:
-            value = field_value(self.sampler_value, f"{name}'s {parameter}", **SAMPLER_RANGES[name])
-            spec, label = f"{name}:{value}", f"{name} {value:g}, temperature {temperature:g}"
-        options = {"sampler": samplers.from_spec(spec, temperature), "seed": self.seed.value, "progress": False,
-                   "max_new_tokens": field_value(self.max_new_tokens, low=1, high=1024, whole=True)}
-        return options, label
+            temperature = field_value(self.temperature, BY_NAME["temperature"].allowed)
+            value = (temperature if parameter.rule == "temperature" else
+                     field_value(self.sampler_value, parameter.allowed, f"{name}'s {parameter.name}"))
+            spec = f"{name}:{value}"
+        return {"sampler": samplers.from_spec(spec, temperature), "seed": self.seed.value, "progress": False,
+                "max_new_tokens": field_value(self.max_new_tokens, NEW_TOKENS)}
 
     def _reward(self):
         """The named reward the answer box asks for."""
@@ -341,7 +340,7 @@ class Dashboard:
         if number is None:
             raise WorkbenchError(f"the numeric reward needs a number as the answer, got {answer!r}; "
                                  "or choose the exact-answer reward")
-        return rewards.numeric_answer(number, tol=field_value(self.tolerance, low=0))
+        return rewards.numeric_answer(number, tol=field_value(self.tolerance, TOLERANCE))
 
     # ----- long work: in a thread, under the lock, with progress ---------------------------
     async def _on_go(self, _event) -> None:
@@ -396,29 +395,30 @@ class Dashboard:
             note = ("" if 0 < correct < len(result) else
                     f" Every reward is {result.rewards[0]:g}, so every advantage and THR is 0.")
             self.say(f"{len(result)} responses ({len(result.table)} tokens), {correct} correct, with {self.model.name} "
-                     f"({self.sampled_with}) in {_seconds(seconds)}.{note} Click a token (or a cell) to select "
-                     "it in every view.")
+                     f"({result.meta['sampler']}) in {_seconds(seconds)}.{note}{_template_note(result.meta)} Click a "
+                     "token (or a cell) to select it in every view.")
             return
         self.show_run(result)
         done = (f"{result.meta['n_generated']} tokens generated{STOPPED.get(result.meta.get('stop_reason'), '')}"
                 if "n_generated" in result.meta else f"{len(result)} tokens analyzed")
-        sampler = f" ({self.sampled_with})" if "sampler" in result.meta else ""
-        self.say(f"{done} with {self.model.name}{sampler} in {_seconds(seconds)}. "
+        sampler = f" ({result.meta['sampler']})" if "sampler" in result.meta else ""
+        self.say(f"{done} with {self.model.name}{sampler} in {_seconds(seconds)}.{_template_note(result.meta)} "
                  "Click a token (or a point in a chart) to select it in every view.")
 
     async def _analyze(self):
         kwargs = self._inputs("text")
         signals = ["uncertainty", *self.signals.value]
+        stage = "analyzing" + (LOGIT_LENS_STAGE if "logit_lens" in signals else "")
 
         def work():
-            with self._holding_model("analyzing") as model:
+            with self._holding_model(stage) as model:
                 return model.analyze(signals=signals, truncate=self.truncate.value, **kwargs)
 
         return await self._in_background(work)
 
     async def _generate(self):
         kwargs = self._inputs("prompt")
-        options, self.sampled_with = self._sampling()
+        options = self._sampling()
 
         def work():
             with self._holding_model("generating") as model:
@@ -430,9 +430,7 @@ class Dashboard:
         from workbench import credit
 
         kwargs = self._inputs("prompt")
-        sampling, self.sampled_with = self._sampling()
-        options = {"n": field_value(self.n, low=1, high=64, whole=True), "reward": self._reward(), **sampling,
-                   "thr": None}
+        options = {"n": field_value(self.n, RESPONSES), "reward": self._reward(), **self._sampling(), "thr": None}
         thr, critical = self.thr_mode.value, self._critical_options() if self.critical_first.value else None
 
         def work():
@@ -448,8 +446,8 @@ class Dashboard:
         return await self._in_background(work)
 
     def _critical_options(self) -> dict:
-        return {"n": field_value(self.critical_n, low=1, high=64, whole=True),
-                "budget": field_value(self.critical_budget, low=1, high=1024, whole=True), "seed": self.seed.value}
+        return {"n": field_value(self.critical_n, RESPONSES), "budget": field_value(self.critical_budget, PREFIXES),
+                "seed": self.seed.value}
 
     def _critical_columns(self, group, response: int, options: dict):
         """Success rate after the prefixes of `response` and its critical token (rollout
@@ -687,20 +685,23 @@ def _plotly_pane(on_click):
     return pane
 
 
-def field_value(widget, label: str | None = None, *, low: float, high: float | None = None, above: bool = False,
-                whole: bool = False):
-    """The number a field shows, when it is allowed: at least `low` (above it when `above`),
-    at most `high`, a whole number when `whole` (then as an int). Otherwise a WorkbenchError
-    naming the field (`label`, default its name) and the allowed values."""
+def field_value(widget, allowed: Range, label: str | None = None):
+    """The number a field shows, when it is `allowed` (an int when `allowed.whole`). Otherwise
+    a WorkbenchError naming the field (`label`, default its name) and the allowed values."""
     value = widget.value
-    allowed = f"{'greater than' if above else 'at least'} {low:g}"
-    allowed += "" if high is None else f" and at most {high:g}"
-    allowed += ", a whole number" if whole else ""
-    if (value is None or (value <= low if above else value < low) or (high is not None and value > high)
-            or (whole and value != int(value))):
+    if value is None or value not in allowed:
         shown = "nothing" if value is None else f"{value:g}"
-        raise WorkbenchError(f"{label or widget.name} must be {allowed}; got {shown}")
-    return int(value) if whole else value
+        raise WorkbenchError(f"{label or widget.name} must be {allowed.words()}; got {shown}")
+    return int(value) if allowed.whole else value
+
+
+def _template_note(meta: dict) -> str:
+    """The status line's note on a system prompt that the chat template added on its own."""
+    system = meta.get("template_system_prompt")
+    if system is None:
+        return ""
+    return (f' The model\'s chat template added its default system prompt ("{system}"); to replace it, start the '
+            "chat messages with a 'system:' line.")
 
 
 def _seconds(seconds: float) -> str:

@@ -77,8 +77,11 @@ def token_table(tokens: Tokens, tokenizer) -> pd.DataFrame:
 
 
 def run_meta(model: Model, tokens: Tokens, signals: list[str], params: dict) -> dict:
+    """What every Run records of its making; for chat input also "template_system_prompt",
+    the system prompt the chat template added on its own (None when it added none)."""
     from . import __version__
 
+    chat = {"template_system_prompt": tokens.template_system} if tokens.roles and tokens.roles[0] != "text" else {}
     return {
         "model": model.name,
         "revision": model.revision,
@@ -91,6 +94,7 @@ def run_meta(model: Model, tokens: Tokens, signals: list[str], params: dict) -> 
         "truncated_from": tokens.n_original if tokens.truncated else None,
         "workbench_version": __version__,
         "torch_version": torch.__version__,
+        **chat,
     }
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from . import __version__
 from .errors import WorkbenchError
+from .sampler_parameters import BY_NAME
 
 FORMATS = ("table", "json", "parquet", "run")
 FILE_FORMATS = ("parquet", "run")  # formats that need --out
@@ -80,14 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _sampler_options(parser, default: str):
-    parser.add_argument("--sampler", default=default, choices=list(SAMPLER_DEFAULTS),
+    parser.add_argument("--sampler", default=default, choices=list(BY_NAME),
                         help=f"truncation rule (default: {default}); its value comes from the flag below, and the "
                              "other rule flags add their rules to it")
-    parser.add_argument("--temperature", type=float, default=None, help="temperature before truncation (default: 1)")
-    parser.add_argument("--top-k", type=int, default=None, help="top-k: keep the k most likely (default: 50)")
-    parser.add_argument("--top-p", type=float, default=None, help="top-p: smallest set with this mass (default: 0.9)")
-    parser.add_argument("--min-p", type=float, default=None, help="min-p: keep p >= m * max p (default: 0.1)")
-    parser.add_argument("--alpha", type=float, default=None, help="top-H: entropy budget alpha * H(p) (default: 0.4)")
+
+    def default_of(name: str) -> str:
+        return f"(default: {BY_NAME[name].default:g})"
+
+    parser.add_argument("--temperature", type=float, default=None,
+                        help=f"temperature before truncation {default_of('temperature')}")
+    parser.add_argument("--top-k", type=int, default=None, help=f"top-k: keep the k most likely {default_of('top-k')}")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help=f"top-p: smallest set with this mass {default_of('top-p')}")
+    parser.add_argument("--min-p", type=float, default=None, help=f"min-p: keep p >= m * max p {default_of('min-p')}")
+    parser.add_argument("--alpha", type=float, default=None,
+                        help=f"top-H: entropy budget alpha * H(p) {default_of('top-h')}")
 
 
 def _output_options(parser):
@@ -177,40 +185,39 @@ def _save(result, fmt: str, out: Path, what: str) -> None:
         print(f"wrote {what} to {out}", file=sys.stderr)
 
 
-# --sampler NAME -> (flag holding its value, default value)
-SAMPLER_DEFAULTS = {"greedy": (None, None), "temperature": ("temperature", 1.0), "gumbel": ("temperature", 1.0),
-                    "top-k": ("top_k", 50), "top-p": ("top_p", 0.9), "min-p": ("min_p", 0.1),
-                    "top-h": ("alpha", 0.4)}
-RULE_FLAGS = ("temperature", "top_k", "top_p", "min_p", "alpha")
+# `Sampler` field -> the flag that sets it (each flag is named after its field, but top-H's alpha).
+RULE_FLAGS = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", "min_p": "min_p", "top_h": "alpha"}
+LOW_HINTS = {"alpha": " (alpha near 0 approaches greedy: use --sampler greedy for that)"}  # for a value too low
 
 
 def sampler_from_args(args):
     """--sampler NAME plus any rule flags -> one composed sampler (each flag given adds its
-    rule). A rule flag at the value that would switch its rule off is refused, since the
-    run would silently sample without it."""
+    rule; the sampler's own flag defaults to its value in `BY_NAME`). A truncation flag
+    outside its sampler's allowed values (`BY_NAME`) is refused: at the value that switches
+    its rule off, the run would silently sample without it. --temperature keeps the
+    `Sampler`'s own check, where 0 is greedy."""
     from . import samplers
 
-    given = [flag for flag in RULE_FLAGS if getattr(args, flag) is not None]
-    if args.sampler == "greedy":
+    given = [flag for flag in RULE_FLAGS.values() if getattr(args, flag) is not None]
+    parameter = BY_NAME[args.sampler]
+    if parameter is None:
         if given:
             raise WorkbenchError(f"greedy takes no parameters, got --{given[0].replace('_', '-')}; "
                                  "choose another --sampler to use it")
         return samplers.Greedy()
-    flag, default = SAMPLER_DEFAULTS[args.sampler]
-    if getattr(args, flag) is None:
-        setattr(args, flag, default)
-    if args.top_k is not None and args.top_k < 1:
-        raise WorkbenchError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.alpha is not None and args.alpha <= 0:
-        raise WorkbenchError(f"--alpha must be in (0, 1], got {args.alpha} (alpha near 0 approaches greedy: "
-                             "use --sampler greedy for that)")
-    if args.min_p is not None and args.min_p <= 0:
-        raise WorkbenchError(f"--min-p must be in (0, 1], got {args.min_p}")
-    return samplers.Sampler(
-        temperature=1.0 if args.temperature is None else args.temperature,
-        top_k=args.top_k or 0, top_p=1.0 if args.top_p is None else args.top_p,
-        min_p=args.min_p or 0.0, top_h=args.alpha or 0.0,
-    )
+    if getattr(args, RULE_FLAGS[parameter.rule]) is None:
+        setattr(args, RULE_FLAGS[parameter.rule], parameter.default)
+    for truncation in BY_NAME.values():
+        if truncation is None or truncation.rule == "temperature":
+            continue
+        flag = RULE_FLAGS[truncation.rule]
+        value = getattr(args, flag)
+        if value is not None and value not in truncation.allowed:
+            hint = LOW_HINTS.get(flag, "") if value <= truncation.allowed.low else ""
+            raise WorkbenchError(f"--{flag.replace('_', '-')} must be {truncation.allowed.interval()}, "
+                                 f"got {value}{hint}")
+    return samplers.Sampler(**{rule: getattr(args, flag) for rule, flag in RULE_FLAGS.items()
+                               if getattr(args, flag) is not None})
 
 
 def cmd_generate(args) -> int:

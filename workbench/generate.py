@@ -7,7 +7,9 @@ kept set, and the drawn token's probability under it. Prompt tokens carry the or
 uncertainty signals from the prefill. One forward per step over the new token only
 (past keys and values come from the cache), so the cost is linear in the length. The
 prediction after the last generated token goes to meta["next_token"], as `analyze` stores
-it (none when generation ended with the end-of-sequence token).
+it (none when generation ended with the end-of-sequence token). For chat messages,
+meta["template_system_prompt"] is the system prompt the chat template added on its own
+(`workbench.tokens.template_system_prompt`; None when it added none).
 """
 from __future__ import annotations
 
@@ -163,7 +165,7 @@ def _as_run(model, tokens: Tokens, new_ids, steps, prompt_capture, top_k, role: 
     generated_text, starts, ends = generated_spans(model.tokenizer, new_ids, len(tokens.text))
     everything = Tokens(tokens.text + generated_text, tokens.ids + new_ids,
                         np.concatenate([tokens.starts, starts]), np.concatenate([tokens.ends, ends]),
-                        tokens.roles + [role] * len(new_ids), len(tokens.ids) + len(new_ids))
+                        tokens.roles + [role] * len(new_ids), len(tokens.ids) + len(new_ids), tokens.template_system)
     table = token_table(everything, model.tokenizer)
     # The prefill's statistics describe prompt tokens 1..P-1; each step's describe its token.
     prompt_part = uncertainty(prompt_capture, {"top_k": top_k}).columns

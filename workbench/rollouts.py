@@ -156,7 +156,9 @@ def rollouts(
     GRPO). chat: see `prompt_tokens` (a plain prompt goes through the chat template when
     there is one). thr: Token Hidden Reward per token (`workbench.credit.token_hidden_reward`):
     "exact", "cheap", "auto" (exact when its memory estimate fits, else cheap) or None.
-    The table also gets `d3s` = |A| * H (`workbench.credit.d3s_priority`).
+    The table also gets `d3s` = |A| * H (`workbench.credit.d3s_priority`). Through the chat
+    template, meta["template_system_prompt"] is the system prompt the template added on its
+    own (`workbench.tokens.template_system_prompt`; None when it added none).
     """
     from . import credit
 

@@ -19,6 +19,7 @@ import torch
 
 from .errors import WorkbenchError
 from .kernels import SampleResult, kept_set_reference, sample as sample_kernel
+from .sampler_parameters import BY_NAME
 
 NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "top_h": 0.0}
 
@@ -79,12 +80,19 @@ class Sampler:
                 "min_p": self.min_p, "top_h": self.top_h}
 
     def describe(self) -> str:
-        """Short label, e.g. "temperature=0.7 top-p=0.9"."""
-        parts = [f"{name.replace('_', '-')}={getattr(self, name):g}" for name in NEUTRAL
-                 if getattr(self, name) != NEUTRAL[name]]
-        if self.adaptive is not None:
-            parts.append(f"adaptive(tau={self.adaptive.tau:g})")
-        return " ".join(parts) or "sampling (temperature 1)"
+        """The label in meta["sampler"] of `generate` and `rollouts` (shown by the dashboard's
+        status line, the sampling chart's title and the CLI), e.g. "top-p 0.9, temperature 0.7"
+        or "greedy": each rule in force, named as in `BY_NAME`, then the temperature."""
+        rules = [f"{name} {getattr(self, parameter.rule):g}" for name, parameter in BY_NAME.items()
+                 if parameter is not None and parameter.rule != "temperature"
+                 and getattr(self, parameter.rule) != NEUTRAL[parameter.rule]]
+        if self.temperature == 0 and not rules:
+            return "greedy"
+        if self.adaptive is None:
+            temperature = f"temperature {self.temperature:g}"
+        else:
+            temperature = f"adaptive temperature {self.temperature:g} (HAPO, tau {self.adaptive.tau:g})"
+        return ", ".join([*rules, temperature])
 
 
 def Greedy() -> Sampler:
@@ -169,33 +177,28 @@ def Adaptive(reference, tau: float = 0.5, temperature: float = 1.0) -> Sampler:
     return Sampler(temperature=temperature, adaptive=AdaptiveTemperature.from_entropies(entropies, tau))
 
 
-# Name -> constructor, for the CLI and the dashboard (parameter name in brackets).
-BY_NAME = {
-    "greedy": (Greedy, None), "temperature": (Temperature, "temperature"), "gumbel": (Gumbel, "temperature"),
-    "top-k": (TopK, "k"), "top-p": (TopP, "p"), "min-p": (MinP, "m"), "top-h": (TopH, "alpha"),
-}
-
-
 def from_spec(spec: str, temperature: float | None = None) -> Sampler:
-    """"top-p:0.9" / "top-h:0.4" / "greedy" -> a Sampler (the CLI's --compare items)."""
+    """"top-p:0.9" / "top-h:0.4" / "greedy" -> a Sampler (the CLI's --compare items, the
+    dashboard's choice; names and parameters in `BY_NAME`). `temperature`, when given, comes
+    before the truncation; the temperature and Gumbel samplers take theirs from the spec."""
     name, _, value = spec.partition(":")
     name = name.strip().lower()
     if name not in BY_NAME:
         raise WorkbenchError(f"unknown sampler '{name}'; choose from {', '.join(BY_NAME)}")
-    make, parameter = BY_NAME[name]
+    parameter = BY_NAME[name]
     if parameter is None:
-        return make()
+        return Greedy()
     if not value:
-        raise WorkbenchError(f"sampler '{name}' needs a value, e.g. {name}:{_EXAMPLES[name]}")
+        raise WorkbenchError(f"sampler '{name}' needs a value, e.g. {name}:{parameter.default:g}")
     try:
-        number = int(value) if name == "top-k" else float(value)
+        number = int(value) if parameter.allowed.whole else float(value)
     except ValueError:
         raise WorkbenchError(f"'{value}' is not a number (sampler {name})") from None
-    sampler = make(number)
-    return sampler if temperature is None or name in ("temperature", "gumbel") else sampler + Temperature(temperature)
-
-
-_EXAMPLES = {"temperature": "0.7", "gumbel": "1.0", "top-k": "50", "top-p": "0.9", "min-p": "0.1", "top-h": "0.4"}
+    if number not in parameter.allowed:
+        greedy = " (for the most likely token, use 'greedy')" if parameter.rule == "temperature" and number == 0 else ""
+        raise WorkbenchError(f"sampler {name}'s {parameter.name} must be {parameter.allowed.words()}, got {value}{greedy}")
+    rules = {} if temperature is None else {"temperature": temperature}
+    return Sampler(**{**rules, parameter.rule: number})
 
 
 def as_sampler(sampler, default: Sampler) -> Sampler:

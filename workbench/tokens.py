@@ -28,6 +28,7 @@ class Tokens:
     ends: np.ndarray  # [T]
     roles: list[str]  # "text", or "template" / "prompt" / "response" for chat input
     n_original: int  # tokens before truncation
+    template_system: str | None = None  # chat input: the system prompt the template added (`template_system_prompt`)
 
     @property
     def truncated(self) -> bool:
@@ -36,7 +37,8 @@ class Tokens:
     def truncate(self, n: int) -> "Tokens":
         """The first n tokens; the text is cut where the last kept token ends."""
         end = int(self.ends[n - 1]) if n else 0
-        return Tokens(self.text[:end], self.ids[:n], self.starts[:n], self.ends[:n], self.roles[:n], self.n_original)
+        return Tokens(self.text[:end], self.ids[:n], self.starts[:n], self.ends[:n], self.roles[:n], self.n_original,
+                      self.template_system)
 
 
 def contiguous_spans(offsets: Sequence[tuple[int, int]], text_length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -100,7 +102,34 @@ def tokenize_messages(tokenizer, messages: Sequence[dict], *, add_generation_pro
         for i in np.flatnonzero(inside):
             roles[i] = role
         cursor = where + len(content)
-    return Tokens(text, ids, starts, ends, roles, len(ids))
+    return Tokens(text, ids, starts, ends, roles, len(ids), template_system_prompt(tokenizer, messages))
+
+
+SENTINEL = "WorkbenchSystemSentinel"  # a system message's content no template writes itself
+
+
+def template_system_prompt(tokenizer, messages: Sequence[dict]) -> str | None:
+    """The system prompt the chat template adds to `messages` that have no system message
+    of their own (SmolLM2's: "You are a helpful AI assistant named SmolLM, trained by Hugging
+    Face"); None when it adds none, or when the messages start with a system message.
+
+    Found by rendering the messages twice, as given and after a system message with SENTINEL
+    as its content: where the template adds a default system prompt, the first rendering is
+    the second with the default in place of SENTINEL."""
+    if not messages or messages[0]["role"] == "system":
+        return None
+    from jinja2.exceptions import TemplateError
+
+    given = tokenizer.apply_chat_template(list(messages), tokenize=False)
+    try:
+        marked = tokenizer.apply_chat_template([{"role": "system", "content": SENTINEL}, *messages], tokenize=False)
+    except TemplateError:  # a template without a system role
+        return None
+    before, found, after = marked.partition(SENTINEL)
+    if not found or not (given.startswith(before) and given.endswith(after)):
+        return None
+    default = given[len(before):len(given) - len(after)]
+    return default if default.strip() else None
 
 
 def _check_messages(messages) -> None:
