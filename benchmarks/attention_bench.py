@@ -1,7 +1,7 @@
 """attention_stats on a GPU: the Triton pass 1 and pass 1 + 2 against a flash-attention forward
 at the same shape, and where eager attention (the materialized softmax) runs out of memory.
 
-    python benchmarks/attention_bench.py [--lengths 8192 32768] [--runs 20] [--out PATH]
+    python benchmarks/attention_bench.py [--lengths 8192 32768] [--runs 20] [--out PATH | --results-dir DIR]
     python benchmarks/attention_bench.py --quick     # CPU smoke run: tiny shapes, the reference only
 
 Shape (issue 5): batch 1, Hq = 32 query heads sharing Hkv = 8 key/value heads, d = 128, causal,
@@ -196,9 +196,10 @@ def run(lengths=None, *, runs: int = MIN_RUNS, quick: bool = False) -> dict:
                 date=datetime.now(timezone.utc).isoformat(timespec="seconds"), targets=TARGETS, results=rows)
 
 
-def write(report: dict, out: Path | None = None) -> Path:
-    """Save the report (default: benchmarks/results/attention_stats-<device>.json) and return the path."""
-    out = out or RESULTS / f"attention_stats-{report['device_info']['slug']}.json"
+def write(report: dict, out: Path | None = None, results_dir: Path = RESULTS) -> Path:
+    """Save the report to `out` (default: <results_dir>/attention_stats-<device>.json, results_dir
+    benchmarks/results) and return the path."""
+    out = out or results_dir / f"attention_stats-{report['device_info']['slug']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2) + "\n")
     return out
@@ -220,11 +221,13 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=MIN_RUNS)
     parser.add_argument("--quick", action="store_true", help="tiny shapes on the CPU, the reference only")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS,
+                        help="without --out: attention_stats-<device>.json here (default: benchmarks/results)")
     args = parser.parse_args()
     report = run(args.lengths, runs=args.runs, quick=args.quick)
     for row in report["results"]:
         print(summary(row))
-    print(f"wrote {write(report, args.out)}")
+    print(f"wrote {write(report, args.out, args.results_dir)}")
 
 
 if __name__ == "__main__":

@@ -70,15 +70,12 @@ step_linear() {
         | tee "$OUT/bench-linear.log"
 }
 step_attention() {
-    "$PY" benchmarks/attention_bench.py $QUICK_FLAG --out "$OUT/attention_stats-${DEVICE_SLUG:-gpu}.json" 2>&1 \
-        | tee "$OUT/attention.log"
+    "$PY" benchmarks/attention_bench.py $QUICK_FLAG --results-dir "$OUT" 2>&1 | tee "$OUT/attention.log"
 }
 step_sample() {
-    "$PY" benchmarks/sample_bench.py $QUICK_FLAG --out "$OUT/sample-${DEVICE_SLUG:-gpu}.json" 2>&1 | tee "$OUT/sample.log"
+    "$PY" benchmarks/sample_bench.py $QUICK_FLAG --results-dir "$OUT" 2>&1 | tee "$OUT/sample.log"
 }
 
-DEVICE_SLUG=$("$PY" -c "from workbench.bench import device_info; import torch
-d = torch.device('cuda' if torch.cuda.is_available() else 'cpu'); print(device_info(d)['slug'])" 2>/dev/null || echo gpu)
 case "${1:-}" in
     tests|vocab|linear|attention|sample) "step_$1" ;;
     all) for step in tests vocab linear attention sample; do "step_$step"; done ;;

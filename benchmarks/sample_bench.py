@@ -5,17 +5,18 @@ PyTorch reference, and FlashInfer's sampling kernels when FlashInfer is installe
     python benchmarks/sample_bench.py --quick     # tiny sizes: a smoke test (on CPU, Triton interpreted)
     python benchmarks/sample_bench.py --sweep     # also time launch configurations at B = 128
 
-Writes benchmarks/results/sample-<device>.json (or --out). For a harness: `run(quick=False,
-*, batches=None, vocab=None, repeats=20, warmup=5, sweep=False) -> dict` returns the same
-JSON-ready dict without writing anything.
+Writes benchmarks/results/sample-<device>.json (or --out FILE, or sample-<device>.json in
+--results-dir DIR). For a harness: `run(quick=False, *, batches=None, vocab=None, repeats=20,
+warmup=5, sweep=False) -> dict` returns the same JSON-ready dict without writing anything.
 
 Logits: per row, a Gaussian body (std 1.5) plus 20 tokens boosted by U(4, 10), which gives
 LLM-like next-token distributions (a few likely tokens over a long tail); seed 0.
-Timing: CUDA events around each call (time.perf_counter on CPU), the median of `repeats`
-calls after `warmup` calls; every implementation starts from the same fp32 logits and ends
-with the drawn ids (FlashInfer's probability-based kernels include the softmax they need).
-Each (case, B) also records the fraction of rows where the Triton kernel's kept-set size
-equals the reference's, and the mean kept-set size: the timed kernel computes the right set.
+Timing: `workbench.bench.timed`, CUDA events around each call (time.perf_counter on CPU), the
+median of `repeats` calls after `warmup` calls; every implementation starts from the same fp32
+logits and ends with the drawn ids (FlashInfer's probability-based kernels include the softmax
+they need). Each (case, B) also records, from the timed calls' outputs, the fraction of rows
+where the Triton kernel's kept-set size equals the reference's, and the mean kept-set size:
+the timed kernel computes the right set.
 One read of the logits (B V 4 bytes) per call is the floor: `triton_read_GBps` is that
 volume over the Triton time.
 """
@@ -45,6 +46,7 @@ QUICK = dict(batches=(1, 4), vocab=1000, repeats=3, warmup=1)
 # launch configurations timed by --sweep at B = 128, on the cases that exercise the search most
 SWEEP = [dict(block=b, thresholds=n, num_warps=w) for b in (512, 1024, 2048) for n in (4, 8) for w in (4, 8)]
 SWEEP_CASES = ("top-p 0.9", "top-H 0.4")
+RESULTS = Path(__file__).parent / "results"
 
 
 def llm_like_logits(batch: int, vocab: int, device) -> torch.Tensor:
@@ -112,11 +114,13 @@ def flashinfer_sampler(params):
     return None
 
 
-def median_ms(fn, repeats: int, warmup: int, cuda: bool) -> float:
-    """`workbench.bench.median_ms` of the argument-free `fn`, after `warmup` calls."""
-    for _ in range(warmup):
-        fn()
-    return bench.median_ms(lambda _: fn(), {}, torch.device("cuda" if cuda else "cpu"), repeats)
+def timed(fn, device: torch.device, repeats: int, warmup: int) -> tuple:
+    """(median ms, output) of the argument-free `fn` by `workbench.bench.timed`, or ("error: ...",
+    None) when it fails: a missing or incompatible implementation is recorded, not fatal."""
+    result = bench.timed(lambda _: fn(), {}, device, repeats, warmup)
+    if "error" in result:
+        return f"error: {result['error']}", None
+    return round(result["ms"], 4), result["out"]
 
 
 def _triton_sample():
@@ -137,13 +141,13 @@ def run(quick: bool = False, *, batches=None, vocab=None, repeats: int = 20, war
 
 
 def _measure(quick, batches, vocab, repeats, warmup, sweep) -> dict:
-    from workbench.kernels import kept_set_reference, sample_reference
+    from workbench.kernels import sample_reference
 
     cuda = torch.cuda.is_available()
     if quick:
         repeats, warmup = QUICK["repeats"], QUICK["warmup"]
     batches, vocab = batches or (QUICK if quick else FULL)["batches"], vocab or (QUICK if quick else FULL)["vocab"]
-    device = "cuda" if cuda else "cpu"
+    device = torch.device("cuda" if cuda else "cpu")
     triton_sample = _triton_sample()
     gen = torch.Generator(device=device).manual_seed(0)
     rows = []
@@ -158,18 +162,14 @@ def _measure(quick, batches, vocab, repeats, warmup, sweep) -> dict:
             flashinfer = flashinfer_sampler(params) if cuda else None
             if flashinfer is not None:
                 implementations["flashinfer"] = lambda: flashinfer[1](logits, gen)
-            ms = {}
+            ms, out = {}, {}
             for name, fn in implementations.items():
-                try:
-                    ms[name] = round(median_ms(fn, repeats, warmup, cuda), 4)
-                except Exception as error:  # a missing or incompatible implementation is recorded, not fatal
-                    ms[name] = f"error: {type(error).__name__}: {error}"[:300]
-            ours = triton_sample(logits, **params, generator=gen)
-            kept, _ = kept_set_reference(logits, **params)
+                ms[name], out[name] = timed(fn, device, repeats, warmup)
             row = {"batch": batch, "case": case, "params": params, "ms": ms,
-                   "flashinfer_call": flashinfer[0] if flashinfer else None,
-                   "kept_agreement": (ours.kept == kept.sum(-1)).float().mean().item(),
-                   "mean_kept": ours.kept.float().mean().item()}
+                   "flashinfer_call": flashinfer[0] if flashinfer else None}
+            if out["triton"] is not None and out["reference"] is not None:
+                row.update(kept_agreement=(out["triton"].kept == out["reference"].kept).float().mean().item(),
+                           mean_kept=out["triton"].kept.float().mean().item())
             if isinstance(ms.get("triton"), float):
                 row["triton_read_GBps"] = round(batch * vocab * 4 / (ms["triton"] * 1e-3) / 1e9, 1)
                 for other in ("torch-sort", "flashinfer"):
@@ -178,7 +178,7 @@ def _measure(quick, batches, vocab, repeats, warmup, sweep) -> dict:
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {
-        "benchmark": "sample", **bench.environment(torch.device(device), ("triton", "flashinfer")),
+        "benchmark": "sample", **bench.environment(device, ("triton", "flashinfer")),
         "vocab": vocab, "dtype": "float32",
         "batches": list(batches), "repeats": repeats, "warmup": warmup,
         "logits": "N(0, 1.5^2) body plus 20 tokens per row boosted by U(4, 10); seed 0",
@@ -191,14 +191,16 @@ def _measure(quick, batches, vocab, repeats, warmup, sweep) -> dict:
 
 def launch_sweep(triton_sample, vocab: int, repeats: int, warmup: int, batch: int = 128) -> list[dict]:
     """Triton time at B = 128 for each launch configuration in SWEEP, per case in SWEEP_CASES."""
-    logits = llm_like_logits(batch, vocab, "cuda")
-    gen = torch.Generator(device="cuda").manual_seed(0)
+    device = torch.device("cuda")
+    logits = llm_like_logits(batch, vocab, device)
+    gen = torch.Generator(device=device).manual_seed(0)
     out = []
     for config in SWEEP:
         for case in SWEEP_CASES:
             params = CASES[case]
-            ms = median_ms(lambda: triton_sample(logits, **params, generator=gen, rows=1, **config), repeats, warmup, True)
-            out.append({"batch": batch, "case": case, **config, "ms": round(ms, 4)})
+            ms, _ = timed(lambda: triton_sample(logits, **params, generator=gen, rows=1, **config), device, repeats,
+                          warmup)
+            out.append({"batch": batch, "case": case, **config, "ms": ms})
             print(json.dumps(out[-1]), flush=True)
     return out
 
@@ -212,10 +214,12 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--out", type=Path)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS,
+                        help="without --out: sample-<device>.json here (default: benchmarks/results)")
     args = parser.parse_args(argv)
     result = run(args.quick, batches=args.batches, vocab=args.vocab, repeats=args.repeats, warmup=args.warmup,
                  sweep=args.sweep)
-    out = args.out or Path(__file__).parent / "results" / f"sample-{result['device_info']['slug']}.json"
+    out = args.out or args.results_dir / f"sample-{result['device_info']['slug']}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {out}")

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from .linear_vocab_stats import check_head, chunk_rows, head_logits
-from .vocab_stats import BLOCK_BYTES, IGNORE_INDEX, RowResults, check_targets, row_blocks
+from .vocab_stats import BLOCK_BYTES, IGNORE_INDEX, RowResults, block_rows, check_targets, row_blocks
 
 LN2 = math.log(2.0)
 
@@ -46,10 +46,9 @@ def divergence_reference(logits_p: torch.Tensor, logits_q: torch.Tensor, targets
     """Exact PyTorch computation. logits_p, logits_q: [T, V] (any float dtypes); targets:
     [T] int or None. Blocks of rows of ~12 MiB of fp32 each."""
     check_pair(logits_p.shape, logits_q.shape, targets, beta)
-    rows = max(1, BLOCK_BYTES // (4 * logits_p.shape[-1]))
     return Divergence.cat([
         _block(logits_p[block], logits_q[block], None if targets is None else targets[block], beta, js)
-        for block in row_blocks(logits_p.shape[0], rows)
+        for block in row_blocks(logits_p.shape[0], block_rows(logits_p.shape[-1], BLOCK_BYTES))
     ])
 
 

@@ -18,14 +18,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .vocab_stats import VocabStats, check_options, row_blocks, vocab_stats_reference
+from .vocab_stats import VocabStats, block_rows, check_options, row_blocks, vocab_stats_reference
 
 CHUNK_BYTES = 64 * 2**20  # fp32 logits per block of rows in the reference
 
 
 def chunk_rows(vocab_size: int) -> int:
     """Rows of [rows, V] fp32 logits that fit in CHUNK_BYTES (at least one)."""
-    return max(1, CHUNK_BYTES // (4 * vocab_size))
+    return block_rows(vocab_size, CHUNK_BYTES)
 
 
 def head_logits(hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,

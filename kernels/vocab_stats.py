@@ -59,6 +59,11 @@ class VocabStats(RowResults):
 BLOCK_BYTES = 12 * 2**20  # rows per block: a block's fp32 copy stays in the last-level cache
 
 
+def block_rows(vocab_size: int, budget: int) -> int:
+    """Rows of [rows, V] fp32 logits that fit in `budget` bytes (at least one)."""
+    return max(1, budget // (4 * vocab_size))
+
+
 def vocab_stats_reference(
     logits: torch.Tensor, targets: torch.Tensor | None = None, *, top_k: int = 0, temperature: float = 1.0
 ) -> VocabStats:
@@ -70,10 +75,9 @@ def vocab_stats_reference(
     logits are never modified.
     """
     _check(logits, targets, top_k, temperature)
-    rows = max(1, BLOCK_BYTES // (4 * logits.shape[-1]))
     return VocabStats.cat([
         _block_stats(logits[block], None if targets is None else targets[block], top_k, temperature)
-        for block in row_blocks(logits.shape[0], rows)
+        for block in row_blocks(logits.shape[0], block_rows(logits.shape[-1], BLOCK_BYTES))
     ])
 
 

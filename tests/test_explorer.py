@@ -11,8 +11,6 @@ import pandas as pd
 import pytest
 from plotly.callbacks import Points
 
-from pages import chromium
-
 pytest.importorskip("anywidget", reason="the explorer needs anywidget (a dependency of token-workbench)")
 
 import workbench as wb  # noqa: E402
@@ -175,26 +173,25 @@ async ([source, html]) => {
 """
 
 
-def test_strip_widget_front_end(run):
+def test_strip_widget_front_end(run, browser):
     widget = TokenStripWidget(html=run.strip("surprisal").html)
-    with chromium() as browser:
-        page = browser.new_page()
-        errors: list[str] = []
-        page.on("pageerror", lambda error: errors.append(str(error)))
-        page.set_content("<!DOCTYPE html><html><body></body></html>")
-        page.evaluate(HARNESS, [STRIP_JS.read_text(encoding="utf-8"), widget.html])
-        assert page.locator(".tw-text").inner_text() == run.text
-        page.locator(".t").nth(5).click()  # a click is sent to Python once
-        assert page.evaluate("harness.sent") == [5]
-        page.evaluate("harness.fromPython('selected', 2)")  # Python selects another token
-        assert page.locator(".tw-strip").get_attribute("data-selected") == "2"
-        assert "selected #2" in page.locator(".tw-info").inner_text()
-        assert page.evaluate("harness.sent") == [5]  # not echoed back
-        page.evaluate("harness.fromPython('selected', null)")
-        assert page.locator(".tw-strip").get_attribute("data-selected") is None
-        page.evaluate("html => harness.fromPython('html', html)", run.strip("entropy").html)  # new page/signal
-        assert page.locator(".tw-strip").get_attribute("data-signal") == "entropy"
-        page.locator(".t").nth(3).click()
-        page.locator(".t").nth(3).click()  # a second click deselects
-        assert page.evaluate("harness.sent") == [5, 3, None]
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.set_content("<!DOCTYPE html><html><body></body></html>")
+    page.evaluate(HARNESS, [STRIP_JS.read_text(encoding="utf-8"), widget.html])
+    assert page.locator(".tw-text").inner_text() == run.text
+    page.locator(".t").nth(5).click()  # a click is sent to Python once
+    assert page.evaluate("harness.sent") == [5]
+    page.evaluate("harness.fromPython('selected', 2)")  # Python selects another token
+    assert page.locator(".tw-strip").get_attribute("data-selected") == "2"
+    assert "selected #2" in page.locator(".tw-info").inner_text()
+    assert page.evaluate("harness.sent") == [5]  # not echoed back
+    page.evaluate("harness.fromPython('selected', null)")
+    assert page.locator(".tw-strip").get_attribute("data-selected") is None
+    page.evaluate("html => harness.fromPython('html', html)", run.strip("entropy").html)  # new page/signal
+    assert page.locator(".tw-strip").get_attribute("data-signal") == "entropy"
+    page.locator(".t").nth(3).click()
+    page.locator(".t").nth(3).click()  # a second click deselects
+    assert page.evaluate("harness.sent") == [5, 3, None]
     assert not errors, errors

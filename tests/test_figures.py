@@ -15,7 +15,7 @@ import pandas as pd
 import plotly.io as pio
 import pytest
 
-from pages import CHROMIUM, chromium
+from pages import CHROMIUM
 from workbench.errors import WorkbenchError
 from workbench.run import Run
 from workbench.widgets import figures, token_strip
@@ -293,15 +293,14 @@ def test_figure_html_is_standalone():
     assert not re.search(r"<script[^>]*\ssrc=", page)  # no external script
 
 
-def test_exported_html_draws_with_no_network(tmp_path):
+def test_exported_html_draws_with_no_network(tmp_path, browser):
     path = tmp_path / "chart.html"
     path.write_text(figure_html(signal_chart(make_run(), 2)), encoding="utf-8")
-    with chromium() as browser:
-        page = browser.new_page()
-        requests: list[str] = []
-        page.on("request", lambda request: requests.append(request.url))
-        page.goto(path.as_uri())
-        page.locator(".js-plotly-plot .scatterlayer .trace").wait_for(timeout=20_000)
+    page = browser.new_page()
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(path.as_uri())
+    page.locator(".js-plotly-plot .scatterlayer .trace").wait_for(timeout=20_000)
     assert all(url.startswith(("file:", "data:", "blob:")) for url in requests), requests
 
 

@@ -510,8 +510,6 @@ def test_serve_options_and_warning_for_public_hosts(monkeypatch, capsys):
 def test_the_truncate_box_keeps_the_first_tokens_of_a_long_text():
     """A text longer than the model's context (tiny:llama: 512 tokens) is refused with advice
     the dashboard can follow, and analyzed up to the context with its 'truncate' box."""
-    from workbench.errors import WorkbenchError
-
     model = tiny_model("llama")
     dashboard = Dashboard(model, threading.Lock())
     dashboard.text.value = "word " * 600
@@ -523,7 +521,6 @@ def test_the_truncate_box_keeps_the_first_tokens_of_a_long_text():
 
 
 def test_chat_messages_name_what_is_wrong():
-    from workbench.errors import WorkbenchError
     from workbench.widgets.app import parse_messages
 
     assert parse_messages("system: Be brief.\nuser: Hi\nthere") == [

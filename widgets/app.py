@@ -46,7 +46,8 @@ from workbench.errors import WorkbenchError
 from workbench.group import Group
 from workbench.sampler_parameters import BY_NAME, Range
 
-from .credit import clicked_token, response_header, response_label, response_run, strip_scale, views_for
+from .credit import (clicked_token, first_searched, response_header, response_label, response_run, strip_scale,
+                     views_for)
 from .figures import figure_html, figure_png, require_png_export, update_in_place
 from .panels import clicked_position, load_builtin_panels, panels_for
 from .token_strip import page_count, page_of, page_window, signal_columns, strip_page
@@ -134,7 +135,6 @@ class Dashboard:
         self.model, self.lock = model, lock
         self.run = None  # this session's latest Run (in rollouts mode: the response on show)
         self.group = None  # rollouts mode: this session's latest Group
-        self.response = 0  # the group's response on show
         self.selected: int | None = None
         self.page = 0
         self.views: list[tuple] = []  # (panel, plotly pane) for the current run
@@ -317,13 +317,13 @@ class Dashboard:
         name = self.sampler.value
         parameter = BY_NAME[name]
         if parameter is None:
-            spec, temperature = name, None
+            sampler = samplers.Greedy()
         else:
-            temperature = field_value(self.temperature, BY_NAME["temperature"].allowed)
-            value = (temperature if parameter.rule == "temperature" else
-                     field_value(self.sampler_value, parameter.allowed, f"{name}'s {parameter.name}"))
-            spec = f"{name}:{value}"
-        return {"sampler": samplers.from_spec(spec, temperature), "seed": self.seed.value, "progress": False,
+            rules = {"temperature": field_value(self.temperature, BY_NAME["temperature"].allowed)}
+            if parameter.rule != "temperature":
+                rules[parameter.rule] = field_value(self.sampler_value, parameter.allowed, f"{name}'s {parameter.name}")
+            sampler = samplers.Sampler(**rules)
+        return {"sampler": sampler, "seed": self.seed.value, "progress": False,
                 "max_new_tokens": field_value(self.max_new_tokens, NEW_TOKENS)}
 
     def _reward(self):
@@ -488,17 +488,19 @@ class Dashboard:
         self._show(run)
 
     def show_group(self, group: Group, response: int | None = None) -> None:
-        """Show a new group: its views and one response (default: the first whose prefixes
-        were searched for a critical token, else the first) as the run on show."""
-        if response is None:
-            table = group.table
-            searched = table.loc[table["success_rate"].notna(), "response"] if "success_rate" in table else []
-            response = int(min(searched)) if len(searched) else 0
-        self.group, self.response = group, response
+        """Show a new group: its views and one response (default: `first_searched`) as the
+        run on show."""
+        response = first_searched(group) if response is None else response
+        self.group = group
         self.group_views = [(view, _plotly_pane(self._on_group_click)) for view in views_for(group)]
-        options = {f"{response_label(group, i)}  {_preview(text)}": i for i, text in enumerate(group.responses)}
-        self.response_picker.param.update(options=options, value=response)
         self._show(response_run(group, response))
+        options = {f"{response_label(group, i)}  {_preview(text)}": i for i, text in enumerate(group.responses)}
+        self.response_picker.param.update(options=options, value=response)  # (its watcher finds it on show)
+
+    @property
+    def response(self) -> int | None:
+        """The group's response on show (its run's meta says which); None outside rollouts mode."""
+        return None if self.group is None or self.run is None else self.run.meta["response"]
 
     def _show(self, run) -> None:
         """Show `run` (and the group views, in rollouts mode): signal choices, first page of
@@ -544,16 +546,15 @@ class Dashboard:
             self.select(position)
             return
         run = response_run(self.group, response)
-        self.response = response
-        self.response_picker.value = response  # (its watcher then finds the response on show)
         if [panel.name for panel, _ in self.views] != [panel.name for panel in panels_for(run)]:
             self._show(run)
             self.select(position)
-            return
-        self.run, self.selected = run, position if position is not None and 0 <= position < len(run.table) else None
-        self.page = 0 if self.selected is None else page_of(self.selected)
-        self._describe_response()
-        self._redraw(strip=True)
+        else:
+            self.run, self.selected = run, position if position is not None and 0 <= position < len(run.table) else None
+            self.page = 0 if self.selected is None else page_of(self.selected)
+            self._describe_response()
+            self._redraw(strip=True)
+        self.response_picker.value = response  # (its watcher then finds the response on show)
 
     def _describe_response(self) -> None:
         if self.group is not None:
@@ -633,17 +634,12 @@ class Dashboard:
         self.drawn[view.name] = new
 
     def _on_click(self, event) -> None:
-        pane = event.obj
-        points = (event.new or {}).get("points") or []
-        if points and pane.object is not None:
-            position = clicked_position(pane.object.layout.meta, points[0])
-            if position is not None:
-                self.select(position)
+        position = _clicked(event, clicked_position)
+        if position is not None:
+            self.select(position)
 
     def _on_group_click(self, event) -> None:
-        pane = event.obj
-        points = (event.new or {}).get("points") or []
-        token = clicked_token(pane.object.layout.meta, points[0]) if points and pane.object is not None else None
+        token = _clicked(event, clicked_token)
         if token is not None and 0 <= token[0] < len(self.group):
             self.show_response(*token)
 
@@ -683,6 +679,13 @@ def _plotly_pane(on_click):
     pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config={"displaylogo": False})
     pane.param.watch(on_click, "click_data")
     return pane
+
+
+def _clicked(event, read):
+    """What a plotly pane's click (`event`: its `click_data` changed) stands for: `read(layout
+    meta, first point)` (`clicked_position` or `clicked_token`), None without a point."""
+    pane, points = event.obj, (event.new or {}).get("points") or []
+    return read(pane.object.layout.meta, points[0]) if points and pane.object is not None else None
 
 
 def field_value(widget, allowed: Range, label: str | None = None):

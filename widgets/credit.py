@@ -17,9 +17,9 @@
 For the dashboard: `GROUP_VIEWS` lists them with `applies(group)` (whether the group has the
 columns a view needs); `views_for(group)` gives the applicable ones, and every
 `view.figure(group, selected, response)` takes the selected token as (response, position)
-or None and the response on show (the success curve follows it). `response_run(group, i)`
-is one response as a `Run` (the token strip and the per-position panels show it), colored
-on the group's common scale (`strip_scale`). Figures say how a click maps to a token in
+or None and the response on show (the success curve follows it; `first_searched` is the one
+shown first). `response_run(group, i)` is one response as a `Run` (the token strip and the
+per-position panels show it), colored on the group's common scale (`strip_scale`). Figures say how a click maps to a token in
 `layout.meta["workbench"]` (read by `clicked_token`): the heatmap has {"position_axis": "x",
 "response_axis": "y"} (a clicked cell's x and y are the token's position and response), the
 success curve {"position_axis": "x", "response": i}, the prefix tree {"points": [[response,
@@ -30,6 +30,7 @@ outlines its sector instead), never in `meta`, which stays the same while the se
 from __future__ import annotations
 
 import html
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -42,7 +43,8 @@ from workbench.errors import WorkbenchError
 from workbench.group import Group
 from workbench.run import Run
 
-from .figures import LINE_COLOR, SELECTED_COLOR, figure_layout, selection_box, selection_line
+from .figures import LINE_COLOR, SELECTED_COLOR, figure_layout, selection_box, selection_line, token_reprs
+from .panels import clicked_index, clicked_position
 from .token_strip import save_page, token_strip
 
 # Diverging red (negative) - white (zero) - blue (positive), ColorBrewer RdBu.
@@ -125,6 +127,14 @@ def strip_scale(group: Group, signal: str) -> dict:
     the sequential one otherwise."""
     low, high = color_range(_signal_values(group, signal))
     return dict(colorscale=DIVERGING if low < 0 else "viridis", vmin=low, vmax=high)
+
+
+def first_searched(group: Group) -> int:
+    """The first response whose prefixes were searched for a critical token (it has
+    success rates), else 0: the response the group's views show first."""
+    table = group.table
+    searched = table.loc[table["success_rate"].notna(), "response"] if "success_rate" in table else []
+    return int(min(searched)) if len(searched) else 0
 
 
 def response_run(group: Group, i: int) -> Run:
@@ -228,15 +238,14 @@ def success_curve(group: Group, response: int | None = None, selected: tuple[int
     if "success_rate" not in group.table:
         raise WorkbenchError("the group has no success_rate column; run credit.rollout_critical_tokens and group.add "
                              "its .columns()")
-    evaluated = group.table[group.table["success_rate"].notna()]
     if response is None:
-        response = selected[0] if selected is not None else (int(evaluated["response"].iloc[0]) if len(evaluated) else 0)
+        response = selected[0] if selected is not None else first_searched(group)
     rows = group.rows(response)
     points = rows[rows["success_rate"].notna()]
     baseline = float(group.correct().mean())
     trace = go.Scatter(
         x=points["position"], y=points["success_rate"], mode="lines+markers", line=dict(color=LINE_COLOR),
-        customdata=[repr(t) for t in points["token"]], name="success rate",
+        customdata=token_reprs(points["token"]), name="success rate",
         hovertemplate="after #%{x} %{customdata}: %{y:.0%} of completions correct<extra></extra>")
     shapes = [dict(type="line", xref="paper", yref="y", x0=0, x1=1, y0=baseline, y1=baseline,
                    line=dict(dash="dot", color="#aaa"))]
@@ -284,9 +293,7 @@ def prefix_tree_figure(group: Group, selected: tuple[int, int] | None = None, *,
     """The group's prefix tree as an icicle (left to right): the prompt, then the shared
     beginnings, each branch as wide as the responses through it, colored by the share of
     them that are correct; the sector holding the selected token outlined."""
-    from workbench.credit import prefix_tree
-
-    nodes = prefix_tree(group, threshold=threshold).nodes
+    nodes = _tree_nodes(group, threshold)
     correct = group.correct(threshold)
 
     def label(text: str) -> str:
@@ -318,6 +325,22 @@ def prefix_tree_figure(group: Group, selected: tuple[int, int] | None = None, *,
     ), layout=figure_layout("prefix tree: shared beginnings and where responses branch",
                             height=max(300, 40 * len(group)), margin=dict(l=10, r=10, t=40, b=10),
                             meta={"workbench": {"points": points}}))
+
+
+# Group -> {threshold: its prefix tree's nodes}. The dashboard redraws the prefix tree on every
+# click; the tree (a Python pass over every token) depends only on the responses' token ids and
+# rewards, which a group keeps from its making (`Group.add` adds columns).
+_TREE_NODES: "weakref.WeakKeyDictionary[Group, dict[float, pd.DataFrame]]" = weakref.WeakKeyDictionary()
+
+
+def _tree_nodes(group: Group, threshold: float) -> pd.DataFrame:
+    """`prefix_tree(group, threshold=threshold).nodes`, computed once per group and threshold."""
+    from workbench.credit import prefix_tree
+
+    trees = _TREE_NODES.setdefault(group, {})
+    if threshold not in trees:
+        trees[threshold] = prefix_tree(group, threshold=threshold).nodes
+    return trees[threshold]
 
 
 # ----- for the dashboard -------------------------------------------------------------------------
@@ -357,13 +380,12 @@ def clicked_token(layout_meta, point: dict) -> tuple[int, int] | None:
         number = point.get("pointNumber")
         valid = isinstance(number, int) and 0 <= number < len(mapping["points"])
         return tuple(mapping["points"][number]) if valid and mapping["points"][number] is not None else None
-    position = point.get(mapping.get("position_axis"))
-    response = point.get(mapping["response_axis"]) if "response_axis" in mapping else mapping.get("response")
-    if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (response, position)):
-        return int(round(response)), int(round(position))
-    return None
+    position = clicked_position(layout_meta, point)
+    response = clicked_index(point.get(mapping["response_axis"]) if "response_axis" in mapping
+                             else mapping.get("response"))
+    return None if position is None or response is None else (response, position)
 
 
 __all__ = ["GROUP_VIEWS", "GroupStrips", "GroupView", "clicked_token", "color_range", "diverging_limit",
-           "group_strips", "prefix_tree_figure", "response_header", "response_label", "response_run", "strip_scale",
-           "success_curve", "token_heatmap", "views_for"]
+           "first_searched", "group_strips", "prefix_tree_figure", "response_header", "response_label", "response_run",
+           "strip_scale", "success_curve", "token_heatmap", "views_for"]

@@ -269,9 +269,8 @@ def figure_layout(title: str, position_axis: str | None = None, **extra) -> dict
     legend, no shapes, and `meta["workbench"]["position_axis"]`: the axis that holds token
     positions, None when none does (a click then selects no token). `extra` adds layout
     keys or replaces these (height, showlegend, margin, ...)."""
-    return dict(
-        title=dict(text=title, **TITLE),
-        height=HEIGHT, margin=dict(l=60, r=20, t=40, b=40), font=FONT, template=TEMPLATE,
+    return LIGHT | dict(
+        title=dict(TITLE, text=title), height=HEIGHT, margin=dict(l=60, r=20, t=40, b=40),
         meta={"workbench": {"position_axis": position_axis}},
         showlegend=False, shapes=[], annotations=[],
     ) | extra

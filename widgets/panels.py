@@ -86,7 +86,12 @@ def clicked_position(layout_meta, point: dict) -> int | None:
     """The token position a clicked plotly `point` stands for, or None when the figure
     (its layout `meta`) names no position axis."""
     axis = (layout_meta or {}).get("workbench", {}).get("position_axis") if isinstance(layout_meta, dict) else None
-    value = point.get(axis) if axis in ("x", "y") else None
+    return clicked_index(point.get(axis)) if axis in ("x", "y") else None
+
+
+def clicked_index(value) -> int | None:
+    """A clicked point's coordinate as the whole number it stands for (a token's position,
+    a response), or None when it is no number."""
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return int(round(value))
     return None

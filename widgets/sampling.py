@@ -17,7 +17,7 @@ import torch
 
 from workbench.kernels import kept_counts
 
-from .figures import LIGHT
+from .figures import LIGHT, token_reprs
 from .panels import Panel, register_panel
 
 # Rules compared at each step (at temperature 1), with their colors.
@@ -87,7 +87,7 @@ def generation_steps(run, position=None) -> go.Figure:
     x = table["position"].to_numpy()
     fig = go.Figure(layout=LIGHT)
     fig.add_trace(go.Scatter(x=x, y=table["entropy"].to_numpy(float), name="entropy before truncation",
-                             mode="lines+markers", line_color="#1f77b4", customdata=[repr(t) for t in table["token"]],
+                             mode="lines+markers", line_color="#1f77b4", customdata=token_reprs(table["token"]),
                              hovertemplate="%{customdata}<br>H = %{y:.3f} nats<extra></extra>"))
     fig.add_trace(go.Scatter(x=x, y=table["kept_entropy"].to_numpy(float), name="entropy of the kept set",
                              mode="lines+markers", line_color="#2ca02c"))

@@ -81,7 +81,7 @@ def run_meta(model: Model, tokens: Tokens, signals: list[str], params: dict) -> 
     the system prompt the chat template added on its own (None when it added none)."""
     from . import __version__
 
-    chat = {"template_system_prompt": tokens.template_system} if tokens.roles and tokens.roles[0] != "text" else {}
+    chat = {"template_system_prompt": tokens.template_system} if tokens.chat else {}
     return {
         "model": model.name,
         "revision": model.revision,

@@ -162,7 +162,7 @@ def cmd_analyze(args) -> int:
 
         color = args.out is None and _wants_color()
         output = render_table(run, color=color) + (render_lens(run) if "lens_rank" in run.arrays else "")
-        _note_arrays_left_out(run, shown=("lens_rank",) if "lens_rank" in run.arrays else ())
+        _note_arrays_left_out(run, shown=("lens_rank",))
     _write(output, args.out)
     return 0
 
@@ -198,26 +198,24 @@ def sampler_from_args(args):
     `Sampler`'s own check, where 0 is greedy."""
     from . import samplers
 
-    given = [flag for flag in RULE_FLAGS.values() if getattr(args, flag) is not None]
+    given = {rule: getattr(args, flag) for rule, flag in RULE_FLAGS.items() if getattr(args, flag) is not None}
     parameter = BY_NAME[args.sampler]
     if parameter is None:
         if given:
-            raise WorkbenchError(f"greedy takes no parameters, got --{given[0].replace('_', '-')}; "
+            flag = RULE_FLAGS[next(iter(given))]
+            raise WorkbenchError(f"greedy takes no parameters, got --{flag.replace('_', '-')}; "
                                  "choose another --sampler to use it")
         return samplers.Greedy()
-    if getattr(args, RULE_FLAGS[parameter.rule]) is None:
-        setattr(args, RULE_FLAGS[parameter.rule], parameter.default)
+    given.setdefault(parameter.rule, parameter.default)
     for truncation in BY_NAME.values():
         if truncation is None or truncation.rule == "temperature":
             continue
-        flag = RULE_FLAGS[truncation.rule]
-        value = getattr(args, flag)
+        value, flag = given.get(truncation.rule), RULE_FLAGS[truncation.rule]
         if value is not None and value not in truncation.allowed:
             hint = LOW_HINTS.get(flag, "") if value <= truncation.allowed.low else ""
             raise WorkbenchError(f"--{flag.replace('_', '-')} must be {truncation.allowed.interval()}, "
                                  f"got {value}{hint}")
-    return samplers.Sampler(**{rule: getattr(args, flag) for rule, flag in RULE_FLAGS.items()
-                               if getattr(args, flag) is not None})
+    return samplers.Sampler(**given)
 
 
 def cmd_generate(args) -> int:

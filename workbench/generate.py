@@ -30,6 +30,7 @@ from .samplers import Sampler, TopP, as_sampler
 from .signals import resolve
 from .signals.uncertainty import decode_pieces, next_token_record, uncertainty
 from .tokens import Tokens, tokenize_messages, tokenize_text
+from .vocab import hidden_vocab_stats
 
 VIEW_TOP = 50  # per step, the top of the distribution kept for the sampling views
 STEP_COLUMNS = {"temperature": "Float64", "kept": "Int64", "kept_entropy": "Float64", "sample_prob": "Float64"}
@@ -131,10 +132,9 @@ def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, pro
 
 
 def _next_token(model, hidden: torch.Tensor, top_k: int) -> dict:
-    """The prediction from the final hidden state [1, d], in `analyze`'s meta["next_token"] form."""
-    with torch.inference_mode():
-        logits = model.adapter.logits(model.hf, hidden).float()  # [1, V], as each step reads it
-    return next_token_record(model.tokenizer, vocab_stats(logits, top_k=min(top_k, logits.shape[-1])), 0)
+    """The prediction from the final hidden state [1, d], as `analyze` makes meta["next_token"]."""
+    stats = hidden_vocab_stats(model, hidden, None, top_k=min(top_k, model.vocab_size))
+    return next_token_record(model.tokenizer, stats, 0)
 
 
 def _eos_ids(model) -> list[int]:

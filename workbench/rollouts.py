@@ -181,7 +181,7 @@ def rollouts(
     texts, table = response_table(model, drawn)
     rewards = np.array([reward(text) for text in texts], dtype=np.float64)
     meta = run_meta(model, tokens, ["rollouts"], {})
-    meta.update({"chat": tokens.roles[0] != "text", "n": n,
+    meta.update({"chat": tokens.chat, "n": n,
                  "sampler": sampler.describe(), "seed": seed, "max_new_tokens": max_new_tokens,
                  "reward": reward.name, "stop_reasons": drawn.stop, "advantage_eps": ADVANTAGE_EPS})
     group = Group(tokens.text, texts, rewards, table, {"prompt_ids": np.asarray(tokens.ids, dtype=np.int64)}, meta,

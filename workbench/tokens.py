@@ -31,6 +31,11 @@ class Tokens:
     template_system: str | None = None  # chat input: the system prompt the template added (`template_system_prompt`)
 
     @property
+    def chat(self) -> bool:
+        """Whether these tokens come from chat messages (`tokenize_messages`)."""
+        return bool(self.roles) and self.roles[0] != "text"
+
+    @property
     def truncated(self) -> bool:
         return self.n_original > len(self.ids)
 
@@ -102,27 +107,29 @@ def tokenize_messages(tokenizer, messages: Sequence[dict], *, add_generation_pro
         for i in np.flatnonzero(inside):
             roles[i] = role
         cursor = where + len(content)
-    return Tokens(text, ids, starts, ends, roles, len(ids), template_system_prompt(tokenizer, messages))
+    return Tokens(text, ids, starts, ends, roles, len(ids),
+                  template_system_prompt(tokenizer, messages, text, add_generation_prompt))
 
 
 SENTINEL = "WorkbenchSystemSentinel"  # a system message's content no template writes itself
 
 
-def template_system_prompt(tokenizer, messages: Sequence[dict]) -> str | None:
+def template_system_prompt(tokenizer, messages: Sequence[dict], given: str, add_generation_prompt: bool) -> str | None:
     """The system prompt the chat template adds to `messages` that have no system message
     of their own (SmolLM2's: "You are a helpful AI assistant named SmolLM, trained by Hugging
     Face"); None when it adds none, or when the messages start with a system message.
 
-    Found by rendering the messages twice, as given and after a system message with SENTINEL
-    as its content: where the template adds a default system prompt, the first rendering is
-    the second with the default in place of SENTINEL."""
+    `given` is the messages' rendering (with `add_generation_prompt`, as `tokenize_messages`
+    made it). The messages are rendered once more, after a system message with SENTINEL as its
+    content: where the template adds a default system prompt, `given` is that rendering with
+    the default in place of SENTINEL."""
     if not messages or messages[0]["role"] == "system":
         return None
     from jinja2.exceptions import TemplateError
 
-    given = tokenizer.apply_chat_template(list(messages), tokenize=False)
     try:
-        marked = tokenizer.apply_chat_template([{"role": "system", "content": SENTINEL}, *messages], tokenize=False)
+        marked = tokenizer.apply_chat_template([{"role": "system", "content": SENTINEL}, *messages], tokenize=False,
+                                               add_generation_prompt=add_generation_prompt)
     except TemplateError:  # a template without a system role
         return None
     before, found, after = marked.partition(SENTINEL)

@@ -39,8 +39,9 @@ from torch.func import functional_call, grad, jvp
 from .. import memory
 from ..errors import MemoryEstimateExceeded, WorkbenchError
 from ..group import Group
-from ..models import Model
 from ..kernels.linear_vocab_stats import chunk_rows
+from ..kernels.vocab_stats import row_blocks
+from ..models import Model
 from .forward import ResponseLogprobs, chunks, response_batch, response_hidden
 
 MODES = ("auto", "exact", "cheap")
@@ -236,9 +237,8 @@ def _cheap(model, group, correct, lengths, vocabulary):
         hidden = response_hidden(model, batch)  # [N, d]
         kept = kept.to(model.device)
         probs = []  # p restricted to S, [N, |S|]
-        rows = chunk_rows(model.vocab_size)
-        for begin in range(0, len(hidden), rows):
-            logits = model.adapter.logits(model.hf, hidden[begin:begin + rows]).to(dtype)
+        for block in row_blocks(len(hidden), chunk_rows(model.vocab_size)):
+            logits = model.adapter.logits(model.hf, hidden[block]).to(dtype)
             probs.append((logits[:, kept] - torch.logsumexp(logits, -1, keepdim=True)).exp())
         p = torch.cat(probs)
         h = hidden.to(dtype)
