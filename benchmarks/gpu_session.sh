@@ -58,9 +58,9 @@ for name in ("liger-kernel", "cut-cross-entropy", "flashinfer-python", "flash-at
 EOF
 
 step_tests() {
-    "$PY" -m pytest -q -p no:cacheprovider --durations=10 tests/test_gpu_end_to_end.py tests/kernels/test_gpu.py \
-        tests/kernels/test_attention_stats_triton.py tests/kernels/test_sample_triton.py \
-        tests/kernels/test_triton_vocab_stats.py 2>&1 | tee "$OUT/gpu-tests.log"
+    "$PY" -m pytest -q -p no:cacheprovider --durations=10 tests/test_gpu_end_to_end.py tests/kernel_tests/test_gpu.py \
+        tests/kernel_tests/test_attention_stats_triton.py tests/kernel_tests/test_sample_triton.py \
+        tests/kernel_tests/test_triton_vocab_stats.py 2>&1 | tee "$OUT/gpu-tests.log"
 }
 step_vocab() {
     "$PY" -m workbench bench $QUICK_FLAG --kernels vocab_stats,divergence --results-dir "$OUT" 2>&1 | tee "$OUT/bench-vocab.log"

@@ -1,6 +1,6 @@
 """Eager softmax attention in float64 from the full score matrix (no blocking, no online
 merging), the independent reference that the attention kernel and KV-importance tests compare
-against. On the path of tests/ and tests/kernels/ alike: pytest puts tests/ on sys.path for
+against. On the path of tests/ and tests/kernel_tests/ alike: pytest puts tests/ on sys.path for
 tests/conftest.py."""
 import torch
 

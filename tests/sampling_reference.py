@@ -1,6 +1,6 @@
 """The samplers' kept sets recomputed in NumPy from DESIGN.md's definitions, and Pearson's
 chi-square test of draws against them: the independent references of the sampler tests. On
-the path of tests/ and tests/kernels/ alike: pytest puts tests/ on sys.path for
+the path of tests/ and tests/kernel_tests/ alike: pytest puts tests/ on sys.path for
 tests/conftest.py."""
 import numpy as np
 import torch

@@ -8,7 +8,7 @@ draws through the same exact code. Compose with `+`:
     wb.samplers.TopH(alpha=0.4)
 
 `filter(logits)` returns the kept set and its renormalized probabilities (for views);
-`sample(logits, generator)` draws. Definitions: DESIGN.md (Sampling) and kernels/sample.py.
+`sample(logits, generator)` draws. Definitions: DESIGN.md (Sampling) and workbench/kernels/sample.py.
 """
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Attention statistics and KV importance per layer, head and position, computed from Q and
-K as each layer runs (see `workbench/attention_capture.py` and `kernels/attention_stats.py`);
+K as each layer runs (see `workbench/attention_capture.py` and `workbench/kernels/attention_stats.py`);
 no T x T matrix is kept.
 
 Signal "attention". With A the attention of one layer and head (rows: queries q, columns: keys j):

@@ -16,7 +16,7 @@ typical rows. Adversarial rows (logits increasing along the vocabulary) take k e
 every tile and run a few times slower, still exact.
 
 Same results as `vocab_stats_reference` (fp32 accumulation; summation order differs, so
-agreement is to rounding: see tests/kernels/test_triton_vocab_stats.py).
+agreement is to rounding: see tests/kernel_tests/test_triton_vocab_stats.py).
 """
 from __future__ import annotations
 
