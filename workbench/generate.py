@@ -102,15 +102,12 @@ def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, pro
     """The sampling loop. Returns the new ids, per-step records, why it stopped, the prefill
     capture (for the prompt's own signals) and the final hidden state after the last new
     token ([1, d]; None when that token is the end of sequence)."""
-    from transformers import DynamicCache
-
-    backbone = model.adapter.backbone(model.hf)
     eos = set(_eos_ids(model))
-    cache = DynamicCache(config=model.hf.config)
+    cache = model.adapter.new_cache(model.hf)
     new_ids, steps, stop_reason = [], [], "length"
     with torch.inference_mode():
         input_ids = torch.tensor([tokens.ids], device=model.device)
-        output = backbone(input_ids=input_ids, past_key_values=cache, use_cache=True)
+        output = model.adapter.forward_cached(model.hf, cache, input_ids=input_ids)
         prompt_capture = Capture(model, input_ids[0], final_hidden=output.last_hidden_state[0])
         hidden = output.last_hidden_state[:, -1]  # [1, d]
         for _ in tqdm(range(max_new_tokens), desc="generating", unit="tok", disable=not progress, leave=False):
@@ -123,7 +120,7 @@ def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, pro
             new_ids.append(token)
             if token in eos:
                 return new_ids, steps, "eos", prompt_capture, None
-            output = backbone(input_ids=torch.tensor([[token]], device=model.device), past_key_values=cache, use_cache=True)
+            output = model.adapter.forward_cached(model.hf, cache, input_ids=torch.tensor([[token]], device=model.device))
             hidden = output.last_hidden_state[:, -1]
             if stops and any(s in model.tokenizer.decode(new_ids) for s in stops):
                 stop_reason = "stop"

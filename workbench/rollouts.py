@@ -53,13 +53,10 @@ def sample_continuations(model: Model, prefixes: Sequence[Sequence[int]], *, n: 
     truncation), and the sampler's kept-set size, kept-set entropy and the token's
     probability under the sampling distribution.
     """
-    from transformers import DynamicCache
-
     if not prefixes or any(len(p) == 0 for p in prefixes):
         raise WorkbenchError("every prefix needs at least one token")
     width = max(len(p) for p in prefixes)
     check_sampling_memory(model, len(prefixes) * n, width + max_new_tokens, prefill_tokens=len(prefixes) * width)
-    backbone = model.adapter.backbone(model.hf)
     eos = torch.tensor(sorted(set(_eos_ids(model))), device=model.device)
     pad = model.tokenizer.pad_token_id if model.tokenizer.pad_token_id is not None else int(eos[0])
     input_ids = torch.full((len(prefixes), width), pad, dtype=torch.long, device=model.device)
@@ -72,10 +69,10 @@ def sample_continuations(model: Model, prefixes: Sequence[Sequence[int]], *, n: 
     out = Continuations(ids=[[] for _ in range(rows_total)],
                         steps=[{name: [] for name in STEP_SIGNALS} for _ in range(rows_total)],
                         stop=["length"] * rows_total)
-    cache = DynamicCache(config=model.hf.config)
+    cache = model.adapter.new_cache(model.hf)
     with torch.inference_mode():
-        output = backbone(input_ids=input_ids, attention_mask=mask if padded else None,
-                          position_ids=(mask.cumsum(-1) - 1).clamp_min(0), past_key_values=cache, use_cache=True)
+        output = model.adapter.forward_cached(model.hf, cache, input_ids=input_ids, attention_mask=mask if padded else None,
+                                              position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
         hidden = output.last_hidden_state[:, -1].repeat_interleave(n, 0)  # [B, d]
         if n > 1:
             cache.batch_repeat_interleave(n)
@@ -106,8 +103,8 @@ def sample_continuations(model: Model, prefixes: Sequence[Sequence[int]], *, n: 
             else:
                 draw_ids = draw.ids
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            output = backbone(input_ids=draw_ids[:, None], attention_mask=mask if padded else None,
-                              position_ids=positions[:, None], past_key_values=cache, use_cache=True)
+            output = model.adapter.forward_cached(model.hf, cache, input_ids=draw_ids[:, None],
+                                                  attention_mask=mask if padded else None, position_ids=positions[:, None])
             positions = positions + 1
             hidden = output.last_hidden_state[:, -1]
     return out

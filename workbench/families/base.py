@@ -8,6 +8,8 @@ module names itself.
 """
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 
@@ -38,6 +40,20 @@ class FamilyAdapter:
     def backbone(self, hf: nn.Module) -> nn.Module:
         """The transformer without its lm_head: its forward returns final hidden states."""
         return getattr(hf, hf.base_model_prefix)
+
+    def new_cache(self, hf: nn.Module):
+        """An empty KV cache for `forward_cached`."""
+        from transformers import DynamicCache
+
+        return DynamicCache(config=hf.config)
+
+    def forward_cached(self, hf: nn.Module, cache, **inputs):
+        """The backbone's forward that reads and extends the KV cache `cache`. Transformers
+        renamed the keyword `past_key_values` to `cache` in 5.25 (the old name warns until its
+        removal in 5.40): pass whichever this version's forward declares."""
+        backbone = self.backbone(hf)
+        keyword = "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
+        return backbone(**inputs, **{keyword: cache}, use_cache=True)
 
     def layers(self, hf: nn.Module) -> nn.ModuleList:
         layers = resolve(self.backbone(hf), self.layers_path)
