@@ -36,11 +36,8 @@ if [ "${1:-}" = wheels ]; then
 fi
 
 if ! "$PY" -c "import workbench.kernels" 2>/dev/null; then
-    "$PY" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 || {
-        ln -sfn ../kernels workbench/kernels
-        ln -sfn ../widgets workbench/widgets
-        export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}
-    }
+    "$PY" -m pip install -q --no-deps --no-build-isolation -e . >/dev/null 2>&1 ||
+        export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH}  # the package is one folder: importable from here
 fi
 if compgen -G "$WHEELS/*.whl" >/dev/null && "$PY" -c "import sys, torch; sys.exit(not torch.cuda.is_available())"; then
     # the baselines run on CUDA only: a CPU rehearsal leaves its environment as it is

@@ -37,7 +37,8 @@ def python_in(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def test_no_root_folder_shares_a_name_with_an_installed_package(tmp_path):
     """A folder at the repository root named like an installed package shadows it for any Python
     started there (transformers imports the PyPI package `kernels` while it loads a model)."""
-    folders = sorted(p.name for p in ROOT.iterdir() if p.is_dir() and not p.name.startswith(".") and p.name != "workbench")
+    folders = sorted(p.name for p in ROOT.iterdir()  # importable names only (not .venv, *.egg-info)
+                     if p.is_dir() and p.name.isidentifier() and p.name != "workbench")
     code = "import importlib.util, sys; print([n for n in sys.argv[1:] if importlib.util.find_spec(n)])"
     result = python_in(tmp_path, "-c", code, *folders)  # outside the root: what is installed under these names
     assert result.returncode == 0, result.stderr
@@ -46,10 +47,10 @@ def test_no_root_folder_shares_a_name_with_an_installed_package(tmp_path):
 
 def test_transformers_loads_a_model_with_the_repository_root_as_working_directory():
     code = ("import transformers, workbench as wb; model = wb.load('tiny:llama'); import kernels, workbench.kernels; "
-            "print(kernels.__file__.startswith(str(__import__('pathlib').Path.cwd())), workbench.kernels.__name__)")
+            "print('site-packages' in kernels.__file__, workbench.kernels.__name__)")
     result = python_in(ROOT, "-c", code)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["False", "workbench.kernels"]
+    assert result.stdout.split() == ["True", "workbench.kernels"]
 
 
 def test_cli_runs_as_a_module_from_the_repository_root():
