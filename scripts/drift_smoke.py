@@ -17,7 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 TEXT = "The capital of France is Paris."
 MOE_SIGNALS = {"routing"}  # the embedded SmolLM2 is dense: these run on workbench:tiny-moe
-WARNING = re.compile(r"(FutureWarning|DeprecationWarning): (.*)")
+WARNING = re.compile(r"\b(FutureWarning|PendingDeprecationWarning|DeprecationWarning): (.*)")
 
 
 def run(args: list[str], cwd: Path = ROOT, timeout: int = 600) -> subprocess.CompletedProcess:
