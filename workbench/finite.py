@@ -1,0 +1,62 @@
+"""Non-finite results: a run whose numbers are NaN or infinite says so instead of showing them.
+
+Damaged weights (a GGUF file with broken tensor data) or an overflow (float16 activations
+beyond 65504) turn a model's hidden states and logits into NaN or infinity, and every signal
+computed from them is meaningless; some even look like numbers (the entropy of an all-NaN
+distribution comes out as -0.0). `analyze`, `generate` and `rollouts` therefore check what the
+model produced (final hidden states, logits, the signal values that need a number) and, when
+something is not finite, record a sentence in `meta["non_finite"]` and warn with
+`NonFiniteWarning`; the CLI refuses to print such a run. The sentence names the first weight
+that holds a non-finite value, in the order the model's parameters are registered (the
+embeddings, then layer by layer): a scan that runs only when a check failed.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import NonFiniteWarning
+
+
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether every element of a tensor is a finite number."""
+    return bool(torch.isfinite(values).all())
+
+
+def table_finite(table: pd.DataFrame, rows) -> bool:
+    """Whether every float column of `table` holds a finite number on `rows` (a boolean mask):
+    the rows where each of them has a value by definition. A computed NaN shows as a missing
+    value there (nullable columns store NaN as <NA>)."""
+    floats = [name for name, dtype in table.dtypes.items() if pd.api.types.is_float_dtype(dtype)]
+    values = table.loc[rows, floats].astype("float64").to_numpy(na_value=np.nan)
+    return bool(np.isfinite(values).all())
+
+
+def arrays_finite(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether the float arrays ([..., position]) are finite at every position but the first,
+    which has no prediction (the logit lens leaves it NaN)."""
+    return all(np.isfinite(values[..., 1:]).all() for values in arrays.values()
+               if np.issubdtype(values.dtype, np.floating))
+
+
+def first_non_finite_weight(model) -> str | None:
+    """The name of the first parameter holding a NaN or an infinity, or None."""
+    for name, parameter in model.hf.named_parameters():
+        if not all_finite(parameter):
+            return name
+    return None
+
+
+def flag(meta: dict, model, what: str) -> None:
+    """Record in `meta["non_finite"]` that `what` (e.g. "the analysis") produced non-finite
+    values, with the likely cause, and warn with `NonFiniteWarning`."""
+    weight = first_non_finite_weight(model)
+    cause = (f"the model's weights are damaged: {weight} is the first to hold NaN or infinity (a truncated or "
+             "corrupted weights file?)" if weight is not None else
+             f"the weights are finite, so the values overflowed in {str(model.dtype).replace('torch.', '')} "
+             "(try dtype float32)")
+    meta["non_finite"] = f"{what} produced NaN or infinite values: {cause}"
+    warnings.warn(meta["non_finite"], NonFiniteWarning, stacklevel=3)
