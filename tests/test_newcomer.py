@@ -112,6 +112,20 @@ def test_a_damaged_model_warns_and_flags_every_kind_of_run():
     assert "non_finite" not in tiny_model("llama").analyze("The cat sat on the mat.").meta  # a healthy model
 
 
+def test_a_logit_of_minus_infinity_is_a_probability_of_zero(monkeypatch):
+    """Some models give tokens they never emit a logit of -inf: that is no damage."""
+    import warnings
+
+    model = tiny_model("llama")
+    logits = model.adapter.logits
+    monkeypatch.setattr(model.adapter, "logits", lambda hf, hidden: logits(hf, hidden).index_fill(-1, torch.tensor([5]),
+                                                                                                   float("-inf")))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", errors.NonFiniteWarning)
+        run = model.generate("The cat", max_new_tokens=3, seed=0, progress=False)
+    assert "non_finite" not in run.meta and 5 not in run.table["token_id"].tolist()[-3:]
+
+
 def test_the_cli_refuses_to_print_a_non_finite_run(tmp_path):
     model = damaged(tiny_model("llama"))
     model.hf.save_pretrained(tmp_path / "model")

@@ -22,8 +22,14 @@ from .errors import NonFiniteWarning
 
 
 def all_finite(values: torch.Tensor) -> bool:
-    """Whether every element of a tensor is a finite number."""
+    """Whether every element of a tensor (hidden states, weights) is a finite number."""
     return bool(torch.isfinite(values).all())
+
+
+def logits_valid(logits: torch.Tensor) -> bool:
+    """Whether logits [..., V] define distributions: no NaN and no +inf. A logit of -inf is a
+    probability of 0, which some models give tokens they never emit."""
+    return not bool((torch.isnan(logits) | torch.isposinf(logits)).any())
 
 
 def table_finite(table: pd.DataFrame, rows) -> bool:

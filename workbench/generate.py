@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from .analyze import _check_memory, run_meta, sequence_figures, token_table
 from .capture import Capture
 from .errors import WorkbenchError
-from .finite import all_finite, flag
+from .finite import all_finite, flag, logits_valid
 from .kernels import VocabStats, vocab_stats
 from .models import Model
 from .run import Run
@@ -108,8 +108,8 @@ def seeded_generator(device, seed: int | None) -> torch.Generator:
 class Decoded:
     """What the sampling loop made: the new ids, per-step records, why it stopped, the
     prefill capture (for the prompt's own signals), the final hidden state after the last new
-    token ([1, d]; None when that token is the end of sequence), and whether every hidden
-    state and logit was finite."""
+    token ([1, d]; None when that token is the end of sequence), and whether the prompt's
+    hidden states were finite and every step's logits valid (`finite.logits_valid`)."""
 
     new_ids: list[int]
     steps: list[tuple]
@@ -132,7 +132,7 @@ def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, pro
         hidden = output.last_hidden_state[:, -1]  # [1, d]
         for _ in tqdm(range(max_new_tokens), desc="generating", unit="tok", disable=not progress, leave=False):
             logits = model.adapter.logits(model.hf, hidden).float()  # [1, V]
-            decoded.finite = decoded.finite and all_finite(logits)
+            decoded.finite = decoded.finite and logits_valid(logits)
             temperature = sampler.temperatures(logits)
             draw = sampler.sample(logits, generator)
             token = int(draw.ids[0])

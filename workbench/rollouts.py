@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from . import memory
 from .analyze import run_meta
 from .errors import WorkbenchError
-from .finite import all_finite, flag
+from .finite import flag, logits_valid
 from .generate import _eos_ids, check_context_room, generated_spans, seeded_generator
 from .group import ADVANTAGE_EPS, Group
 from .kernels import vocab_stats
@@ -42,7 +42,7 @@ class Continuations:
     ids: list[list[int]]
     steps: list[dict[str, list]] = field(default_factory=list)  # row -> signal name -> values per step
     stop: list[str] = field(default_factory=list)  # "eos" or "length"
-    finite: bool = True  # whether every hidden state and logit was finite
+    finite: bool = True  # whether every step's logits were valid (`finite.logits_valid`: no NaN, no +inf)
 
 
 def sample_continuations(model: Model, prefixes: Sequence[Sequence[int]], *, n: int = 1, sampler: Sampler,
@@ -83,7 +83,7 @@ def sample_continuations(model: Model, prefixes: Sequence[Sequence[int]], *, n: 
         rows = torch.arange(rows_total, device=model.device)  # output row of each batch row
         for step in tqdm(range(max_new_tokens), desc=desc, unit="tok", disable=not progress, leave=False):
             logits = model.adapter.logits(model.hf, hidden).float()  # [B, V]
-            out.finite = out.finite and all_finite(logits)
+            out.finite = out.finite and logits_valid(logits)
             draw = sampler.sample(logits, generator)
             stats = vocab_stats(logits, draw.ids)
             values = {"logprob": stats.target_logprob, "entropy": stats.entropy, "rank": stats.target_rank,
