@@ -112,6 +112,20 @@ def test_a_damaged_model_warns_and_flags_every_kind_of_run():
     assert "non_finite" not in tiny_model("llama").analyze("The cat sat on the mat.").meta  # a healthy model
 
 
+def test_an_overflow_names_the_first_layer_it_reaches():
+    """Finite weights, but layer 2's output overflows (as float16 activations can): the
+    sentence names that layer."""
+    model = tiny_model("llama")
+
+    def overflow(module, args, output):
+        return output * float("inf") if isinstance(output, torch.Tensor) else (output[0] * float("inf"), *output[1:])
+
+    model.adapter.layers(model.hf)[1].register_forward_hook(overflow)
+    with pytest.warns(errors.NonFiniteWarning, match="weights are finite, but the hidden states overflow from layer 2"):
+        run = model.analyze("The cat sat on the mat.")
+    assert "layer 2 of 2" in run.meta["non_finite"]
+
+
 def test_a_logit_of_minus_infinity_is_a_probability_of_zero(monkeypatch):
     """Some models give tokens they never emit a logit of -inf: that is no damage."""
     import warnings

@@ -70,7 +70,7 @@ def analyze(
         meta.update(output.meta)
     predicted = table["position"].to_numpy() >= 1  # the first token has no prediction
     if not (all_finite(capture.final_hidden) and table_finite(table, predicted) and arrays_finite(arrays)):
-        flag(meta, model, "the analysis")
+        flag(meta, model, "the analysis", tokens.ids)
     if "surprisal" in table:
         meta["sequence"] = sequence_figures(table.loc[predicted, "surprisal"], "every token but the first")
     return Run(tokens.text, table, arrays, meta)

@@ -1,9 +1,11 @@
 """`workbench` command line: the same functions as the Python API, for scripts and the
-served app. Input errors print one line and exit with status 2 (no traceback).
+served app. Input errors print one line and exit with status 2 (no traceback), checked before
+the model loads where they can be; a run with NaN or infinite values is such an error too.
 
 Output formats: `table` (a terminal view), `json` (every token row, and the run's named
-arrays such as the logit lens [layers, tokens]), `parquet` (the token table) and `run` (the
-folder `Run.save` / `Group.save` writes: table, arrays and metadata, loadable again)."""
+arrays such as the logit lens [layers, tokens]), `parquet` (the token table with the metadata
+in the file, the named arrays beside it in `<stem>.arrays.safetensors`) and `run` (the folder
+`Run.save` / `Group.save` writes: table, arrays and metadata, loadable again)."""
 from __future__ import annotations
 
 import argparse

@@ -8,7 +8,8 @@ model produced (final hidden states, logits, the signal values that need a numbe
 something is not finite, record a sentence in `meta["non_finite"]` and warn with
 `NonFiniteWarning`; the CLI refuses to print such a run. The sentence names the first weight
 that holds a non-finite value, in the order the model's parameters are registered (the
-embeddings, then layer by layer): a scan that runs only when a check failed.
+embeddings, then layer by layer), or, when every weight is finite, the first layer whose
+output is not (one more forward): work done only when a check failed.
 """
 from __future__ import annotations
 
@@ -56,13 +57,44 @@ def first_non_finite_weight(model) -> str | None:
     return None
 
 
-def flag(meta: dict, model, what: str) -> None:
-    """Record in `meta["non_finite"]` that `what` (e.g. "the analysis") produced non-finite
-    values, with the likely cause, and warn with `NonFiniteWarning`."""
+def first_non_finite_layer(model, ids: list[int]) -> int | None:
+    """Run the backbone once more on `ids` with a hook on each layer: the index of the first
+    layer whose output holds a NaN or an infinity, or None (only the final norm or the output
+    layer went wrong)."""
+    found = []
+
+    def watch(index: int):
+        def hook(module, args, output):
+            hidden = output if isinstance(output, torch.Tensor) else output[0]
+            if not found and not all_finite(hidden):
+                found.append(index)
+
+        return hook
+
+    hooks = [layer.register_forward_hook(watch(index)) for index, layer in enumerate(model.adapter.layers(model.hf))]
+    try:
+        with torch.inference_mode():
+            model.adapter.backbone(model.hf)(input_ids=torch.tensor([ids], device=model.device), use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found[0] if found else None
+
+
+def flag(meta: dict, model, what: str, ids: list[int]) -> None:
+    """Record in `meta["non_finite"]` that `what` (e.g. "the analysis") of the tokens `ids`
+    produced non-finite values, with the likely cause, and warn with `NonFiniteWarning`. The
+    cause: the first weight that is not finite; when every weight is, the first layer (1 = the
+    first block) whose output is not, found by one more forward."""
     weight = first_non_finite_weight(model)
-    cause = (f"the model's weights are damaged: {weight} is the first to hold NaN or infinity (a truncated or "
-             "corrupted weights file?)" if weight is not None else
-             f"the weights are finite, so the values overflowed in {str(model.dtype).replace('torch.', '')} "
-             "(try dtype float32)")
+    if weight is not None:
+        cause = (f"the model's weights are damaged: {weight} is the first to hold NaN or infinity (a truncated or "
+                 "corrupted weights file?)")
+    else:
+        layer = first_non_finite_layer(model, ids)
+        where = f"from layer {layer + 1} of {model.n_layers} on" if layer is not None else "after the last layer"
+        dtype = str(model.dtype).replace("torch.", "")
+        wider = " (try dtype float32)" if model.dtype in (torch.float16, torch.bfloat16) else ""
+        cause = f"the weights are finite, but the hidden states overflow {where} in {dtype}{wider}"
     meta["non_finite"] = f"{what} produced NaN or infinite values: {cause}"
     warnings.warn(meta["non_finite"], NonFiniteWarning, stacklevel=3)

@@ -83,7 +83,7 @@ def generate(
     if decoded.last_hidden is not None:
         run.meta["next_token"] = _next_token(model, decoded.last_hidden, top_k)
     if not decoded.finite:
-        flag(run.meta, model, "the generation")
+        flag(run.meta, model, "the generation", run.table["token_id"].tolist())
     run.meta["sequence"] = sequence_figures(run.table.loc[run.table["generated"], "surprisal"], "the generated tokens")
     return run
 

@@ -185,7 +185,7 @@ def rollouts(
                  "sampler": sampler.describe(), "seed": seed, "max_new_tokens": max_new_tokens,
                  "reward": reward.name, "stop_reasons": drawn.stop, "advantage_eps": ADVANTAGE_EPS})
     if not drawn.finite:
-        flag(meta, model, "the rollouts")
+        flag(meta, model, "the rollouts", tokens.ids + drawn.ids[0])
     group = Group(tokens.text, texts, rewards, table, {"prompt_ids": np.asarray(tokens.ids, dtype=np.int64)}, meta,
                   reward=reward)
     _fill_advantages(group)
