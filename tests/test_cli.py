@@ -67,7 +67,7 @@ def test_truncate_flag():
     [
         (["analyze", "--file", "/tmp", "--model", "tiny:llama"], "/tmp is a folder; give a text file"),
         (["analyze", "x", "--model", "tiny:llama", "--format", "run"], "--format run writes a folder: add --out PATH"),
-        (["generate", " ", "--model", "tiny:llama"], "give a prompt to continue"),
+        (["generate", " ", "--model", "tiny:llama"], "the prompt is empty"),
         (["generate", "x", "--model", "tiny:llama", "--max-new-tokens", "0"], "--max-new-tokens must be a positive"),
         (["generate", "x", "--model", "tiny:llama", "--sampler", "top-h", "--alpha", "0"], "--alpha must be in (0, 1]"),
         (["generate", "x", "--model", "tiny:llama", "--sampler", "top-k", "--top-k", "0"], "--top-k must be at least 1"),

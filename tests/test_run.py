@@ -46,7 +46,7 @@ def test_failed_save_keeps_previous_run(run, tmp_path, monkeypatch):
     run.save(tmp_path / "r")
     before = sorted(p.name for p in tmp_path.iterdir())
     monkeypatch.setattr(pd.DataFrame, "to_parquet", lambda *a, **k: (_ for _ in ()).throw(OSError("disk full")))
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(WorkbenchError, match="cannot save to .*: disk full"):
         run.save(tmp_path / "r")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert wb.Run.load(tmp_path / "r").text == TEXT

@@ -7,14 +7,17 @@ arrays and metadata.
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
+import numpy as np
 import pandas as pd
 import torch
 
 from . import memory
 from .capture import run_forward
 from .errors import WorkbenchError
+from .finite import all_finite, arrays_finite, flag, table_finite
 from .models import Model
 from .run import Run
 from .signals import resolve
@@ -32,21 +35,26 @@ def analyze(
     signals: Sequence[str] | str = ("uncertainty",),
     top_k: int = 5,
     truncate: bool = False,
+    progress: bool = True,
 ) -> Run:
     """Per-token signals for `text` or chat `messages` (exactly one of them).
 
     signals: names from `workbench.signals.SIGNALS` ("uncertainty", "logit_lens", ...).
     top_k: alternatives kept per position. truncate: keep the first context-length tokens
-    of a text that is too long instead of refusing it.
+    of a text that is too long instead of refusing it. progress: a progress bar for the slow
+    parts (the logit lens of 512 tokens or more).
+
+    Non-finite results (NaN or infinite hidden states or signal values at a position that has
+    a prediction) set meta["non_finite"] and warn (`workbench.finite`). meta["sequence"]:
+    the text's total log-probability, mean surprisal and perplexity (`sequence_figures`).
     """
     if (text is None) == (messages is None):
         raise WorkbenchError("give either text or messages (exactly one)")
     if not isinstance(top_k, int) or not 0 <= top_k <= MAX_TOP_K:
         raise WorkbenchError(f"top_k must be an integer in [0, {MAX_TOP_K}], got {top_k!r}")
     specs = resolve(signals, model)
-    length_warning = not truncate  # truncate=True cuts the tokens to the context on purpose
-    tokens = (tokenize_text(model.tokenizer, text, length_warning=length_warning) if messages is None
-              else tokenize_messages(model.tokenizer, messages, length_warning=length_warning))
+    tokens = (tokenize_text(model.tokenizer, text) if messages is None
+              else tokenize_messages(model.tokenizer, messages))
     tokens = _fit_context(tokens, model, truncate)
     _check_memory(model, len(tokens.ids), specs)
 
@@ -55,12 +63,30 @@ def analyze(
     table, arrays = token_table(tokens, model.tokenizer), {}
     meta = run_meta(model, tokens, [s.name for s in specs], {"top_k": top_k})
     for spec in specs:
-        output = spec.compute(capture, {"top_k": top_k})
+        output = spec.compute(capture, {"top_k": top_k, "progress": progress})
         for name, values in output.columns.items():
             table[name] = values
         arrays.update(output.arrays)
         meta.update(output.meta)
+    predicted = table["position"].to_numpy() >= 1  # the first token has no prediction
+    if not (all_finite(capture.final_hidden) and table_finite(table, predicted) and arrays_finite(arrays)):
+        flag(meta, model, "the analysis", tokens.ids)
+    if "surprisal" in table:
+        meta["sequence"] = sequence_figures(table.loc[predicted, "surprisal"], "every token but the first")
     return Run(tokens.text, table, arrays, meta)
+
+
+def sequence_figures(surprisal: pd.Series, scored: str) -> dict:
+    """The sequence's figures from the surprisal -log p(y_t | y_<t) (nats) of its scored tokens:
+    total log-probability sum_t log p = -sum_t surprisal, mean surprisal (nats per token) and
+    perplexity exp(mean surprisal); `scored` says which tokens count. None for a figure with no
+    token or a non-finite value."""
+    values = surprisal.astype("float64").to_numpy(na_value=np.nan)
+    finite = len(values) > 0 and bool(np.isfinite(values).all())
+    mean = float(values.mean()) if finite else None
+    return {"scored": scored, "n_scored": len(values),
+            "total_logprob": -float(values.sum()) if finite else None,
+            "mean_surprisal": mean, "perplexity": math.exp(mean) if mean is not None else None}
 
 
 def token_table(tokens: Tokens, tokenizer) -> pd.DataFrame:

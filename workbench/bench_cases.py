@@ -1,5 +1,5 @@
-"""The registered kernel benchmarks (`workbench bench`): shapes from DESIGN.md's kernel
-table (T = 8192, V = 151936, d = 4096, bf16), roofline cost models, eager PyTorch
+"""The registered kernel benchmarks (`workbench bench`): the shapes of a large model
+(T = 8192, V = 151936, d = 4096, bf16), roofline cost models, eager PyTorch
 formulations, and public kernels to compare with when installed. Add a kernel's case with
 `register(Case(...))` (see workbench/bench.py).
 
@@ -19,7 +19,7 @@ import torch
 from . import kernels
 from .bench import Case, register
 
-BIG = dict(T=8192, V=151936)  # DESIGN.md's kernel table
+BIG = dict(T=8192, V=151936)  # 8192 tokens of a 151936-token vocabulary (Qwen's)
 D_MODEL = 4096
 
 

@@ -1,20 +1,24 @@
 """`workbench` command line: the same functions as the Python API, for scripts and the
-served app. Input errors print one line and exit with status 2 (no traceback).
+served app. Input errors print one line and exit with status 2 (no traceback), checked before
+the model loads where they can be; a run with NaN or infinite values is such an error too.
 
 Output formats: `table` (a terminal view), `json` (every token row, and the run's named
-arrays such as the logit lens [layers, tokens]), `parquet` (the token table) and `run` (the
-folder `Run.save` / `Group.save` writes: table, arrays and metadata, loadable again)."""
+arrays such as the logit lens [layers, tokens]), `parquet` (the token table with the metadata
+in the file, the named arrays beside it in `<stem>.arrays.safetensors`) and `run` (the folder
+`Run.save` / `Group.save` writes: table, arrays and metadata, loadable again)."""
 from __future__ import annotations
 
 import argparse
 import json
 import os
 import sys
+import warnings
 from pathlib import Path
+from typing import Sequence
 
 from . import __version__
-from .errors import WorkbenchError
-from .sampler_parameters import BY_NAME
+from .errors import NonFiniteWarning, WorkbenchError
+from .sampler_parameters import BY_NAME, DEFAULT_SAMPLER
 
 FORMATS = ("table", "json", "parquet", "run")
 FILE_FORMATS = ("parquet", "run")  # formats that need --out
@@ -26,28 +30,32 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     analyze = commands.add_parser("analyze", help="per-token signals of a text")
-    analyze.add_argument("text", nargs="?", help="the text to analyze (or --file)")
-    analyze.add_argument("--file", type=Path, help="read the text from this file (UTF-8)")
+    _input_options(analyze, "text", "the text to analyze")
+    _chat_option(analyze)
     _model_options(analyze)
     analyze.add_argument("--signals", default="uncertainty",
                          help="comma-separated signal names (default: uncertainty); e.g. uncertainty, logit_lens, "
                               "attention, keyformer, routing")
-    analyze.add_argument("--top-k", type=int, default=5, help="alternatives kept per token (default: 5)")
+    _alternatives_option(analyze)
     analyze.add_argument("--truncate", action="store_true", help="keep the first context-length tokens of a long text")
     _output_options(analyze)
 
     generate = commands.add_parser("generate", help="sample a continuation, recording each step's signals")
-    generate.add_argument("prompt", help="the text to continue")
+    _input_options(generate, "prompt", "the text to continue")
+    _chat_option(generate)
     _model_options(generate)
-    _sampler_options(generate, default="top-p")
-    generate.add_argument("--compare", default=None, help="several samplers side by side, e.g. top-p:0.9,min-p:0.1,top-h:0.4")
+    _sampler_options(generate, "generate")
+    generate.add_argument("--compare", default=None,
+                          help="several samplers side by side, e.g. top-p:0.9,min-p:0.1,top-h:0.4 (instead of "
+                               "--sampler and its rule flags; --temperature applies to each)")
+    _alternatives_option(generate)
     generate.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default: 64)")
     generate.add_argument("--seed", type=int, default=None, help="same seed, same output")
     generate.add_argument("--stop", action="append", default=None, help="stop once this string appears (repeatable)")
     _output_options(generate)
 
     rollouts = commands.add_parser("rollouts", help="a group of sampled responses: rewards, GRPO advantages, token credit")
-    rollouts.add_argument("prompt", help="the question (sent through the chat template when the model has one)")
+    _input_options(rollouts, "prompt", "the question (sent through the chat template when the model has one)")
     _model_options(rollouts)
     answer = rollouts.add_mutually_exclusive_group(required=True)
     answer.add_argument("--answer", help="the expected final answer (reward 1 when the response's answer equals it)")
@@ -55,9 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     rollouts.add_argument("--n", type=int, default=8, help="responses in the group (default: 8)")
     rollouts.add_argument("--max-new-tokens", type=int, default=64, help="tokens per response at most (default: 64)")
     rollouts.add_argument("--seed", type=int, default=None, help="same seed, same group")
-    _sampler_options(rollouts, default="temperature")
+    _sampler_options(rollouts, "rollouts")
     rollouts.add_argument("--thr", choices=["auto", "exact", "cheap", "none"], default="auto",
-                          help="Token Hidden Reward: exact (gradients), cheap (hidden states), auto (exact when it fits)")
+                          help="Token Hidden Reward: exact (gradients), cheap (hidden states), auto (exact when it "
+                               "fits), none (default: auto)")
     rollouts.add_argument("--raw", action="store_true", help="continue the prompt as raw text, not as a chat message")
     _output_options(rollouts)
 
@@ -75,13 +84,40 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--results-dir", type=Path, default=None,
                        help="without --out: <kernel>-<device>.json per kernel here (default: benchmarks/results)")
     bench.add_argument("--kernels", default=None, help="comma-separated kernel names (default: every registered one)")
-    bench.add_argument("--runs", type=int, default=20, help="timed calls per measurement, after warm-up (>= 20)")
+    bench.add_argument("--runs", type=int, default=20,
+                       help="timed calls per measurement, after warm-up (default: 20, the least allowed)")
     bench.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparison")
     return parser
 
 
-def _sampler_options(parser, default: str):
-    parser.add_argument("--sampler", default=default, choices=list(BY_NAME),
+def _input_options(parser, name: str, what: str):
+    """The text as an argument or from --file (a path, or - for standard input)."""
+    parser.add_argument("text", nargs="?", metavar=name, help=f"{what} (or --file)")
+    parser.add_argument("--file", type=Path, help=f"read the {name} from this file (UTF-8), or from standard input "
+                                                  "with --file -")
+    parser.add_argument("--replace-invalid", action="store_true",
+                        help="replace invalid UTF-8 in the text by U+FFFD instead of refusing it")
+
+
+def _chat_option(parser):
+    parser.add_argument("--chat", action="store_true",
+                        help="send the text as the user's message through the model's chat template")
+
+
+def _as_input(text: str, chat: bool, keyword: str) -> dict:
+    """The keyword argument that hands the text to `analyze` (keyword "text") or `generate`
+    ("prompt"): the text itself, or with --chat one user message."""
+    return {"messages": [{"role": "user", "content": text}]} if chat else {keyword: text}
+
+
+def _alternatives_option(parser):
+    parser.add_argument("--alternatives", type=int, default=5, metavar="K",
+                        help="the most likely tokens recorded per position, with their probabilities (default: 5)")
+
+
+def _sampler_options(parser, command: str):
+    default = DEFAULT_SAMPLER[command]
+    parser.add_argument("--sampler", default=None, choices=list(BY_NAME),
                         help=f"truncation rule (default: {default}); its value comes from the flag below, and the "
                              "other rule flags add their rules to it")
 
@@ -105,8 +141,11 @@ def _output_options(parser):
     parser.add_argument("--out", type=Path, help="write here instead of stdout (a folder for --format run)")
 
 
-def _check_output(args) -> None:
-    """Before any model loads: a file format has --out, and --out can be written."""
+def _check_output(args, kind: str = "run", folders: Sequence[str] = ()) -> None:
+    """Before any model loads: a file format has --out, and --out can be written. Nothing is
+    created yet (an interrupted run leaves no empty folder): the nearest existing folder above
+    --out must be writable, and with --format run, --out (or its `folders` inside, for
+    --compare) must be free or hold a saved `kind` ("run" or "group") to replace."""
     if args.format in FILE_FORMATS and args.out is None:
         raise WorkbenchError(f"--format {args.format} writes {'a folder' if args.format == 'run' else 'a file'}: "
                              "add --out PATH")
@@ -114,10 +153,16 @@ def _check_output(args) -> None:
         return
     if args.format != "run" and args.out.is_dir():
         raise WorkbenchError(f"--out {args.out} is a folder; give a file path (or --format run for a folder)")
-    try:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise WorkbenchError(f"cannot create the folder of --out {args.out}: {error.strerror}") from None
+    if args.format == "run":
+        from .run import check_save_target
+
+        for folder in [args.out / name for name in folders] or [args.out]:
+            check_save_target(folder, kind)
+    existing = next(folder for folder in [args.out.parent, *args.out.parent.parents] if folder.exists())
+    if not existing.is_dir():
+        raise WorkbenchError(f"cannot create the folder of --out {args.out}: {existing} is a file")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise WorkbenchError(f"cannot write --out {args.out}: no permission to write in {existing}")
 
 
 def _check_positive(args, *flags: str) -> None:
@@ -136,7 +181,9 @@ def _model_options(parser):
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return COMMANDS[args.command](args)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", NonFiniteWarning)  # `_check_finite` says it as the error
+            return COMMANDS[args.command](args)
     except WorkbenchError as error:
         print(f"workbench: error: {error}", file=sys.stderr)
         return 2
@@ -146,12 +193,14 @@ def main(argv=None) -> int:
 
 
 def cmd_analyze(args) -> int:
-    text = _read_text(args)
+    text = _read_text(args, "text")
     _check_output(args)
     import workbench as wb
 
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
-    run = model.analyze(text, signals=args.signals, top_k=args.top_k, truncate=args.truncate)
+    run = model.analyze(**_as_input(text, args.chat, "text"), signals=args.signals, top_k=args.alternatives,
+                        truncate=args.truncate, progress=sys.stderr.isatty())
+    _check_finite(run.meta)
     if args.format in FILE_FORMATS:
         _save(run, args.format, args.out, f"{len(run)} tokens")
         return 0
@@ -167,6 +216,12 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def _check_finite(meta: dict) -> None:
+    """A run with NaN or infinite values (`workbench.finite`) is not printed: its numbers mean nothing."""
+    if meta.get("non_finite"):
+        raise WorkbenchError(f"{meta['non_finite']}; nothing written")
+
+
 def _note_arrays_left_out(run, shown=()) -> None:
     left_out = [name for name in run.arrays if name not in shown]
     if left_out:
@@ -175,14 +230,34 @@ def _note_arrays_left_out(run, shown=()) -> None:
 
 
 def _save(result, fmt: str, out: Path, what: str) -> None:
-    """--format parquet (the token table) or run (the whole folder, `result.save`)."""
+    """--format parquet (the token table, arrays beside it) or run (the whole folder, `result.save`)."""
     if fmt == "run":
         result.save(out)
         loader = "wb.Group.load" if hasattr(result, "responses") else "wb.Run.load"
         print(f"wrote {what} to the folder {out} (read it back with {loader})", file=sys.stderr)
     else:
-        result.table.to_parquet(out, index=False)
-        print(f"wrote {what} to {out}", file=sys.stderr)
+        _write_parquet(result.table, result.arrays, result.meta, out, what)
+
+
+def _write_parquet(table, arrays: dict, meta: dict, out: Path, what: str) -> None:
+    """The token rows to `out`, the run's metadata in the file's key-value metadata (under
+    "workbench"), and its named arrays, which rows cannot hold, to `<out stem>.arrays.safetensors`
+    beside it (`safetensors.numpy.load_file` reads them)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from .run import save_arrays
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    rows = pa.Table.from_pandas(table, preserve_index=False)
+    rows = rows.replace_schema_metadata({**rows.schema.metadata, b"workbench": json.dumps(meta).encode()})
+    pq.write_table(rows, out)
+    note = ""
+    if arrays:
+        sidecar = out.with_name(f"{out.stem}.arrays.safetensors")
+        save_arrays(arrays, sidecar)
+        note = f", and the arrays {', '.join(arrays)} to {sidecar}"
+    print(f"wrote {what} to {out}{note}", file=sys.stderr)
 
 
 # `Sampler` field -> the flag that sets it (each flag is named after its field, but top-H's alpha).
@@ -199,7 +274,7 @@ def sampler_from_args(args):
     from . import samplers
 
     given = {rule: getattr(args, flag) for rule, flag in RULE_FLAGS.items() if getattr(args, flag) is not None}
-    parameter = BY_NAME[args.sampler]
+    parameter = BY_NAME[args.sampler or DEFAULT_SAMPLER[args.command]]
     if parameter is None:
         if given:
             flag = RULE_FLAGS[next(iter(given))]
@@ -219,28 +294,31 @@ def sampler_from_args(args):
 
 
 def cmd_generate(args) -> int:
-    if not args.prompt.strip():
-        raise WorkbenchError("give a prompt to continue (it is empty)")
-    _check_output(args)
+    prompt = _read_text(args, "prompt")
+    named = _named_samplers(args)
+    _check_output(args, folders=[_folder_name(name) for name, _ in named] if len(named) > 1 else ())
     _check_positive(args, "--max-new-tokens")
-    from . import samplers
-
-    if args.compare:
-        named = [(spec.strip(), samplers.from_spec(spec, args.temperature)) for spec in args.compare.split(",") if spec.strip()]
-    else:
-        named = [(args.sampler, sampler_from_args(args))]
     import workbench as wb
 
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
     progress = sys.stderr.isatty()
-    runs = [(name, model.generate(args.prompt, sampler=sampler, max_new_tokens=args.max_new_tokens,
-                                  seed=args.seed, stop=args.stop, progress=progress)) for name, sampler in named]
+    given = _as_input(prompt, args.chat, "prompt")
+    runs = [(name, model.generate(**given, sampler=sampler, max_new_tokens=args.max_new_tokens, seed=args.seed,
+                                  stop=args.stop, top_k=args.alternatives, progress=progress))
+            for name, sampler in named]
+    for _, run in runs:
+        _check_finite(run.meta)
     if args.format == "parquet":
         import pandas as pd
 
         tables = [run.table.assign(sampler=name) for name, run in runs]
-        pd.concat(tables, ignore_index=True).to_parquet(args.out, index=False)
-        print(f"wrote {sum(len(t) for t in tables)} rows to {args.out}", file=sys.stderr)
+        if len(runs) == 1:
+            arrays, meta = runs[0][1].arrays, runs[0][1].meta
+        else:  # each sampler's arrays under its name
+            arrays = {f"{name}/{key}": values for name, run in runs for key, values in run.arrays.items()}
+            meta = {"runs": {name: run.meta for name, run in runs}}
+        _write_parquet(pd.concat(tables, ignore_index=True), arrays, meta, args.out,
+                       f"{sum(len(t) for t in tables)} rows")
         return 0
     if args.format == "run":
         for name, run in runs:  # one sampler: the folder itself; --compare: a folder per sampler
@@ -261,15 +339,38 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _named_samplers(args) -> list[tuple[str, object]]:
+    """(name, sampler) pairs: each of --compare's, or the one of --sampler and its rule flags.
+    Refused: an empty or repeated --compare item, and --sampler or a truncation flag beside
+    --compare (only --temperature applies to every compared sampler)."""
+    from . import samplers
+
+    if args.compare is None:
+        return [(args.sampler or DEFAULT_SAMPLER["generate"], sampler_from_args(args))]
+    specs = [spec.strip() for spec in args.compare.split(",")]
+    if not all(specs):
+        raise WorkbenchError(f"--compare {args.compare!r} has an empty item; give samplers such as "
+                             "top-p:0.9,min-p:0.1")
+    repeated = sorted({spec for spec in specs if specs.count(spec) > 1})
+    if repeated:
+        raise WorkbenchError(f"--compare names {', '.join(repeated)} more than once; each sampler once")
+    truncation_flags = [flag for rule, flag in RULE_FLAGS.items() if rule != "temperature"]
+    beside = [flag for flag in ("sampler", *truncation_flags) if getattr(args, flag) is not None]
+    if beside:
+        flag = "--" + beside[0].replace("_", "-")
+        raise WorkbenchError(f"{flag} does not apply beside --compare: put that sampler in the list "
+                             "(e.g. --compare top-p:0.9,top-h:0.3); only --temperature applies to each")
+    return [(spec, samplers.from_spec(spec, args.temperature)) for spec in specs]
+
+
 def _folder_name(sampler_name: str) -> str:
     """A folder name for one --compare sampler: "top-p:0.9" -> "top-p-0.9"."""
     return "".join(c if c.isalnum() or c in "-_." else "-" for c in sampler_name)
 
 
 def cmd_rollouts(args) -> int:
-    if not args.prompt.strip():
-        raise WorkbenchError("give a question to answer (the prompt is empty)")
-    _check_output(args)
+    prompt = _read_text(args, "prompt")
+    _check_output(args, kind="group")
     _check_positive(args, "--max-new-tokens", "--n")
     from . import rewards
 
@@ -278,9 +379,10 @@ def cmd_rollouts(args) -> int:
     import workbench as wb
 
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
-    group = model.rollouts(args.prompt, n=args.n, reward=reward, sampler=sampler, max_new_tokens=args.max_new_tokens,
+    group = model.rollouts(prompt, n=args.n, reward=reward, sampler=sampler, max_new_tokens=args.max_new_tokens,
                            seed=args.seed, chat=False if args.raw else None,
                            thr=None if args.thr == "none" else args.thr, progress=sys.stderr.isatty())
+    _check_finite(group.meta)
     if args.format in FILE_FORMATS:
         _save(group, args.format, args.out, f"{len(group.table)} token rows of {len(group)} responses")
         return 0
@@ -298,6 +400,7 @@ def _write(output: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(output)
     else:
+        out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(output, encoding="utf-8")
 
 
@@ -311,14 +414,23 @@ def cmd_serve(args) -> int:
 
 
 def _check_port_free(host: str, port: int) -> None:
+    """The port is a port number, the host an address of this machine, and nothing listens there."""
+    import errno
     import socket
 
+    if not 0 <= port <= 65535:
+        raise WorkbenchError(f"--port must be in [0, 65535] (0: any free port), got {port}")
     try:
         with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
             probe.bind((host, port))
+    except socket.gaierror as error:
+        raise WorkbenchError(f"--host {host} is not an address or a known host name ({error.strerror})") from None
     except OSError as error:
-        raise WorkbenchError(f"cannot listen on {host}:{port} ({error.strerror}): another program (perhaps another "
-                             "workbench serve) uses it; choose another with --port") from None
+        if error.errno == errno.EADDRINUSE:
+            raise WorkbenchError(f"cannot listen on {host}:{port} ({error.strerror}): another program (perhaps "
+                                 "another workbench serve) uses it; choose another with --port") from None
+        raise WorkbenchError(f"cannot listen on {host}:{port} ({error.strerror}); give --host an address of this "
+                             "machine (127.0.0.1, 0.0.0.0 for every one) and --port a free port") from None
 
 
 def cmd_models(args) -> int:
@@ -329,21 +441,35 @@ def cmd_models(args) -> int:
     return 0
 
 
-def _read_text(args) -> str:
+def _read_text(args, what: str) -> str:
+    """The text (or prompt) from the argument or --file, checked before any model loads
+    (`tokens.check_text`); invalid UTF-8 becomes U+FFFD with --replace-invalid."""
+    from .tokens import check_text, replace_invalid
+
     if (args.text is None) == (args.file is None):
-        raise WorkbenchError("give the text as an argument or with --file PATH (one of them)")
-    if args.file is None:
-        return args.text
+        raise WorkbenchError(f"give the {what} as an argument or with --file PATH (one of them)")
+    text = args.text if args.file is None else _read_file(args.file, args.replace_invalid)
+    if args.replace_invalid:
+        text = replace_invalid(text)
+    check_text(text, what)
+    return text
+
+
+def _read_file(path: Path, replace_invalid: bool) -> str:
+    """A UTF-8 text file, or standard input for "-", without a leading byte-order mark."""
+    errors = "replace" if replace_invalid else "strict"
     try:
-        return args.file.read_text(encoding="utf-8")
+        data = sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes()
+        return data.decode("utf-8-sig", errors=errors)
     except FileNotFoundError:
-        raise WorkbenchError(f"file not found: {args.file}") from None
+        raise WorkbenchError(f"file not found: {path}") from None
     except IsADirectoryError:
-        raise WorkbenchError(f"{args.file} is a folder; give a text file") from None
+        raise WorkbenchError(f"{path} is a folder; give a text file") from None
     except PermissionError:
-        raise WorkbenchError(f"no permission to read {args.file}") from None
-    except UnicodeDecodeError:
-        raise WorkbenchError(f"{args.file} is not UTF-8 text") from None
+        raise WorkbenchError(f"no permission to read {path}") from None
+    except UnicodeDecodeError as error:
+        raise WorkbenchError(f"{path} is not UTF-8 text (byte {error.start}: {error.reason}); fix it, or replace "
+                             "such bytes with U+FFFD: --replace-invalid") from None
 
 
 def _wants_color() -> bool:

@@ -15,3 +15,8 @@ class SignalUnavailable(WorkbenchError):
 
 class MemoryEstimateExceeded(WorkbenchError):
     """The work would need more memory than is available; nothing was allocated."""
+
+
+class NonFiniteWarning(UserWarning):
+    """A run's values are NaN or infinite: its `meta["non_finite"]` says where and why
+    (`workbench.finite`)."""

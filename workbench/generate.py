@@ -13,6 +13,7 @@ meta["template_system_prompt"] is the system prompt the chat template added on i
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -20,13 +21,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from .analyze import _check_memory, run_meta, token_table
+from .analyze import _check_memory, run_meta, sequence_figures, token_table
 from .capture import Capture
 from .errors import WorkbenchError
+from .finite import all_finite, flag, logits_valid
 from .kernels import VocabStats, vocab_stats
 from .models import Model
 from .run import Run
-from .samplers import Sampler, TopP, as_sampler
+from .samplers import Sampler, as_sampler, default_spec, from_spec
 from .signals import resolve
 from .signals.uncertainty import decode_pieces, next_token_record, uncertainty
 from .tokens import Tokens, tokenize_messages, tokenize_text
@@ -37,7 +39,9 @@ STEP_COLUMNS = {"temperature": "Float64", "kept": "Int64", "kept_entropy": "Floa
 
 
 def default_sampler() -> Sampler:
-    return TopP(0.95)
+    """The sampler `generate` uses when none is given, as the CLI's --sampler default:
+    DEFAULT_SAMPLER["generate"] at its value in `BY_NAME` (top-p 0.9)."""
+    return from_spec(default_spec("generate"))
 
 
 def generate(
@@ -55,7 +59,7 @@ def generate(
     """Continue `prompt` (or chat `messages`, with the assistant turn opened) by sampling.
 
     sampler: a `workbench.samplers` sampler or a spec string such as "top-p:0.9" (see
-    `workbench.samplers.from_spec`; default top-p 0.95); seed: the draws are
+    `workbench.samplers.from_spec`; default `default_sampler()`, top-p 0.9); seed: the draws are
     reproducible for a given seed; stop: strings that end generation once they appear in
     the generated text (the end-of-sequence token always does).
     """
@@ -71,14 +75,16 @@ def generate(
     _check_memory(model, len(tokens.ids) + max_new_tokens, resolve(["uncertainty"], model))
 
     generator = seeded_generator(model.device, seed)
-    new_ids, steps, stop_reason, prompt_capture, last_hidden = _decode(model, tokens, sampler, max_new_tokens,
-                                                                       generator, stops, top_k, progress)
+    decoded = _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, progress)
     role = "generated" if messages is None else "response"
-    run = _as_run(model, tokens, new_ids, steps, prompt_capture, top_k, role)
+    run = _as_run(model, tokens, decoded, top_k, role)
     run.meta.update({"sampler": sampler.describe(), "seed": seed, "max_new_tokens": max_new_tokens,
-                     "stop_reason": stop_reason, "n_generated": len(new_ids)})
-    if last_hidden is not None:
-        run.meta["next_token"] = _next_token(model, last_hidden, top_k)
+                     "stop_reason": decoded.stop_reason, "n_generated": len(decoded.new_ids)})
+    if decoded.last_hidden is not None:
+        run.meta["next_token"] = _next_token(model, decoded.last_hidden, top_k)
+    if not decoded.finite:
+        flag(run.meta, model, "the generation", run.table["token_id"].tolist())
+    run.meta["sequence"] = sequence_figures(run.table.loc[run.table["generated"], "surprisal"], "the generated tokens")
     return run
 
 
@@ -98,20 +104,35 @@ def seeded_generator(device, seed: int | None) -> torch.Generator:
     return generator
 
 
-def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, progress):
-    """The sampling loop. Returns the new ids, per-step records, why it stopped, the prefill
-    capture (for the prompt's own signals) and the final hidden state after the last new
-    token ([1, d]; None when that token is the end of sequence)."""
+@dataclass
+class Decoded:
+    """What the sampling loop made: the new ids, per-step records, why it stopped, the
+    prefill capture (for the prompt's own signals), the final hidden state after the last new
+    token ([1, d]; None when that token is the end of sequence), and whether the prompt's
+    hidden states were finite and every step's logits valid (`finite.logits_valid`)."""
+
+    new_ids: list[int]
+    steps: list[tuple]
+    stop_reason: str
+    prompt_capture: Capture
+    last_hidden: torch.Tensor | None
+    finite: bool
+
+
+def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, progress) -> Decoded:
+    """The sampling loop."""
     eos = set(_eos_ids(model))
     cache = model.adapter.new_cache(model.hf)
-    new_ids, steps, stop_reason = [], [], "length"
+    new_ids, steps = [], []
     with torch.inference_mode():
         input_ids = torch.tensor([tokens.ids], device=model.device)
         output = model.adapter.forward_cached(model.hf, cache, input_ids=input_ids)
         prompt_capture = Capture(model, input_ids[0], final_hidden=output.last_hidden_state[0])
+        decoded = Decoded(new_ids, steps, "length", prompt_capture, None, all_finite(output.last_hidden_state))
         hidden = output.last_hidden_state[:, -1]  # [1, d]
         for _ in tqdm(range(max_new_tokens), desc="generating", unit="tok", disable=not progress, leave=False):
             logits = model.adapter.logits(model.hf, hidden).float()  # [1, V]
+            decoded.finite = decoded.finite and logits_valid(logits)
             temperature = sampler.temperatures(logits)
             draw = sampler.sample(logits, generator)
             token = int(draw.ids[0])
@@ -119,13 +140,15 @@ def _decode(model, tokens, sampler, max_new_tokens, generator, stops, top_k, pro
             steps.append((stats, float(temperature[0]), int(draw.kept[0]), float(draw.kept_entropy[0]), float(draw.prob[0])))
             new_ids.append(token)
             if token in eos:
-                return new_ids, steps, "eos", prompt_capture, None
+                decoded.stop_reason = "eos"
+                return decoded
             output = model.adapter.forward_cached(model.hf, cache, input_ids=torch.tensor([[token]], device=model.device))
             hidden = output.last_hidden_state[:, -1]
             if stops and any(s in model.tokenizer.decode(new_ids) for s in stops):
-                stop_reason = "stop"
+                decoded.stop_reason = "stop"
                 break
-    return new_ids, steps, stop_reason, prompt_capture, hidden
+    decoded.last_hidden = hidden
+    return decoded
 
 
 def _next_token(model, hidden: torch.Tensor, top_k: int) -> dict:
@@ -158,14 +181,15 @@ def generated_spans(tokenizer, ids: list[int], offset: int) -> tuple[str, np.nda
     return text, starts + offset, ends + offset
 
 
-def _as_run(model, tokens: Tokens, new_ids, steps, prompt_capture, top_k, role: str) -> Run:
+def _as_run(model, tokens: Tokens, decoded: Decoded, top_k, role: str) -> Run:
+    new_ids, steps = decoded.new_ids, decoded.steps
     generated_text, starts, ends = generated_spans(model.tokenizer, new_ids, len(tokens.text))
     everything = Tokens(tokens.text + generated_text, tokens.ids + new_ids,
                         np.concatenate([tokens.starts, starts]), np.concatenate([tokens.ends, ends]),
                         tokens.roles + [role] * len(new_ids), len(tokens.ids) + len(new_ids), tokens.template_system)
     table = token_table(everything, model.tokenizer)
     # The prefill's statistics describe prompt tokens 1..P-1; each step's describe its token.
-    prompt_part = uncertainty(prompt_capture, {"top_k": top_k}).columns
+    prompt_part = uncertainty(decoded.prompt_capture, {"top_k": top_k}).columns
     step_stats = VocabStats.cat([s[0] for s in steps])
     n_prompt = len(tokens.ids)
     for name, values in prompt_part.items():

@@ -134,6 +134,10 @@ class Group:
             raise WorkbenchError(f"{path} is a saved run, not a group; load it with wb.Run.load")
         run = read_folder(path)
         arrays, meta = dict(run.arrays), dict(run.meta)
+        missing = [name for name, held in (("rewards", arrays), ("advantages", arrays), ("responses", meta))
+                   if name not in held]
+        if missing:
+            raise WorkbenchError(f"{path} is damaged: its saved group has no {', '.join(missing)}")
         rewards, advantages = arrays.pop("rewards"), arrays.pop("advantages")
         responses = meta.pop("responses")
         meta.pop("kind")

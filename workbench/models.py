@@ -3,6 +3,7 @@ model, wrapped in a `Model` that holds the HF model, its tokenizer and a family 
 from __future__ import annotations
 
 import os
+import struct
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Sequence
@@ -69,12 +70,14 @@ class Model:
         signals: Sequence[str] = ("uncertainty",),
         top_k: int = 5,
         truncate: bool = False,
+        progress: bool = True,
     ):
         """Run `text` (or chat `messages`) through the model once and compute per-token
         signals. Returns a `Run`. See `workbench.analyze.analyze`."""
         from .analyze import analyze
 
-        return analyze(self, text, messages=messages, signals=signals, top_k=top_k, truncate=truncate)
+        return analyze(self, text, messages=messages, signals=signals, top_k=top_k, truncate=truncate,
+                       progress=progress)
 
     def generate(
         self,
@@ -228,7 +231,7 @@ def load(
                     f"{source} has no .safetensors weights; only safetensors and GGUF are loaded "
                     "(convert with model.save_pretrained(dir, safe_serialization=True))"
                 )
-        elif local:
+        elif local or path.exists():  # "model.bin" beside us is a file, not a Hugging Face id
             problem = f"{name} is a file, not a model folder" if path.exists() else f"folder {name} does not exist"
             raise WorkbenchError(f"{problem}; give a folder with safetensors weights, a .gguf file or a Hugging Face "
                                  "model id")
@@ -302,12 +305,14 @@ def _load_hf(name, source, kwargs, dtype, device, revision, trust_remote_code) -
             hf = AutoModelForCausalLM.from_pretrained(
                 source, dtype=dtype, trust_remote_code=trust_remote_code, **kwargs
             )
-    except (OSError, ValueError) as error:
-        embedded = ", ".join(EMBEDDED)
+    except (OSError, ValueError, struct.error) as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "gguf_file" in kwargs and not isinstance(error, OSError):  # the reader ran out of data or met junk
+            raise WorkbenchError(f"the GGUF file {name} is truncated or damaged ({first_line}); "
+                                 "download or convert it again") from None
         raise WorkbenchError(
             f"could not load '{name}': {first_line}{_missing_folder_note(name)} "
-            f"(embedded models, which work offline: {embedded})"
+            f"(embedded models, which work offline: {', '.join(EMBEDDED)})"
         ) from None
     if not getattr(tokenizer, "is_fast", False):
         raise WorkbenchError(

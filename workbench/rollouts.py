@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 from . import memory
 from .analyze import run_meta
 from .errors import WorkbenchError
+from .finite import flag, logits_valid
 from .generate import _eos_ids, check_context_room, generated_spans, seeded_generator
 from .group import ADVANTAGE_EPS, Group
 from .kernels import vocab_stats
 from .models import Model
 from .rewards import as_reward
-from .samplers import Sampler, as_sampler
+from .samplers import Sampler, as_sampler, default_spec, from_spec
 from .signals.uncertainty import decode_pieces
 from .tokens import Tokens, tokenize_messages, tokenize_text
 
@@ -41,6 +42,7 @@ class Continuations:
     ids: list[list[int]]
     steps: list[dict[str, list]] = field(default_factory=list)  # row -> signal name -> values per step
     stop: list[str] = field(default_factory=list)  # "eos" or "length"
+    finite: bool = True  # whether every step's logits were valid (`finite.logits_valid`: no NaN, no +inf)
 
 
 def sample_continuations(model: Model, prefixes: Sequence[Sequence[int]], *, n: int = 1, sampler: Sampler,
@@ -81,6 +83,7 @@ def sample_continuations(model: Model, prefixes: Sequence[Sequence[int]], *, n: 
         rows = torch.arange(rows_total, device=model.device)  # output row of each batch row
         for step in tqdm(range(max_new_tokens), desc=desc, unit="tok", disable=not progress, leave=False):
             logits = model.adapter.logits(model.hf, hidden).float()  # [B, V]
+            out.finite = out.finite and logits_valid(logits)
             draw = sampler.sample(logits, generator)
             stats = vocab_stats(logits, draw.ids)
             values = {"logprob": stats.target_logprob, "entropy": stats.entropy, "rank": stats.target_rank,
@@ -168,7 +171,7 @@ def rollouts(
         raise WorkbenchError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
     if thr not in THR_MODES:
         raise WorkbenchError(f"thr must be one of {', '.join(map(str, THR_MODES))}, got {thr!r}")
-    sampler = as_sampler(sampler, Sampler())
+    sampler = as_sampler(sampler, from_spec(default_spec("rollouts")))
     tokens = prompt_tokens(model, prompt, messages, chat)
     check_context_room(model, tokens, max_new_tokens)
 
@@ -181,6 +184,8 @@ def rollouts(
     meta.update({"chat": tokens.chat, "n": n,
                  "sampler": sampler.describe(), "seed": seed, "max_new_tokens": max_new_tokens,
                  "reward": reward.name, "stop_reasons": drawn.stop, "advantage_eps": ADVANTAGE_EPS})
+    if not drawn.finite:
+        flag(meta, model, "the rollouts", tokens.ids + drawn.ids[0])
     group = Group(tokens.text, texts, rewards, table, {"prompt_ids": np.asarray(tokens.ids, dtype=np.int64)}, meta,
                   reward=reward)
     _fill_advantages(group)

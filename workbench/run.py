@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -40,28 +41,28 @@ class Run:
     def save(self, path: str | Path) -> Path:
         """Write the run to folder `path` (created; a saved run of the same kind there is
         replaced, anything else refused). Everything is written to a sibling temporary folder
-        first and swapped in at the end, so a failure leaves any previous run at `path` intact."""
-        from safetensors.numpy import save_file
-
+        first and swapped in at the end, so a failure leaves any previous run at `path` intact.
+        The folder and its files get the modes the umask gives new ones (`_follow_umask`)."""
         path = Path(path)
-        if path.exists():
-            if not (path.is_dir() and (path / META_FILE).exists()):
-                raise WorkbenchError(f"{path} exists and is not a saved run; choose another folder")
-            held, kind = saved_kind(path) or "run", self.meta.get("kind") or "run"
-            if held != kind:
-                raise WorkbenchError(f"{path} holds a saved {held}, not a {kind}; choose another folder")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        check_save_target(path, self.meta.get("kind") or "run")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        except OSError as error:
+            raise WorkbenchError(f"cannot save to {path}: {error.strerror or error}") from None
         try:
             self.table.to_parquet(staging / TABLE_FILE, index=False)
-            save_file({k: np.ascontiguousarray(v) for k, v in self.arrays.items()}, str(staging / ARRAYS_FILE))
+            save_arrays(self.arrays, staging / ARRAYS_FILE)
             (staging / META_FILE).write_text(json.dumps(self.meta, indent=2, sort_keys=True))
             (staging / TEXT_FILE).write_text(self.text, encoding="utf-8", newline="")
+            _follow_umask(staging)
             if path.exists():
                 shutil.rmtree(path)
             staging.rename(path)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(error, OSError):
+                raise WorkbenchError(f"cannot save to {path}: {error.strerror or error}") from None
             raise
         return path
 
@@ -149,30 +150,82 @@ class Run:
         return f"Run({len(self)} tokens, model={self.meta.get('model')!r}, signals=[{signals}], arrays={list(self.arrays)})"
 
 
+def check_save_target(path: str | Path, kind: str) -> None:
+    """Refuse to save a `kind` ("run" or "group") to `path` unless `path` is free or holds a
+    saved folder of the same kind (which the save replaces)."""
+    path = Path(path)
+    if not path.exists():
+        return
+    if not (path.is_dir() and (path / META_FILE).exists()):
+        raise WorkbenchError(f"{path} exists and is not a saved run; choose another folder")
+    held = saved_kind(path) or "run"
+    if held != kind:
+        raise WorkbenchError(f"{path} holds a saved {held}, not a {kind}; choose another folder")
+
+
+def save_arrays(arrays: dict[str, np.ndarray], file: Path) -> None:
+    """Named numpy arrays to a safetensors file."""
+    from safetensors.numpy import save_file
+
+    save_file({name: np.ascontiguousarray(values) for name, values in arrays.items()}, str(file))
+
+
+def _follow_umask(folder: Path) -> None:
+    """Give `folder` and its files the modes mkdir and open give new ones (0o777 and 0o666
+    less the umask): `tempfile.mkdtemp` makes its folder 0o700 and safetensors writes 0o600,
+    which would hide a run in a shared results folder from colleagues."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for file in folder.iterdir():
+        file.chmod(0o666 & ~umask)
+
+
 def saved_kind(path: str | Path) -> str | None:
     """What a saved folder holds, from the `kind` in its meta.json: None for a `Run`, "group"
     for a `Group`."""
     meta_file = Path(path) / META_FILE
     if not meta_file.exists():
         raise WorkbenchError(f"{path} is not a saved run or group (no {META_FILE})")
-    return json.loads(meta_file.read_text()).get("kind")
+    return _read_meta(meta_file).get("kind")
 
 
 def read_folder(path: str | Path) -> Run:
     """The folder layout of `Run.save` read back as a `Run`, whatever kind it holds (`Run.load`
-    and `Group.load` check the kind first)."""
+    and `Group.load` check the kind first). A missing or damaged file is a WorkbenchError that
+    names it."""
     from safetensors.numpy import load_file
 
     path = Path(path)
-    table = pd.read_parquet(path / TABLE_FILE)
+    table = read_saved(path / TABLE_FILE, pd.read_parquet)
     for column in LIST_COLUMNS:  # parquet lists come back as numpy arrays
         if column in table:
             table[column] = [None if v is None else v.tolist() for v in table[column]]
-    arrays = load_file(str(path / ARRAYS_FILE))
-    meta = json.loads((path / META_FILE).read_text())
-    with open(path / TEXT_FILE, encoding="utf-8", newline="") as handle:
-        text = handle.read()
+    arrays = read_saved(path / ARRAYS_FILE, lambda file: load_file(str(file)))
+    meta = _read_meta(path / META_FILE)
+    text = read_saved(path / TEXT_FILE, lambda file: file.read_bytes().decode("utf-8"))
     return Run(text, table, arrays, meta)
+
+
+def _read_meta(file: Path) -> dict:
+    meta = read_saved(file, lambda f: json.loads(f.read_text(encoding="utf-8")))
+    if not isinstance(meta, dict):
+        raise WorkbenchError(f"{file} is damaged: it holds no JSON object")
+    return meta
+
+
+def read_saved(file: Path, reader):
+    """`reader(file)` for one file of a saved folder; a missing, unreadable or damaged file
+    becomes a WorkbenchError that names it."""
+    from safetensors import SafetensorError
+
+    try:
+        return reader(file)
+    except FileNotFoundError:
+        raise WorkbenchError(f"{file.parent} is not a complete saved run: {file.name} is missing") from None
+    except (OSError, ValueError, SafetensorError) as error:  # ArrowInvalid and JSONDecodeError are ValueErrors
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise WorkbenchError(f"cannot read {file}: it is damaged or unreadable ({reason})") from None
 
 
 def _json_array(values: np.ndarray) -> list:

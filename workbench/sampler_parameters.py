@@ -58,3 +58,7 @@ BY_NAME: dict[str, Parameter | None] = {
     "min-p": Parameter("m", "min_p", 0.1, Range(0, 1, above=True)),
     "top-h": Parameter("alpha", "top_h", 0.4, Range(0, 1, above=True)),
 }
+
+# The sampler each command uses when none is given, at its value in `BY_NAME`: the same in
+# the CLI, the Python API (`workbench.generate.default_sampler`) and the dashboard.
+DEFAULT_SAMPLER = {"generate": "top-p", "rollouts": "temperature"}

@@ -8,7 +8,7 @@ draws through the same exact code. Compose with `+`:
     wb.samplers.TopH(alpha=0.4)
 
 `filter(logits)` returns the kept set and its renormalized probabilities (for views);
-`sample(logits, generator)` draws. Definitions: DESIGN.md (Sampling) and workbench/kernels/sample.py.
+`sample(logits, generator)` draws. Definitions: docs/signals.md (Sampling) and workbench/kernels/sample.py.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import torch
 
 from .errors import WorkbenchError
 from .kernels import SampleResult, kept_set_reference, sample as sample_kernel
-from .sampler_parameters import BY_NAME
+from .sampler_parameters import BY_NAME, DEFAULT_SAMPLER
 
 NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "top_h": 0.0}
 
@@ -201,6 +201,13 @@ def from_spec(spec: str, temperature: float | None = None) -> Sampler:
     return Sampler(**{**rules, parameter.rule: number})
 
 
+def default_spec(command: str) -> str:
+    """The spec of the sampler `command` ("generate", "rollouts") uses when none is given:
+    `DEFAULT_SAMPLER[command]` at its value in `BY_NAME`, e.g. "top-p:0.9"."""
+    name = DEFAULT_SAMPLER[command]
+    return f"{name}:{BY_NAME[name].default:g}"
+
+
 def as_sampler(sampler, default: Sampler) -> Sampler:
     """What `generate` and `rollouts` accept as a sampler: a `Sampler` (wb.samplers.TopP(0.9)),
     a spec string for `from_spec` ("top-p:0.9", "greedy"), or None for `default`."""
@@ -216,4 +223,4 @@ def as_sampler(sampler, default: Sampler) -> Sampler:
 
 
 __all__ = ["Adaptive", "AdaptiveTemperature", "BY_NAME", "Greedy", "Gumbel", "MinP", "Sampler", "Temperature",
-           "TopH", "TopK", "TopP", "as_sampler", "from_spec"]
+           "TopH", "TopK", "TopP", "as_sampler", "default_spec", "from_spec"]

@@ -20,6 +20,7 @@ def render_table(run, *, color: bool, signal: str = "surprisal") -> str:
     top = _finite_max(values)
     lines = [f"{run.meta.get('model')}: {len(table)} tokens, color = {signal} (max {top:.2f})" if top else
              f"{run.meta.get('model')}: {len(table)} tokens"]
+    lines += [sequence_line(run.meta)] if run.meta.get("sequence") else []
     strip = "".join(_paint(run.text[s:e], v, top, color) for s, e, v in zip(table["start"], table["end"], values))
     lines += [strip, ""]
     columns = [c for c in SHOWN if c in table]
@@ -69,6 +70,15 @@ def _settled_from(ranks) -> int | None:
             break
         layer = index
     return layer
+
+
+def sequence_line(meta: dict) -> str:
+    """The sequence's figures (`workbench.analyze.sequence_figures`) as one line."""
+    figures = meta["sequence"]
+    if figures["perplexity"] is None:
+        return f"no sequence figures: no finite surprisal over {figures['scored']}"
+    return (f"log-probability {figures['total_logprob']:.2f} · mean surprisal {figures['mean_surprisal']:.3f} nats · "
+            f"perplexity {figures['perplexity']:.2f} (over {figures['n_scored']} tokens: {figures['scored']})")
 
 
 def _seed(meta: dict) -> str:
@@ -125,7 +135,7 @@ def render_generations(runs, *, color: bool) -> str:
         blocks.append(
             f"[{name}] {run.meta.get('sampler')} · {_seed(run.meta)} · {len(generated)} tokens "
             f"({run.meta.get('stop_reason')}) · mean entropy {generated.entropy.mean():.2f} · "
-            f"mean kept {generated.kept.mean():.1f}\n{strip}\n"
+            f"mean kept {generated.kept.mean():.1f}\n{sequence_line(run.meta)}\n{strip}\n"
         )
         if len(runs) == 1:
             header = f"{'pos':>5}  {'token':<18}{'entropy':>9}{'kept':>6}{'kept H':>8}{'rank':>6}{'prob':>7}"

@@ -64,35 +64,62 @@ def contiguous_spans(offsets: Sequence[tuple[int, int]], text_length: int) -> tu
     return starts, ends
 
 
-def tokenize_text(tokenizer, text: str, *, length_warning: bool = True) -> Tokens:
+def tokenize_text(tokenizer, text: str) -> Tokens:
     """Tokenize plain text with the tokenizer's own special tokens (e.g. a BOS).
 
-    length_warning=False: no "Token indices sequence length is longer than the specified
-    maximum sequence length" warning from the tokenizer, for a caller that cuts the tokens to
-    the context itself (`analyze(..., truncate=True)`). Other warnings are unaffected: without
-    padding or truncation, the tokenizer's `verbose` flag gates only that one."""
-    if not isinstance(text, str):
-        raise WorkbenchError(f"text must be a string, got {type(text).__name__}")
-    if not text.strip():
-        raise WorkbenchError("the text is empty; give some text to analyze")
-    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True, verbose=length_warning)
+    The tokenizer's "Token indices sequence length is longer than the specified maximum
+    sequence length" warning is off: every caller checks the length against the model's own
+    context and says so in one line (without padding or truncation, the tokenizer's `verbose`
+    flag gates only that warning)."""
+    check_text(text, "text")
+    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=True, verbose=False)
     ids = list(encoding["input_ids"])
     starts, ends = contiguous_spans(encoding["offset_mapping"], len(text))
     return Tokens(text, ids, starts, ends, ["text"] * len(ids), len(ids))
 
 
-def tokenize_messages(tokenizer, messages: Sequence[dict], *, add_generation_prompt: bool = False,
-                      length_warning: bool = True) -> Tokens:
+def check_text(text, what: str) -> None:
+    """Refuse what no tokenizer takes, with what is wrong and where: a value that is not a
+    string, a blank text, or one with an invalid character (`first_invalid`)."""
+    if not isinstance(text, str):
+        raise WorkbenchError(f"{what} must be a string, got {type(text).__name__}")
+    if not text.strip():
+        raise WorkbenchError(f"the {what} is empty; give some text")
+    invalid = first_invalid(text)
+    if invalid is not None:
+        raise WorkbenchError(
+            f"the {what} is not valid Unicode at character {invalid} ({text[invalid]!r}, a lone surrogate: invalid "
+            "UTF-8 bytes, or half of a UTF-16 pair); fix it, or replace such characters with U+FFFD: "
+            "workbench.tokens.replace_invalid(text) (CLI: --replace-invalid)")
+
+
+def first_invalid(text: str) -> int | None:
+    """The offset of the first character UTF-8 cannot encode (a lone surrogate, U+D800 to
+    U+DFFF: what Python makes of invalid UTF-8 bytes in a command line), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as error:
+        return error.start
+    return None
+
+
+def replace_invalid(text: str) -> str:
+    """`text` with each lone surrogate (U+D800 to U+DFFF; one per invalid UTF-8 byte of a
+    command line) replaced by U+FFFD, the replacement character."""
+    return "".join("\ufffd" if "\ud800" <= character <= "\udfff" else character for character in text)
+
+
+def tokenize_messages(tokenizer, messages: Sequence[dict], *, add_generation_prompt: bool = False) -> Tokens:
     """Render chat `messages` ([{"role", "content"}, ...]) with the chat template and
     tokenize the result. Tokens inside a message's content get role "prompt" (system,
     user) or "response" (assistant); everything the template adds is "template".
-    add_generation_prompt: end with the template's opening of an assistant turn.
-    length_warning: as in `tokenize_text`."""
+    add_generation_prompt: end with the template's opening of an assistant turn. No length
+    warning from the tokenizer, as in `tokenize_text`."""
     _check_messages(messages)
     if not getattr(tokenizer, "chat_template", None):
         raise WorkbenchError("this model's tokenizer has no chat template; pass text= instead of messages=")
     text = tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=add_generation_prompt)
-    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False, verbose=length_warning)
+    encoding = tokenizer(text, return_offsets_mapping=True, add_special_tokens=False, verbose=False)
     ids = list(encoding["input_ids"])
     starts, ends = contiguous_spans(encoding["offset_mapping"], len(text))
     roles = ["template"] * len(ids)
@@ -147,5 +174,7 @@ def _check_messages(messages) -> None:
             raise WorkbenchError(f"message {i} must be a dict with 'role' and 'content', got {message!r}")
         if not isinstance(message["content"], str):
             raise WorkbenchError(f"message {i} content must be a string")
+        if first_invalid(message["content"]) is not None:
+            check_text(message["content"], f"message {i} content")
     if not any(m["content"].strip() for m in messages):
         raise WorkbenchError("every message is empty; give some text to analyze")

@@ -8,7 +8,7 @@
     group.add(credit.prefix_tree(group).columns())
     credit.r2r_divergence(small, large, group)
 
-Definitions and papers: each module's docstring (DESIGN.md, "RL credit").
+Definitions and papers: each module's docstring (docs/signals.md, "Credit in reinforcement learning").
 """
 from .critical import CriticalTokens, cdpo_scores, contrastive_critical_tokens, find_critical, rollout_critical_tokens
 from .forward import token_logprobs

@@ -31,7 +31,8 @@ def logit_lens(capture, params) -> SignalOutput:
     targets = next_token_targets(capture.ids)
     rows = {name: [] for name in LENS_ARRAYS}
     layers = capture.layer_hidden
-    for hidden in tqdm(layers, desc="logit lens", unit="layer", disable=len(capture.ids) < 512, leave=False):
+    quiet = not params["progress"] or len(capture.ids) < 512
+    for hidden in tqdm(layers, desc="logit lens", unit="layer", disable=quiet, leave=False):
         stats = hidden_vocab_stats(model, hidden, targets, top_k=1, normed=False)
         rows["lens_entropy"].append(_shift(stats.entropy.double().cpu().numpy()))
         rows["lens_surprisal"].append(_shift(-stats.target_logprob.double().cpu().numpy()))

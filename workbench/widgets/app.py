@@ -44,7 +44,7 @@ import numpy as np
 
 from workbench.errors import WorkbenchError
 from workbench.group import Group
-from workbench.sampler_parameters import BY_NAME, Range
+from workbench.sampler_parameters import BY_NAME, DEFAULT_SAMPLER, Range
 
 from .credit import (clicked_token, first_searched, response_header, response_label, response_run, strip_scale,
                      views_for)
@@ -58,7 +58,7 @@ DEFAULT_SIGNAL, GROUP_SIGNAL = "surprisal", "thr"
 BUTTONS = {"analyze": "Analyze", "generate": "Generate", "rollouts": "Run rollouts"}
 # Sampler (its own parameter at its default, `BY_NAME`), temperature and new tokens each sampling
 # mode starts with: rollouts sample from the model's own distribution (temperature 1), as GRPO does.
-MODE_SAMPLING = {"generate": ("top-p", 1.0, 48), "rollouts": ("temperature", 1.0, 24)}
+MODE_SAMPLING = {"generate": (DEFAULT_SAMPLER["generate"], 1.0, 48), "rollouts": (DEFAULT_SAMPLER["rollouts"], 1.0, 24)}
 REWARDS = ("exact answer", "numeric answer")
 STOPPED = {"eos": " (the model ended its text)", "stop": " (a stop string appeared)"}  # why generation ended early
 LOCAL_HOSTS = ("127.0.0.1", "localhost")

@@ -1,0 +1,100 @@
+"""Non-finite results: a run whose numbers are NaN or infinite says so instead of showing them.
+
+Damaged weights (a GGUF file with broken tensor data) or an overflow (float16 activations
+beyond 65504) turn a model's hidden states and logits into NaN or infinity, and every signal
+computed from them is meaningless; some even look like numbers (the entropy of an all-NaN
+distribution comes out as -0.0). `analyze`, `generate` and `rollouts` therefore check what the
+model produced (final hidden states, logits, the signal values that need a number) and, when
+something is not finite, record a sentence in `meta["non_finite"]` and warn with
+`NonFiniteWarning`; the CLI refuses to print such a run. The sentence names the first weight
+that holds a non-finite value, in the order the model's parameters are registered (the
+embeddings, then layer by layer), or, when every weight is finite, the first layer whose
+output is not (one more forward): work done only when a check failed.
+"""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+
+from .errors import NonFiniteWarning
+
+
+def all_finite(values: torch.Tensor) -> bool:
+    """Whether every element of a tensor (hidden states, weights) is a finite number."""
+    return bool(torch.isfinite(values).all())
+
+
+def logits_valid(logits: torch.Tensor) -> bool:
+    """Whether logits [..., V] define distributions: no NaN and no +inf. A logit of -inf is a
+    probability of 0, which some models give tokens they never emit."""
+    return not bool((torch.isnan(logits) | torch.isposinf(logits)).any())
+
+
+def table_finite(table: pd.DataFrame, rows) -> bool:
+    """Whether every float column of `table` holds a finite number on `rows` (a boolean mask):
+    the rows where each of them has a value by definition. A computed NaN shows as a missing
+    value there (nullable columns store NaN as <NA>)."""
+    floats = [name for name, dtype in table.dtypes.items() if pd.api.types.is_float_dtype(dtype)]
+    values = table.loc[rows, floats].astype("float64").to_numpy(na_value=np.nan)
+    return bool(np.isfinite(values).all())
+
+
+def arrays_finite(arrays: dict[str, np.ndarray]) -> bool:
+    """Whether the float arrays ([..., position]) are finite at every position but the first,
+    which has no prediction (the logit lens leaves it NaN)."""
+    return all(np.isfinite(values[..., 1:]).all() for values in arrays.values()
+               if np.issubdtype(values.dtype, np.floating))
+
+
+def first_non_finite_weight(model) -> str | None:
+    """The name of the first parameter holding a NaN or an infinity, or None."""
+    for name, parameter in model.hf.named_parameters():
+        if not all_finite(parameter):
+            return name
+    return None
+
+
+def first_non_finite_layer(model, ids: list[int]) -> int | None:
+    """Run the backbone once more on `ids` with a hook on each layer: the index of the first
+    layer whose output holds a NaN or an infinity, or None (only the final norm or the output
+    layer went wrong)."""
+    found = []
+
+    def watch(index: int):
+        def hook(module, args, output):
+            hidden = output if isinstance(output, torch.Tensor) else output[0]
+            if not found and not all_finite(hidden):
+                found.append(index)
+
+        return hook
+
+    hooks = [layer.register_forward_hook(watch(index)) for index, layer in enumerate(model.adapter.layers(model.hf))]
+    try:
+        with torch.inference_mode():
+            model.adapter.backbone(model.hf)(input_ids=torch.tensor([ids], device=model.device), use_cache=False)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found[0] if found else None
+
+
+def flag(meta: dict, model, what: str, ids: list[int]) -> None:
+    """Record in `meta["non_finite"]` that `what` (e.g. "the analysis") of the tokens `ids`
+    produced non-finite values, with the likely cause, and warn with `NonFiniteWarning`. The
+    cause: the first weight that is not finite; when every weight is, the first layer (1 = the
+    first block) whose output is not, found by one more forward."""
+    weight = first_non_finite_weight(model)
+    if weight is not None:
+        cause = (f"the model's weights are damaged: {weight} is the first to hold NaN or infinity (a truncated or "
+                 "corrupted weights file?)")
+    else:
+        layer = first_non_finite_layer(model, ids)
+        where = f"from layer {layer + 1} of {model.n_layers} on" if layer is not None else "after the last layer"
+        dtype = str(model.dtype).replace("torch.", "")
+        wider = " (try dtype float32)" if model.dtype in (torch.float16, torch.bfloat16) else ""
+        cause = f"the weights are finite, but the hidden states overflow {where} in {dtype}{wider}"
+    meta["non_finite"] = f"{what} produced NaN or infinite values: {cause}"
+    warnings.warn(meta["non_finite"], NonFiniteWarning, stacklevel=3)
