@@ -22,26 +22,13 @@ import panel
 import pytest
 
 from pages import (ALL_MARKED, FIND, LATENCY_LIMIT_MS, MARKED, WORKBENCH_SERVE, artifact, click_and_time,
-                   click_latencies, click_point, fill, get, report_latencies, start_server, stop_server, watched_page)
+                   click_latencies, click_point, fill, get, report_latencies, start_server, stop_server, wait_until,
+                   watched_page)
 import workbench.samplers as S
 from workbench.errors import WorkbenchError
 from workbench.testing import tiny_model
 from workbench.widgets import serve
 from workbench.widgets.app import Dashboard
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """Base URL of a `serve` process on tiny:llama; the process is stopped afterwards, and
-    its log must show no traceback."""
-    log_path = tmp_path_factory.mktemp("serve") / "server.log"
-    process, url = start_server(log_path)
-    try:
-        assert f"at {url}" in log_path.read_text()  # the URL is printed
-        yield url
-    finally:
-        stop_server(process)
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()
 
 
 class AssetParser(HTMLParser):
@@ -104,13 +91,6 @@ def analyze(page, text: str, shows: str) -> None:
     page.get_by_role("button", name="Analyze").click()
     page.locator(".tw-text", has_text=shows).wait_for(timeout=60_000)
     page.locator(".tw-status", has_text="tokens analyzed").wait_for(timeout=10_000)
-
-
-def wait_until(page, script: str, arg, what: str, timeout_ms: int = 10_000) -> None:
-    try:
-        page.wait_for_function(script, arg=arg, timeout=timeout_ms)
-    except Exception:
-        pytest.fail(f"{what} (within {timeout_ms} ms)")
 
 
 @pytest.mark.slow

@@ -327,11 +327,12 @@ register_panel(Panel("logit_lens.heatmap", "Logit lens", applies=_has_lens, figu
 
 # ----- updates in place -----------------------------------------------------------------------
 def update_in_place(current: go.Figure, new: go.Figure, previous: go.Figure | None = None) -> bool:
-    """Turn `current` into `new` by a restyle of the trace properties and a relayout of the
-    layout properties that changed, when both have the same kinds of traces (the usual case
-    when only the selection moved). Returns False, leaving `current` untouched, otherwise.
-    In the browser, a restyle or relayout redraws only what changed: several times cheaper
-    than drawing a plot anew, which matters for views updated on every click.
+    """Turn `current` into `new` by one update message (a restyle of the trace properties and
+    a relayout of the layout properties that changed), when both have the same kinds of
+    traces (the usual case when only the selection moved). Returns False, leaving `current`
+    untouched, otherwise. In the browser, a restyle or relayout redraws only what changed:
+    several times cheaper than drawing a plot anew, which matters for views updated on every
+    click.
 
     previous: the figure `current` was last drawn from, when the browser may have changed
     `current` since (a zoom, a resize): only what differs between `previous` and `new` is
@@ -340,17 +341,33 @@ def update_in_place(current: go.Figure, new: go.Figure, previous: go.Figure | No
     kinds = [t.type for t in new.data]
     if [t.type for t in current.data] != kinds or [t.type for t in base.data] != kinds:
         return False
-    restyles = [_changed_paths(a.to_plotly_json(), b.to_plotly_json()) for a, b in zip(base.data, new.data)]
-    if any(isinstance(v, np.ndarray) and v.ndim > 1 for changes in restyles for v in changes.values()):
-        return False  # a new matrix (heatmap z): drawn anew (restyle messages carry flat arrays)
+    restyle = _restyle(base.data, new.data)
+    if restyle is None:
+        return False
     relayout = _changed_paths(base.layout.to_plotly_json(), new.layout.to_plotly_json())
-    with current.batch_update():  # one restyle/relayout message at the end
-        for trace, changes in zip(current.data, restyles):
-            for path, value in changes.items():
-                trace[path] = value
-        for path, value in relayout.items():
-            current.layout[path] = value
+    current.plotly_update(restyle_data=restyle, relayout_data=relayout, trace_indexes=list(range(len(kinds))))
     return True
+
+
+def _restyle(old_traces, new_traces) -> dict | None:
+    """The restyle that turns `old_traces` into `new_traces`: each trace property that changed
+    in any trace, with its new value for every trace (a value per trace: Bokeh cannot send
+    plotly's `Undefined`, which a restyle of some traces only would hold for the others, and
+    drops the whole batch of changes that holds it). None when a trace has no such property,
+    or a new matrix changed (heatmap z: restyle messages carry flat arrays): drawn anew."""
+    new_json = [trace.to_plotly_json() for trace in new_traces]
+    changed = set()
+    for old, new in zip(old_traces, new_json):
+        changed |= _changed_paths(old.to_plotly_json(), new).keys()
+    restyle = {}
+    for path in sorted(changed):
+        if not all(path in trace for trace in new_traces):
+            return None
+        values = [new_traces[i][path] for i in range(len(new_json))]
+        if any(isinstance(v, np.ndarray) and v.ndim > 1 for v in values):
+            return None
+        restyle[path] = values
+    return restyle
 
 
 def _changed_paths(old: dict, new: dict, prefix: str = "") -> dict:
