@@ -34,6 +34,7 @@ import asyncio
 import html
 import io
 import logging
+import math
 import threading
 import time
 import warnings
@@ -73,6 +74,7 @@ NEW_TOKENS = Range(1, 1024, whole=True)
 RESPONSES = Range(1, 64, whole=True)  # in a group, or after each prefix in the critical-token search
 PREFIXES = Range(1, 1024, whole=True)  # searched for the critical token
 TOLERANCE = Range(0)  # of the numeric reward
+SEED = Range(0, 10**9, whole=True)  # (the generator takes less than 2**64)
 LOGIT_LENS_STAGE = "; the logit lens reads every layer through the lm_head and takes longest"
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger(__name__)
@@ -172,7 +174,7 @@ class Dashboard:
         self.rollout_controls = self._rollout_controls() if "rollouts" in self.modes else None
         self.button = pn.widgets.Button(name="Analyze", button_type="primary", width=120)
         self.progress = pn.indicators.Progress(active=False, visible=False, width=160, bar_color="primary")
-        self.status = pn.pane.HTML("", sizing_mode="stretch_width")
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])  # (its own shadow root)
         self.color_by = pn.widgets.Select(name="Color by", options=[DEFAULT_SIGNAL], value=DEFAULT_SIGNAL, width=160,
                                           disabled=True)
         self.prev_page = pn.widgets.Button(name="◀ previous", width=100, visible=False)
@@ -254,10 +256,11 @@ class Dashboard:
         import panel as pn
 
         self.sampler = pn.widgets.Select(name="Sampler", options=list(BY_NAME), width=130)
-        self.sampler_value = pn.widgets.FloatInput(width=90)
-        self.temperature = pn.widgets.FloatInput(name="Temperature", value=1.0, step=0.1, width=100)
-        self.max_new_tokens = pn.widgets.IntInput(name="New tokens", value=48, width=100)
-        self.seed = pn.widgets.IntInput(name="Seed", value=0, width=90)
+        number = _number_field_class()
+        self.sampler_value = number(width=90)
+        self.temperature = number(name="Temperature", value=1.0, width=100)
+        self.max_new_tokens = number(name="New tokens", value=48, width=100)
+        self.seed = number(name="Seed", value=0, width=90)
 
         def show(name: str) -> None:  # the fields of sampler `name`, its own parameter at its default
             parameter = BY_NAME[name]
@@ -278,11 +281,12 @@ class Dashboard:
 
         self.answer = pn.widgets.TextInput(name="Answer", value=DEFAULT_ANSWER, placeholder="e.g. 56", width=110)
         self.reward_kind = pn.widgets.Select(name="Reward", options=list(REWARDS), value=REWARDS[0], width=140)
-        self.tolerance = pn.widgets.FloatInput(name="Tolerance", value=0.01, step=0.01, width=90, visible=False)
-        self.n = pn.widgets.IntInput(name="Responses", value=4, width=90)
+        number = _number_field_class()
+        self.tolerance = number(name="Tolerance", value=0.01, width=90, visible=False)
+        self.n = number(name="Responses", value=4, width=90)
         self.thr_mode = pn.widgets.Select(name="THR", options=["auto", "exact", "cheap"], value="auto", width=90)
-        self.critical_n = pn.widgets.IntInput(name="Critical: completions", value=4, width=140)
-        self.critical_budget = pn.widgets.IntInput(name="prefixes at most", value=8, width=120)
+        self.critical_n = number(name="Critical: completions", value=4, width=140)
+        self.critical_budget = number(name="prefixes at most", value=8, width=120)
         self.critical_first = pn.widgets.Checkbox(name="for the first wrong response", value=True, align="end")
         self.reward_kind.param.watch(lambda event: setattr(self.tolerance, "visible", event.new == "numeric answer"),
                                      "value")
@@ -323,7 +327,7 @@ class Dashboard:
             if parameter.rule != "temperature":
                 rules[parameter.rule] = field_value(self.sampler_value, parameter.allowed, f"{name}'s {parameter.name}")
             sampler = samplers.Sampler(**rules)
-        return {"sampler": sampler, "seed": self.seed.value, "progress": False,
+        return {"sampler": sampler, "seed": field_value(self.seed, SEED), "progress": False,
                 "max_new_tokens": field_value(self.max_new_tokens, NEW_TOKENS)}
 
     def _reward(self):
@@ -447,7 +451,7 @@ class Dashboard:
 
     def _critical_options(self) -> dict:
         return {"n": field_value(self.critical_n, RESPONSES), "budget": field_value(self.critical_budget, PREFIXES),
-                "seed": self.seed.value}
+                "seed": field_value(self.seed, SEED)}
 
     def _critical_columns(self, group, response: int, options: dict):
         """Success rate after the prefixes of `response` and its critical token (rollout
@@ -689,13 +693,58 @@ def _clicked(event, read):
 
 
 def field_value(widget, allowed: Range, label: str | None = None):
-    """The number a field shows, when it is `allowed` (an int when `allowed.whole`). Otherwise
-    a WorkbenchError naming the field (`label`, default its name) and the allowed values."""
-    value = widget.value
+    """The number a field holds (typed: its text), when it is `allowed` (an int when
+    `allowed.whole`). Otherwise a WorkbenchError naming the field (`label`, default its
+    name), the allowed values and what it holds (a text that is no number, by its text)."""
+    value, shown = _typed_number(widget.value)
     if value is None or value not in allowed:
-        shown = "nothing" if value is None else f"{value:g}"
         raise WorkbenchError(f"{label or widget.name} must be {allowed.words()}; got {shown}")
     return int(value) if allowed.whole else value
+
+
+def _typed_number(value) -> tuple[float | int | None, str]:
+    """(the number, as the error shows it) of a field's value: a number set from Python, or
+    the text typed in the browser (a whole number read exactly, however large). None for
+    nothing, a text that is no number, or a number that is not finite."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, "nothing"
+    if not isinstance(value, str):
+        return (value if math.isfinite(value) else None), f"{value:g}"
+    text = value.strip()
+    for parse in (int, float):
+        try:
+            number = parse(text)
+        except ValueError:
+            continue
+        return (number if math.isfinite(number) else None), text
+    return None, f"{text!r}, which is not a number"
+
+
+def _number_field_class():
+    """A field for a number, as a Panel widget class (defined on first use: Panel is imported
+    late). It keeps what is typed: a browser's number field reverts a non-number without a
+    word (and rounds a large whole number), where `field_value` refuses it by name."""
+    import panel as pn
+    import param
+
+    class NumberField(pn.widgets.TextInput):
+        """`value`: a number set from Python (shown as that number), or the text typed."""
+
+        value = param.Parameter(default=None)
+
+        def _process_param_change(self, params):
+            if "value" in params:
+                params["value"] = _number_text(params["value"])
+            return super()._process_param_change(params)
+
+    return NumberField
+
+
+def _number_text(value) -> str:
+    """A field's value as the field shows it: a number written shortest (1.0 as '1')."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
 
 
 def _template_note(meta: dict) -> str:
