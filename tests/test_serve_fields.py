@@ -31,7 +31,8 @@ def test_typed_fields_are_refused_by_what_was_typed(server, browser):
                 ("Seed", "99999999999999999999", "Error: Seed must be at least 0 and at most 1e+09, a whole number; "
                                                  "got 99999999999999999999"),
                 ("Temperature", "warm", "Error: Temperature must be greater than 0; got 'warm', which is not a number"),
-                ("New tokens", "", "Error: New tokens must be at least 1 and at most 1024, a whole number; got nothing")):
+                ("New tokens", "", "Error: New tokens must be at least 1 and at most 1024, a whole number; "
+                                   "got nothing")):
             fill(page, field, typed)
             page.get_by_role("button", name="Generate").click()
             page.locator(".tw-status.error", has_text=message).wait_for(timeout=10_000)

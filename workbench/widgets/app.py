@@ -23,7 +23,10 @@ the strip and the five views of a 4-response group in about 200 ms on a busy 2-c
 
 Safety: each browser session gets its own `Dashboard` (its runs, selection and settings);
 the one model is shared read-only and called only under a lock, from a worker thread,
-while the page shows progress. Nothing the user types is executed: text and chat messages
+while the page shows progress and which page's work it waits for. A session's work stops
+at the model's next module call when its Cancel button is pressed or its page goes away
+(a page closed or reloaded: its session ends `UNUSED_SESSION_MS` later), so that it does
+not hold up the others. Nothing the user types is executed: text and chat messages
 are data. The model is chosen when the server starts (weights load only as safetensors or
 GGUF, see `workbench.load`). Bokeh, Panel and plotly.js are served by this server, never
 from a CDN; exported figures inline plotly.js: everything works with no network.
@@ -77,6 +80,10 @@ TOLERANCE = Range(0)  # of the numeric reward
 SEED = Range(0, 10**9, whole=True)  # (the generator takes less than 2**64)
 LOGIT_LENS_STAGE = "; the logit lens reads every layer through the lm_head and takes longest"
 STATIC = Path(__file__).parent / "static"
+UNUSED_SESSION_MS = 10_000  # a page gone this long ends its session (and its work); Bokeh's default: 15 s,
+CHECK_SESSIONS_MS = 2_000  # checked every 2 s (Bokeh's: 17 s)
+CANCEL_POLL_S = 0.2  # how often work waiting for the model checks whether it was cancelled
+HOLDERS: dict[int, "Dashboard"] = {}  # id(lock) -> the session whose work holds the model now
 log = logging.getLogger(__name__)
 
 CSS = """
@@ -128,6 +135,10 @@ def _strip_class():
     return TokenStripView
 
 
+class Cancelled(Exception):
+    """Raised in the worker thread when its session cancels its work."""
+
+
 class Dashboard:
     """One browser session's page. The model is called only while holding `lock`."""
 
@@ -144,6 +155,8 @@ class Dashboard:
         self.drawn: dict = {}  # view name -> the figure its pane was last drawn from (the pane's own
         # figure also takes what the browser did to it: zoom, size)
         self.stage = ""  # what the background work is doing (written by the worker thread)
+        self.holding_since = 0.0  # when the work began to hold the model (time.monotonic)
+        self.cancel = threading.Event()  # set: the work stops at the model's next module call
         self.png_export = _png_export_available()  # once: each view's export buttons ask
         load_builtin_panels()
 
@@ -173,6 +186,7 @@ class Dashboard:
                               for mode, (name, temperature, new_tokens) in MODE_SAMPLING.items() if mode in sampling}
         self.rollout_controls = self._rollout_controls() if "rollouts" in self.modes else None
         self.button = pn.widgets.Button(name="Analyze", button_type="primary", width=120)
+        self.cancel_button = pn.widgets.Button(name="Cancel", width=90, visible=False)
         self.progress = pn.indicators.Progress(active=False, visible=False, width=160, bar_color="primary")
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])  # (its own shadow root)
         self.color_by = pn.widgets.Select(name="Color by", options=[DEFAULT_SIGNAL], value=DEFAULT_SIGNAL, width=160,
@@ -197,6 +211,7 @@ class Dashboard:
 
         self.button.on_click(self._on_go)
         self.critical_button.on_click(self._on_critical)
+        self.cancel_button.on_click(lambda _event: self.cancel.set())
         self.mode.param.watch(self._on_mode, "value")
         self.input_kind.param.watch(self._on_input_kind, "value")
         self.color_by.param.watch(lambda _event: self._redraw(strip=True), "value")
@@ -214,7 +229,7 @@ class Dashboard:
                    pn.pane.HTML("<b>Input</b>", margin=(5, 5, 0, 30)), self.input_kind),
             self.text,
             *[controls for controls in (self.rollout_controls, self.sampler_controls) if controls is not None],
-            pn.Row(self.signals_row, self.button, self.progress),
+            pn.Row(self.signals_row, self.button, self.cancel_button, self.progress),
             self.status,
             pn.Row(self.color_by, self.exports, pn.Spacer(width=20), self.prev_page, self.page_label,
                    self.next_page, align="end"),
@@ -376,10 +391,13 @@ class Dashboard:
         """Await `work()` with the buttons disabled and progress shown, then `show(result,
         seconds)`; errors are reported on the page."""
         started = time.monotonic()
+        self.cancel.clear()
         self.button.disabled = self.critical_button.disabled = True
-        self.progress.visible = self.progress.active = True
+        self.progress.visible = self.progress.active = self.cancel_button.visible = True
         try:
             result = await work()
+        except Cancelled:
+            self.say(f"Cancelled after {_seconds(time.monotonic() - started)}; the views show the previous result.")
         except WorkbenchError as error:
             self.say(f"Error: {error}", error=True)
         except Exception as error:  # a bug: keep the page usable, log the traceback server-side
@@ -389,7 +407,7 @@ class Dashboard:
             show(result, time.monotonic() - started)
         finally:
             self.button.disabled = False
-            self.progress.visible = self.progress.active = False
+            self.progress.visible = self.progress.active = self.cancel_button.visible = False
             self._update_critical_button()
 
     def _show_result(self, result, seconds: float) -> None:
@@ -464,10 +482,46 @@ class Dashboard:
 
     @contextmanager
     def _holding_model(self, stage: str):
-        """The model, while holding its lock (in a worker thread); `stage` says what is done."""
-        with self.lock:
-            self.stage = stage
-            yield self.model
+        """The model, while holding its lock (in a worker thread); `stage` says what is done.
+        Raises Cancelled when the session cancels its work, while it waits for the lock or
+        at the model's next module call."""
+        while not self.lock.acquire(timeout=CANCEL_POLL_S):
+            if self.cancel.is_set():
+                raise Cancelled
+        try:
+            self.stage, self.holding_since = stage, time.monotonic()
+            HOLDERS[id(self.lock)] = self
+            with self._cancellable():
+                yield self.model
+        finally:
+            HOLDERS.pop(id(self.lock), None)
+            self.lock.release()
+
+    @contextmanager
+    def _cancellable(self):
+        """While in this block, every call of a module of the model (a layer, a projection, the
+        lm_head) first checks whether the session cancelled its work (a cooperative check:
+        a long forward pass stops within one layer, a generation within one step)."""
+        def check(_module, _inputs):
+            if self.cancel.is_set():
+                raise Cancelled
+
+        network = getattr(self.model, "hf", None)
+        handles = [] if network is None else [module.register_forward_pre_hook(check) for module in network.modules()]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _waiting_for(self) -> str:
+        """What work waiting for the model waits for: the session that holds it, what that one
+        does and for how long."""
+        holder = HOLDERS.get(id(self.lock))
+        if holder is None:
+            return " (waiting for the model)" if self.lock.locked() else ""
+        return (f" (waiting for another page's work to finish: {holder.stage or 'starting'}, running for "
+                f"{time.monotonic() - holder.holding_since:.0f} s)")
 
     async def _in_background(self, work):
         """Run `work` in a thread; meanwhile tell the user how long it has been running, what
@@ -476,10 +530,9 @@ class Dashboard:
         self.stage = ""  # until `work` holds the model
         task = asyncio.ensure_future(asyncio.to_thread(work))
         while True:
-            if self.stage:
-                doing = f": {self.stage}"
-            else:
-                doing = " (waiting for another session's work to finish)" if self.lock.locked() else ""
+            doing = f": {self.stage}" if self.stage else self._waiting_for()
+            if self.cancel.is_set():
+                doing = ": cancelling (the model stops at its next layer)"
             self.say(f"Working… {time.monotonic() - started:.0f} s{doing}")
             done, _ = await asyncio.wait({task}, timeout=0.5)
             if done:
@@ -777,8 +830,12 @@ def _png_export_available() -> bool:
 
 
 def make_app(model, lock: threading.Lock):
-    """One session's page."""
-    return Dashboard(model, lock).layout
+    """One session's page; its work is cancelled when the session ends (its page gone)."""
+    import panel as pn
+
+    dashboard = Dashboard(model, lock)
+    pn.state.on_session_destroyed(lambda _context: dashboard.cancel.set())
+    return dashboard.layout
 
 
 def serve(model, *, host: str = "127.0.0.1", port: int = 5006, show: bool = False) -> None:
@@ -800,4 +857,6 @@ def serve(model, *, host: str = "127.0.0.1", port: int = 5006, show: bool = Fals
     origins = sorted({f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
     print(f"Token Workbench: serving {model.name} at http://{host}:{port}/", flush=True)
     pn.serve(lambda: make_app(model, lock), address=host, port=port, show=show,
-             websocket_origin=origins, title="Token Workbench", verbose=False)
+             websocket_origin=origins, title="Token Workbench", verbose=False,
+             unused_session_lifetime_milliseconds=UNUSED_SESSION_MS,
+             check_unused_sessions_milliseconds=CHECK_SESSIONS_MS)
