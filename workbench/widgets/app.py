@@ -94,6 +94,10 @@ CSS = """
 """
 
 
+# A keyboard focus ring that shows on every button (Panel's: 1 px dotted light grey on the blue one).
+FOCUS_RING = ":host .bk-btn:focus-visible {outline: 3px solid #1a4fd6; outline-offset: 2px}"
+
+
 def parse_messages(text: str) -> list[dict]:
     """Chat messages from plain text: each message starts with a line `user:`,
     `assistant:` or `system:` (the rest of that line and the lines below, up to the
@@ -133,6 +137,23 @@ def _strip_class():
         _priority_changes = ["selected"]  # a click is handled at once (Panel debounces others by 50 ms)
 
     return TokenStripView
+
+
+def _checkbox_class():
+    """A checkbox named by its text, as a Panel component (defined on first use: Panel is
+    imported late): Bokeh's draws its text beside the box, not in a <label>, so that the box
+    has no accessible name and a click on the text does nothing."""
+    import panel as pn
+    import param
+
+    class LabelledCheckbox(pn.custom.JSComponent):
+        """`value`: whether the box is ticked; `text`: its label."""
+
+        value = param.Boolean(default=False)
+        text = param.String(default="")
+        _esm = STATIC / "checkbox.js"
+
+    return LabelledCheckbox
 
 
 class Cancelled(Exception):
@@ -177,7 +198,7 @@ class Dashboard:
         self.text = pn.widgets.TextAreaInput(name="Text", value=DEFAULT_TEXT, rows=5, max_length=MAX_TEXT,
                                              sizing_mode="stretch_width")
         self.signals = pn.widgets.CheckButtonGroup(name="Signals", options=signals, value=[])
-        self.truncate = pn.widgets.Checkbox(name="truncate a text longer than the model's context", value=False,
+        self.truncate = _checkbox_class()(text="truncate a text longer than the model's context", value=False,
                                             margin=(12, 10, 0, 30))
         sampling = [mode for mode in MODE_SAMPLING if mode in self.modes]
         self.sampler_controls = self._sampler_controls() if sampling else None
@@ -185,27 +206,25 @@ class Dashboard:
         self.mode_sampling = {mode: (name, None, temperature, new_tokens)
                               for mode, (name, temperature, new_tokens) in MODE_SAMPLING.items() if mode in sampling}
         self.rollout_controls = self._rollout_controls() if "rollouts" in self.modes else None
-        self.button = pn.widgets.Button(name="Analyze", button_type="primary", width=120)
-        self.cancel_button = pn.widgets.Button(name="Cancel", width=90, visible=False)
+        self.button = _button("Analyze", button_type="primary", width=120)
+        self.cancel_button = _button("Cancel", width=90, visible=False)
         self.progress = pn.indicators.Progress(active=False, visible=False, width=160, bar_color="primary")
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])  # (its own shadow root)
         self.color_by = pn.widgets.Select(name="Color by", options=[DEFAULT_SIGNAL], value=DEFAULT_SIGNAL, width=160,
                                           disabled=True)
-        self.prev_page = pn.widgets.Button(name="◀ previous", width=100, visible=False)
-        self.next_page = pn.widgets.Button(name="next ▶", width=100, visible=False)
+        self.prev_page = _button("◀ previous", width=100, visible=False)
+        self.next_page = _button("next ▶", width=100, visible=False)
         self.page_label = pn.pane.HTML("", visible=False)
         self.response_picker = pn.widgets.Select(name="Response", options={}, width=320)
-        self.critical_button = pn.widgets.Button(name="Find its critical token", width=170, align="end",
+        self.critical_button = _button("Find its critical token", width=170, align="end",
                                                  disabled=True)
         self.response_info = pn.pane.HTML("", align="end")
         self.response_row = pn.Row(self.response_picker, self.critical_button, self.response_info, visible=False)
         self.strip = _strip_class()(sizing_mode="stretch_width", min_height=40)
         self.sections = pn.Column(sizing_mode="stretch_width")
         self.table_downloads = (
-            pn.widgets.FileDownload(callback=lambda: self._table_bytes("parquet"), filename="tokens.parquet",
-                                    label="Table (Parquet)", button_type="light", width=170),
-            pn.widgets.FileDownload(callback=lambda: self._table_bytes("csv"), filename="tokens.csv",
-                                    label="Table (CSV)", button_type="light", width=150),
+            _download("Table (Parquet)", "tokens.parquet", lambda: self._table_bytes("parquet"), width=170),
+            _download("Table (CSV)", "tokens.csv", lambda: self._table_bytes("csv"), width=150),
         )
         self.exports = pn.Row(*self.table_downloads, visible=False)
 
@@ -302,7 +321,7 @@ class Dashboard:
         self.thr_mode = pn.widgets.Select(name="THR", options=["auto", "exact", "cheap"], value="auto", width=90)
         self.critical_n = number(name="Critical: completions", value=4, width=140)
         self.critical_budget = number(name="prefixes at most", value=8, width=120)
-        self.critical_first = pn.widgets.Checkbox(name="for the first wrong response", value=True, align="end")
+        self.critical_first = _checkbox_class()(text="for the first wrong response", value=True, align="end")
         self.reward_kind.param.watch(lambda event: setattr(self.tolerance, "visible", event.new == "numeric answer"),
                                      "value")
         return pn.Row(self.answer, self.reward_kind, self.tolerance, self.n, self.thr_mode, pn.Spacer(width=20),
@@ -718,15 +737,31 @@ class Dashboard:
         def figure():  # as shown, for the exports
             return self.drawn[view.name]
 
+        def page():
+            return io.BytesIO(figure_html(figure()).encode("utf-8"))
+
         name = view.name.replace(".", "-")
-        buttons = [pn.widgets.FileDownload(callback=lambda: io.BytesIO(figure_html(figure()).encode("utf-8")),
-                                           filename=f"{name}.html", label="HTML", button_type="light", width=70,
-                                           height=28, margin=(0, 5))]
+        small = dict(width=70, height=28, margin=(0, 5))
+        buttons = [_download("HTML", f"{name}.html", page, **small)]
         if self.png_export:
-            buttons.append(pn.widgets.FileDownload(callback=lambda: io.BytesIO(figure_png(figure())),
-                                                   filename=f"{name}.png", label="PNG", button_type="light", width=70,
-                                                   height=28, margin=(0, 5)))
+            buttons.append(_download("PNG", f"{name}.png", lambda: io.BytesIO(figure_png(figure())), **small))
         return pn.Row(*buttons, align="end")
+
+
+def _button(label: str, **options):
+    """A button labelled `label` (`options`: Panel's Button keywords), with `FOCUS_RING`."""
+    import panel as pn
+
+    return pn.widgets.Button(name=label, stylesheets=[FOCUS_RING], **options)
+
+
+def _download(label: str, filename: str, callback, **options):
+    """A light download button labelled `label` that saves what `callback()` returns as
+    `filename` (`options`: Panel's FileDownload keywords), with `FOCUS_RING`."""
+    import panel as pn
+
+    return pn.widgets.FileDownload(callback=callback, filename=filename, label=label, button_type="light",
+                                   stylesheets=[FOCUS_RING], **options)
 
 
 def _plotly_pane(on_click):

@@ -3,8 +3,11 @@ signal, with a hover tooltip (position, token, value, top-k alternatives) and cl
 
 The HTML is self-contained and works offline: no external assets, one `<span>` per token,
 colors as a few CSS classes (the colorscale quantized to `LEVELS` steps; the exact value is
-in the tooltip), token details in data attributes rendered by CSS `attr()`, and one small
-inline `onclick` handler on the strip for selection. The visible text of the strip is
+in the tooltip), token details in data attributes rendered by CSS `attr()`, and small inline
+handlers on the strip for selection: `onclick`, and `onkeydown` for the keyboard (the
+tokens are a list box: Tab reaches the selected token, or the first; the arrow keys, Home
+and End move the selection along the strip's page; each token's accessible name holds its
+position, text and value). The visible text of the strip is
 exactly `run.text`: markers for zero-width tokens and newlines, and the tooltips, are
 CSS-generated content, not text nodes.
 
@@ -104,15 +107,17 @@ def token_strip(run: Run, signal: str = "surprisal", *, colorscale: str | Sequen
     levels = [None if v is None else _level(v, lo, hi) for v in values]
     integer = pd.api.types.is_integer_dtype(table[signal])
     generated = _generated(table)
-    spans = _token_spans(run, table.iloc[start:stop], values, levels, integer=integer, generated=generated)
+    spans = _token_spans(run, table.iloc[start:stop], values, levels, integer=integer, generated=generated,
+                         signal=signal)
     strip_id = f"tw-{uuid.uuid4().hex[:12]}"
     parts = [
         f'<div class="tw-strip" id="{strip_id}" data-signal="{html.escape(signal)}" '
-        f'data-first="{start}" data-stop="{stop}" onclick="{_ONCLICK}">',
+        f'data-first="{start}" data-stop="{stop}" onclick="{_ONCLICK}" onkeydown="{_ONKEYDOWN}">',
         f"<style>{_css(strip_id, signal, stops, sorted({level for level in levels if level is not None}))}</style>",
         _legend(signal, stops, lo, hi, has_missing=len(present) < len(values), model=run.meta.get("model"),
                 generation_start=None if generated is None else generated.index(True)),
-        f'<div class="tw-text">{"".join(spans)}</div>',
+        f'<div class="tw-text" role="listbox" aria-label="tokens, colored by {html.escape(signal)}">'
+        f'{"".join(spans)}</div>',
         '<div class="tw-info">click a token to select it</div>',
         "</div>",
     ]
@@ -209,18 +214,21 @@ def _generated(table: pd.DataFrame) -> list[bool] | None:
 
 
 def _token_spans(run: Run, table: pd.DataFrame, values, levels, *, integer: bool,
-                 generated: list[bool] | None) -> list[str]:
+                 generated: list[bool] | None, signal: str) -> list[str]:
     """One span per token of `table` (the run's table, or a window of it); text not covered
     by a token span is emitted as plain text (before the run's first token and after its
     last one only on the windows that hold them). `generated` (per token of the run, see
-    `_generated`) marks prompt tokens (class p) and the first token after a prompt (g0)."""
+    `_generated`) marks prompt tokens (class p) and the first token after a prompt (g0).
+    Each span is an option of the strip's list box (named "tokens, colored by <signal>"),
+    named by its position, text and value; Tab reaches the first until another is selected
+    (the selected one then; a span gets its tabindex when selected)."""
     text, spans, n_tokens = run.text, [], len(run.table)
     first = len(table) == 0 or table["position"].iloc[0] == 0
     last = len(table) == 0 or table["position"].iloc[-1] == n_tokens - 1
     cursor = 0 if first else int(table["start"].iloc[0])
     top_k = all(c in table.columns for c in TOP_K_COLUMNS)
     roles = table["role"] if "role" in table.columns else [None] * len(table)
-    for row, value, level, role in zip(table.itertuples(index=False), values, levels, roles):
+    for number, (row, value, level, role) in enumerate(zip(table.itertuples(index=False), values, levels, roles)):
         start, end = int(row.start), int(row.end)
         if start > cursor:
             spans.append(html.escape(text[cursor:start]))
@@ -236,6 +244,9 @@ def _token_spans(run: Run, table: pd.DataFrame, values, levels, *, integer: bool
         if role not in (None, "text"):
             attrs["data-role"] = role
         attrs["data-v"] = "n/a" if value is None else str(int(value)) if integer else f"{value:.4g}"
+        attrs.update({"role": "option", "aria-label": f"#{row.position} {row.token!r}: {attrs['data-v']}"})
+        if number == 0:
+            attrs["tabindex"] = "0"
         if top_k and row.topk_tokens is not None:
             attrs["data-k"] = _top_k(row.topk_ids, row.topk_tokens, row.topk_probs, row.token_id)
         if not piece:
@@ -284,7 +295,7 @@ def _css(strip_id: str, signal: str, stops, used_levels: list[int]) -> str:
         f"{s} .tw-legend{{display:flex;align-items:center;gap:6px;font-size:12px;margin-bottom:6px}}",
         f"{s} .tw-bar{{display:inline-block;width:140px;height:10px;border:1px solid #999}}",
         f"{s} .tw-sw{{display:inline-block;width:14px;height:10px;border:1px solid #999;margin-left:10px}}",
-        f"{s} .tw-model{{margin-left:auto;color:#888}}",
+        f"{s} .tw-model{{margin-left:auto;color:#595959}}",  # 7:1 on white
         f"{s} .tw-split{{margin-left:10px;display:inline-flex;gap:8px}}",
         f"{s} .tw-prompt,{s} .t.p{{text-decoration:underline dotted;text-underline-offset:4px}}",
         f"{s} .tw-gen,{s} .t.g0{{border-left:3px solid #111;padding-left:2px;margin-left:3px}}",
@@ -300,7 +311,9 @@ def _css(strip_id: str, signal: str, stops, used_levels: list[int]) -> str:
         f"{s} .t.nl::before{{content:'\\21B5';color:#999;font-size:11px}}",
         f"{s} .t:hover{{outline:1px solid #333}}",
         f"{s} .t.sel{{outline:2px solid #e4572e;outline-offset:1px}}",
-        f"{s} .t:hover::after{{content:'#' attr(data-i) '  ' attr(data-r) '  ' attr(data-role) "
+        f"{s} .t:focus-visible{{outline:3px solid #1a4fd6;outline-offset:2px}}",
+        f"{s} .t:focus-visible::after,{s} .t:hover::after{{content:'#' attr(data-i) '  ' attr(data-r) "
+        "'  ' attr(data-role) "
         f"'\\A {_css_string(signal)} = ' attr(data-v) '\\A ' attr(data-k);"
         "position:absolute;left:0;top:100%;z-index:20;margin-top:4px;padding:4px 8px;white-space:pre;"
         "font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;background:#222;color:#eee;border-radius:4px;"
@@ -319,16 +332,29 @@ def _css_string(value: str) -> str:
     return "".join(c if c.isascii() and c.isalnum() else f"\\{ord(c):06x}" for c in value)
 
 
-# Selection: toggle the `sel` class on the clicked token, record its position on the strip
+# Selection: toggle the `sel` class on the clicked token (and the list box's aria-selected and
+# roving tabindex: Tab reaches the selected token), record its position on the strip
 # (data-selected), describe it in the info line and emit a bubbling `tw-select` event.
 # `this` is the strip element, so this works inside Jupyter outputs and shadow DOM alike.
 _ONCLICK = html.escape(
     "var t=event.target.closest('.t');if(!t||!this.contains(t))return;"
     "var old=this.querySelector('.t.sel'),info=this.querySelector('.tw-info'),d=t.dataset;"
-    "if(old)old.classList.remove('sel');"
-    "if(old===t){delete this.dataset.selected;info.textContent='click a token to select it';}"
-    "else{t.classList.add('sel');this.dataset.selected=d.i;"
+    "if(old){old.classList.remove('sel');old.setAttribute('aria-selected','false');}"
+    "this.querySelectorAll('.t[tabindex]').forEach(function(e){e.removeAttribute('tabindex');});"
+    "if(old===t){delete this.dataset.selected;info.textContent='click a token to select it';"
+    "this.querySelector('.t').tabIndex=0;}"
+    "else{t.classList.add('sel');t.setAttribute('aria-selected','true');t.tabIndex=0;this.dataset.selected=d.i;"
     "info.textContent='selected #'+d.i+'  '+d.r+'  '+this.dataset.signal+' = '+d.v"
     "+(d.k?'\\ntop-k:\\n'+d.k:'');}"
     "this.dispatchEvent(new CustomEvent('tw-select',{bubbles:true,detail:{position:old===t?null:+d.i}}));"
+)
+# Keyboard: on a focused token, the arrow keys select (as a click does) and focus the previous
+# or next token of the page, Home and End the first and last; Enter and Space select it.
+_ONKEYDOWN = html.escape(
+    "var t=event.target.closest('.t');if(!t||!this.contains(t))return;"
+    "var all=Array.prototype.slice.call(this.querySelectorAll('.t')),i=all.indexOf(t),k=event.key;"
+    "var next={ArrowRight:i+1,ArrowDown:i+1,ArrowLeft:i-1,ArrowUp:i-1,Home:0,End:all.length-1}[k];"
+    "if(k==='Enter'||k===' '){event.preventDefault();if(!t.classList.contains('sel'))t.click();return;}"
+    "if(next===undefined||next<0||next>=all.length)return;"
+    "event.preventDefault();if(!all[next].classList.contains('sel'))all[next].click();all[next].focus();"
 )
