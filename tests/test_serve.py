@@ -28,7 +28,7 @@ import workbench.samplers as S
 from workbench.errors import WorkbenchError
 from workbench.testing import tiny_model
 from workbench.widgets import serve
-from workbench.widgets.app import Dashboard
+from workbench.widgets.app import SAMPLER_CHOICES, Dashboard
 
 
 class AssetParser(HTMLParser):
@@ -245,7 +245,7 @@ def test_one_temperature_field_per_sampling_mode_in_a_browser(server, browser):
         for name in ("top-h", "gumbel", "temperature"):  # (greedy between: each choice changes the count)
             sampler.select_option("greedy")
             expect(temperature_fields(page), "greedy uses no temperature").to_have_count(0)
-            sampler.select_option(name)
+            sampler.select_option(SAMPLER_CHOICES.get(name, name))  # (gumbel's option says what it is)
             expect(temperature_fields(page), f"sampler {name}").to_have_count(1)
         for field, typed, message in (("Temperature", 0, "Temperature must be greater than 0; got 0"),
                                       ("Temperature", -2, "Temperature must be greater than 0; got -2"),
@@ -323,11 +323,11 @@ def test_one_temperature_control_per_sampling_mode_reaches_the_sampler():
 def test_the_status_names_the_sampler_chosen():
     """After a generation, the status line names the sampler as chosen, with its parameters,
     in the words of the sampling chart's title. (Gumbel-max at temperature T is the
-    temperature sampler: every sampler draws by Gumbel-max.)"""
+    temperature sampler: every sampler draws by Gumbel-max; the status names both.)"""
     dashboard = Dashboard(tiny_model("llama"), threading.Lock())
     dashboard.mode.value = "generate"
     dashboard.max_new_tokens.value = 2
-    chosen = (("gumbel", None, 1.0, "temperature 1"), ("greedy", None, 1.0, "greedy"),
+    chosen = (("gumbel", None, 1.0, "gumbel, that is temperature 1"), ("greedy", None, 1.0, "greedy"),
               ("top-p", 0.9, 0.7, "top-p 0.9, temperature 0.7"), ("top-k", 20, 1.5, "top-k 20, temperature 1.5"),
               ("top-h", 0.3, 1.0, "top-h 0.3, temperature 1"), ("temperature", None, 0.5, "temperature 0.5"))
     for name, value, temperature, label in chosen:
@@ -339,7 +339,7 @@ def test_the_status_names_the_sampler_chosen():
         assert "((" not in dashboard.status.object
         titles = [figure.layout.title.text for figure in dashboard.drawn.values()
                   if (figure.layout.title.text or "").startswith("Generation with")]
-        assert titles == [f"Generation with {label}: entropy and kept set per step"], name
+        assert titles == [f"Generation with {label.split('that is ')[-1]}: entropy and kept set per step"], name
 
 
 def test_the_sampler_fields_and_the_cli_flags_read_one_table(monkeypatch):

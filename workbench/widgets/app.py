@@ -64,6 +64,8 @@ BUTTONS = {"analyze": "Analyze", "generate": "Generate", "rollouts": "Run rollou
 # mode starts with: rollouts sample from the model's own distribution (temperature 1), as GRPO does.
 MODE_SAMPLING = {"generate": ("top-p", 1.0, 48), "rollouts": ("temperature", 1.0, 24)}
 REWARDS = ("exact answer", "numeric answer")
+# The sampler picker's words for a sampler that is another one under another name.
+SAMPLER_CHOICES = {"gumbel": "gumbel (= temperature: every sampler draws by Gumbel-max)"}
 STOPPED = {"eos": " (the model ended its text)", "stop": " (a stop string appeared)"}  # why generation ended early
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 ROLES = ("system", "user", "assistant")
@@ -289,7 +291,8 @@ class Dashboard:
         others; hidden for greedy, which takes the most likely token at any temperature."""
         import panel as pn
 
-        self.sampler = pn.widgets.Select(name="Sampler", options=list(BY_NAME), width=130)
+        self.sampler = pn.widgets.Select(name="Sampler", options={SAMPLER_CHOICES.get(name, name): name
+                                                                  for name in BY_NAME}, width=200)
         number = _number_field_class()
         self.sampler_value = number(width=90)
         self.temperature = number(name="Temperature", value=1.0, width=100)
@@ -436,15 +439,21 @@ class Dashboard:
             note = ("" if 0 < correct < len(result) else
                     f" Every reward is {result.rewards[0]:g}, so every advantage and THR is 0.")
             self.say(f"{len(result)} responses ({len(result.table)} tokens), {correct} correct, with {self.model.name} "
-                     f"({result.meta['sampler']}) in {_seconds(seconds)}.{note}{_template_note(result.meta)} Click a "
-                     "token (or a cell) to select it in every view.")
+                     f"({self._sampler_said(result.meta)}) in {_seconds(seconds)}.{note}{_template_note(result.meta)} "
+                     "Click a token (or a cell) to select it in every view.")
             return
         self.show_run(result)
         done = (f"{result.meta['n_generated']} tokens generated{STOPPED.get(result.meta.get('stop_reason'), '')}"
                 if "n_generated" in result.meta else f"{len(result)} tokens analyzed")
-        sampler = f" ({result.meta['sampler']})" if "sampler" in result.meta else ""
+        sampler = f" ({self._sampler_said(result.meta)})" if "sampler" in result.meta else ""
         self.say(f"{done} with {self.model.name}{sampler} in {_seconds(seconds)}.{_template_note(result.meta)} "
                  "Click a token (or a point in a chart) to select it in every view.")
+
+    def _sampler_said(self, meta: dict) -> str:
+        """The sampler a run's `meta` names, as the status line says it: gumbel, the name of
+        the temperature sampler's distribution drawn by Gumbel-max, says so."""
+        chosen = self.sampler.value
+        return f"{chosen}, that is {meta['sampler']}" if chosen in SAMPLER_CHOICES else meta["sampler"]
 
     async def _analyze(self):
         kwargs = self._inputs("text")
@@ -568,7 +577,7 @@ class Dashboard:
         run on show."""
         response = first_searched(group) if response is None else response
         self.group = group
-        self.group_views = [(view, _plotly_pane(self._on_group_click)) for view in views_for(group)]
+        self.group_views = [(view, _plotly_pane(self._on_group_click, view.name)) for view in views_for(group)]
         self._show(response_run(group, response))
         options = {f"{response_label(group, i)}  {_preview(text)}": i for i, text in enumerate(group.responses)}
         self.response_picker.param.update(options=options, value=response)  # (its watcher finds it on show)
@@ -588,9 +597,9 @@ class Dashboard:
         columns = available or [DEFAULT_SIGNAL]
         default = GROUP_SIGNAL if self.group is not None else DEFAULT_SIGNAL
         keep = self.color_by.value if self.color_by.value in columns else default
-        self.color_by.param.update(options=columns, value=keep if keep in columns else columns[0],
-                                   disabled=not available)
-        self.views = [(panel, _plotly_pane(self._on_click)) for panel in panels_for(run)]
+        self.color_by.param.update(options={_signal_choice(run, column): column for column in columns},
+                                   value=keep if keep in columns else columns[0], disabled=not available)
+        self.views = [(panel, _plotly_pane(self._on_click, panel.name)) for panel in panels_for(run)]
 
         def shown(view, pane):
             return pn.Column(pane, self._figure_exports(view), width=VIEW_WIDTH + 10)
@@ -764,11 +773,13 @@ def _download(label: str, filename: str, callback, **options):
                                    stylesheets=[FOCUS_RING], **options)
 
 
-def _plotly_pane(on_click):
-    """An empty pane for a view's figure; a click on the figure calls `on_click(event)`."""
+def _plotly_pane(on_click, name: str):
+    """An empty pane for view `name`'s figure; a click on the figure calls `on_click(event)`;
+    the camera button saves the chart as `name`.png (plotly's default: newplot.png)."""
     import panel as pn
 
-    pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config={"displaylogo": False})
+    config = {"displaylogo": False, "toImageButtonOptions": {"filename": name.replace(".", "-")}}
+    pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config=config)
     pane.param.watch(on_click, "click_data")
     return pane
 
@@ -833,6 +844,14 @@ def _number_text(value) -> str:
     if value is None or isinstance(value, str):
         return value or ""
     return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _signal_choice(run, column: str) -> str:
+    """How the Color-by picker names signal `column`: with the logit lens on show, whether the
+    lens draws it (rank, surprisal, entropy) or falls back to rank."""
+    if "lens_rank" not in run.arrays or f"lens_{column}" in run.arrays:
+        return column
+    return f"{column} (logit lens: rank)"
 
 
 def _template_note(meta: dict) -> str:
