@@ -696,9 +696,10 @@ class Dashboard:
                 self._draw(panel, pane, lambda: panel.render(self.run, self.selected, signal=signal))
 
     def _strip_html(self, signal: str) -> str:
-        """The strip's current page; a group's responses share one color scale."""
+        """The strip's current page; a response of a group on its own scale, as its heatmap row."""
         shared = self.group is not None and signal in self.group.table
-        return strip_page(self.run, signal, self.page, **(strip_scale(self.group, signal) if shared else {})).html
+        scale = strip_scale(self.group, signal, self.response) if shared else {}
+        return strip_page(self.run, signal, self.page, **scale).html
 
     def _draw(self, view, pane, figure) -> None:
         """Update `pane` to the figure `figure()` builds, in place when it can."""
