@@ -133,13 +133,13 @@ def next_token_chart(run: Run, selected: int | None = None) -> go.Figure:
         title = f"Prediction of token #{selected} {row['token']!r}"
         actual = int(row["token_id"])
         rank = None if "rank" not in table or pd.isna(row.get("rank")) else int(row["rank"])
-    labels = [f"{i + 1}. {t!r}" for i, t in enumerate(tokens)]
+    labels = [f"{t!r} · rank {i}" for i, t in enumerate(tokens)]  # rank as everywhere: 0 = the most likely
     colors = [BAR_COLOR] * len(tokens)
     ids = [] if selected is None else list(table.iloc[selected]["topk_ids"] or [])
     if actual is not None and actual in ids:
         colors[ids.index(actual)] = SELECTED_COLOR
     elif actual is not None and tokens and "surprisal" in table and not pd.isna(table["surprisal"].iloc[selected]):
-        labels.append(f"{'' if rank is None else f'{rank + 1}. '}{table['token'].iloc[selected]!r} (actual)")
+        labels.append(f"{table['token'].iloc[selected]!r}{'' if rank is None else f' · rank {rank}'} (actual)")
         probs = list(probs) + [math.exp(-float(table["surprisal"].iloc[selected]))]
         colors.append(SELECTED_COLOR)
     trace = go.Bar(
@@ -327,12 +327,11 @@ register_panel(Panel("logit_lens.heatmap", "Logit lens", applies=_has_lens, figu
 
 # ----- updates in place -----------------------------------------------------------------------
 def update_in_place(current: go.Figure, new: go.Figure, previous: go.Figure | None = None) -> bool:
-    """Turn `current` into `new` by one update message (a restyle of the trace properties and
-    a relayout of the layout properties that changed), when both have the same kinds of
-    traces (the usual case when only the selection moved). Returns False, leaving `current`
-    untouched, otherwise. In the browser, a restyle or relayout redraws only what changed:
-    several times cheaper than drawing a plot anew, which matters for views updated on every
-    click.
+    """Turn `current` into `new` by a restyle of the trace properties and a relayout of the
+    layout properties that changed, when both have the same kinds of traces (the usual case
+    when only the selection moved). Returns False, leaving `current` untouched, otherwise.
+    In the browser, a restyle or relayout redraws only what changed: several times cheaper
+    than drawing a plot anew, which matters for views updated on every click.
 
     previous: the figure `current` was last drawn from, when the browser may have changed
     `current` since (a zoom, a resize): only what differs between `previous` and `new` is
@@ -345,7 +344,11 @@ def update_in_place(current: go.Figure, new: go.Figure, previous: go.Figure | No
     if restyle is None:
         return False
     relayout = _changed_paths(base.layout.to_plotly_json(), new.layout.to_plotly_json())
-    current.plotly_update(restyle_data=restyle, relayout_data=relayout, trace_indexes=list(range(len(kinds))))
+    if restyle:
+        current.plotly_restyle(restyle, list(range(len(kinds))))
+    with current.batch_update():  # one relayout message at the end
+        for path, value in relayout.items():
+            current.layout[path] = value
     return True
 
 
