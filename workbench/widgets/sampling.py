@@ -89,7 +89,7 @@ def step_distribution(run, position=None) -> go.Figure:
         ))
     labeled = min(LABELED_BARS, len(probs))
     fig.update_layout(
-        title_text=f"Step at #{position} {row['token']!r}: drew rank {int(row['rank']) + 1}, "
+        title_text=f"Step at #{position} {row['token']!r}: drew rank {int(row['rank'])}, "
                    f"entropy {row['entropy']:.2f} nats",
         xaxis=dict(tickmode="array", tickvals=list(range(labeled)), ticktext=labels[:labeled], tickangle=-90,
                    title=f"the top {len(probs)} tokens (the first {labeled} named; every one in the hover)"),

@@ -19,6 +19,7 @@ every page of a long run, the bar being on one page only).
 from __future__ import annotations
 
 import html
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -90,6 +91,8 @@ def token_strip(run: Run, signal: str = "surprisal", *, colorscale: str | Sequen
     e.g. the first token, which has no prediction) are drawn hatched grey.
     window: (start, stop) positions: render only those tokens (one page of a long run,
     see `strip_page`), with the colors of the whole run.
+    Rank (0 = the most likely token, thousands for the worst) is colored on a log scale,
+    log10(1 + rank), as the logit lens colors it; the legend and tooltips give ranks.
     """
     table = run.table
     available = signal_columns(table)
@@ -101,10 +104,11 @@ def token_strip(run: Run, signal: str = "surprisal", *, colorscale: str | Sequen
     present = [v for v in values if v is not None]
     lo = vmin if vmin is not None else (min(present) if present else 0.0)
     hi = vmax if vmax is not None else (max(present) if present else 1.0)
+    scale = _log_rank if signal == "rank" else float
 
     start, stop = _window(window, len(table))
     values = values[start:stop]
-    levels = [None if v is None else _level(v, lo, hi) for v in values]
+    levels = [None if v is None else _level(scale(v), scale(lo), scale(hi)) for v in values]
     integer = pd.api.types.is_integer_dtype(table[signal])
     generated = _generated(table)
     spans = _token_spans(run, table.iloc[start:stop], values, levels, integer=integer, generated=generated,
@@ -114,7 +118,8 @@ def token_strip(run: Run, signal: str = "surprisal", *, colorscale: str | Sequen
         f'<div class="tw-strip" id="{strip_id}" data-signal="{html.escape(signal)}" '
         f'data-first="{start}" data-stop="{stop}" onclick="{_ONCLICK}" onkeydown="{_ONKEYDOWN}">',
         f"<style>{_css(strip_id, signal, stops, sorted({level for level in levels if level is not None}))}</style>",
-        _legend(signal, stops, lo, hi, has_missing=len(present) < len(values), model=run.meta.get("model"),
+        _legend(signal + (" (0 = the most likely; log scale)" if signal == "rank" else ""), stops, lo, hi,
+                has_missing=len(present) < len(values), model=run.meta.get("model"),
                 generation_start=None if generated is None else generated.index(True)),
         f'<div class="tw-text" role="listbox" aria-label="tokens, colored by {html.escape(signal)}">'
         f'{"".join(spans)}</div>',
@@ -176,6 +181,11 @@ def _rgb(color: str) -> tuple[int, int, int]:
     if len(color) != 7 or color[0] != "#":
         raise ValueError(color)
     return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
+
+
+def _log_rank(rank: float) -> float:
+    """The value a rank is colored by: log10(1 + rank), as in the logit lens."""
+    return math.log10(1 + max(rank, 0.0))
 
 
 def _level(value: float, lo: float, hi: float) -> int:
