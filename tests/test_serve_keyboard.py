@@ -71,3 +71,22 @@ def test_tokens_by_keyboard(server, browser):
         assert page.get_by_role("option", name=name, exact=True).get_attribute("aria-selected") == "true"
         model_color = page.locator(".tw-model").evaluate("element => getComputedStyle(element).color")
         assert contrast(model_color) >= 4.5, model_color
+
+
+@pytest.mark.slow
+def test_a_tooltip_at_the_right_edge_stays_on_the_page(server, browser):
+    """Issue 15, item 9: at a 900 px viewport, the tooltip of the last token of a long line
+    opens leftwards: the page stays 900 px wide (it grew to 1,008 px)."""
+    width = 900
+    with watched_page(browser, server, viewport={"width": width, "height": 900}) as page:
+        page.locator("textarea").fill("The capital of France is Paris and the river runs through the valley. " * 3)
+        page.get_by_role("button", name="Analyze").click()
+        page.locator(".tw-status", has_text="tokens analyzed").wait_for(timeout=60_000)
+        rightmost = page.evaluate(f"""() => {{
+          const tokens = Array.from(({FIND})().strips[0].querySelectorAll('.t'));
+          const right = t => t.getBoundingClientRect().right;
+          return tokens.reduce((a, b) => right(b) > right(a) ? b : a).dataset.i;
+        }}""")
+        page.locator(f'.tw-text .t[data-i="{rightmost}"]').hover()
+        page.wait_for_timeout(300)
+        assert page.evaluate("() => document.scrollingElement.scrollWidth") <= width

@@ -116,7 +116,8 @@ def token_strip(run: Run, signal: str = "surprisal", *, colorscale: str | Sequen
     strip_id = f"tw-{uuid.uuid4().hex[:12]}"
     parts = [
         f'<div class="tw-strip" id="{strip_id}" data-signal="{html.escape(signal)}" '
-        f'data-first="{start}" data-stop="{stop}" onclick="{_ONCLICK}" onkeydown="{_ONKEYDOWN}">',
+        f'data-first="{start}" data-stop="{stop}" onclick="{_ONCLICK}" onkeydown="{_ONKEYDOWN}" '
+        f'onmouseover="{_ONPOINT}" onfocusin="{_ONPOINT}">',
         f"<style>{_css(strip_id, signal, stops, sorted({level for level in levels if level is not None}))}</style>",
         _legend(signal + (" (0 = the most likely; log scale)" if signal == "rank" else ""), stops, lo, hi,
                 has_missing=len(present) < len(values), model=run.meta.get("model"),
@@ -328,6 +329,7 @@ def _css(strip_id: str, signal: str, stops, used_levels: list[int]) -> str:
         "position:absolute;left:0;top:100%;z-index:20;margin-top:4px;padding:4px 8px;white-space:pre;"
         "font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;background:#222;color:#eee;border-radius:4px;"
         "box-shadow:0 2px 6px rgba(0,0,0,.3);pointer-events:none}",
+        f"{s} .t.r::after{{left:auto;right:0}}",  # a token in the right half: its tooltip opens leftwards
         f"{s} .tw-info{{font-size:12px;color:#555;margin-top:6px;white-space:pre-wrap;min-height:1.5em}}",
     ]
     for level in used_levels:
@@ -367,4 +369,10 @@ _ONKEYDOWN = html.escape(
     "if(k==='Enter'||k===' '){event.preventDefault();if(!t.classList.contains('sel'))t.click();return;}"
     "if(next===undefined||next<0||next>=all.length)return;"
     "event.preventDefault();if(!all[next].classList.contains('sel'))all[next].click();all[next].focus();"
+)
+# Pointing at a token (or focusing it): in the right half of the strip, its tooltip opens
+# leftwards (class r), so that it stays on the page instead of widening it.
+_ONPOINT = html.escape(
+    "var t=event.target.closest('.t');if(!t||!this.contains(t))return;"
+    "var b=t.getBoundingClientRect(),s=this.getBoundingClientRect();t.classList.toggle('r',b.left-s.left>s.width/2);"
 )
