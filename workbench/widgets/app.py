@@ -194,12 +194,12 @@ class Dashboard:
             self.modes["generate"] = self._generate
         if hasattr(model, "rollouts"):
             self.modes["rollouts"] = self._rollouts
-        self.mode = pn.widgets.RadioBoxGroup(name="Mode", options=list(self.modes), value="analyze", inline=True)
-        self.input_kind = pn.widgets.RadioBoxGroup(name="Input", options=["Text", "Chat messages"], value="Text",
+        self.mode = pn.widgets.RadioBoxGroup(label="Mode", options=list(self.modes), value="analyze", inline=True)
+        self.input_kind = pn.widgets.RadioBoxGroup(label="Input", options=["Text", "Chat messages"], value="Text",
                                                    inline=True)
-        self.text = pn.widgets.TextAreaInput(name="Text", value=DEFAULT_TEXT, rows=5, max_length=MAX_TEXT,
+        self.text = pn.widgets.TextAreaInput(label="Text", value=DEFAULT_TEXT, rows=5, max_length=MAX_TEXT,
                                              sizing_mode="stretch_width")
-        self.signals = pn.widgets.CheckButtonGroup(name="Signals", options=signals, value=[])
+        self.signals = pn.widgets.CheckButtonGroup(label="Signals", options=signals, value=[])
         self.truncate = _checkbox_class()(text="truncate a text longer than the model's context", value=False,
                                             margin=(12, 10, 0, 30))
         sampling = [mode for mode in MODE_SAMPLING if mode in self.modes]
@@ -208,16 +208,16 @@ class Dashboard:
         self.mode_sampling = {mode: (name, None, temperature, new_tokens)
                               for mode, (name, temperature, new_tokens) in MODE_SAMPLING.items() if mode in sampling}
         self.rollout_controls = self._rollout_controls() if "rollouts" in self.modes else None
-        self.button = _button("Analyze", button_type="primary", width=120)
+        self.button = _button("Analyze", color="primary", width=120)
         self.cancel_button = _button("Cancel", width=90, visible=False)
         self.progress = pn.indicators.Progress(active=False, visible=False, width=160, bar_color="primary")
         self.status = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])  # (its own shadow root)
-        self.color_by = pn.widgets.Select(name="Color by", options=[DEFAULT_SIGNAL], value=DEFAULT_SIGNAL, width=160,
+        self.color_by = pn.widgets.Select(label="Color by", options=[DEFAULT_SIGNAL], value=DEFAULT_SIGNAL, width=160,
                                           disabled=True)
         self.prev_page = _button("◀ previous", width=100, visible=False)
         self.next_page = _button("next ▶", width=100, visible=False)
         self.page_label = pn.pane.HTML("", visible=False)
-        self.response_picker = pn.widgets.Select(name="Response", options={}, width=320)
+        self.response_picker = pn.widgets.Select(label="Response", options={}, width=320)
         self.critical_button = _button("Find its critical token", width=170, align="end",
                                                  disabled=True)
         self.response_info = pn.pane.HTML("", align="end")
@@ -265,7 +265,7 @@ class Dashboard:
         self.status.object = f'<div class="tw-status{" error" if error else ""}">{html.escape(message)}</div>'
 
     def _on_mode(self, event) -> None:
-        self.button.name = BUTTONS[event.new]
+        self.button.label = BUTTONS[event.new]
         if self.sampler_controls is not None:
             if event.old in self.mode_sampling:  # keep each sampling mode's own settings
                 self.mode_sampling[event.old] = (self.sampler.value, self.sampler_value.value,
@@ -291,20 +291,20 @@ class Dashboard:
         others; hidden for greedy, which takes the most likely token at any temperature."""
         import panel as pn
 
-        self.sampler = pn.widgets.Select(name="Sampler", options={SAMPLER_CHOICES.get(name, name): name
+        self.sampler = pn.widgets.Select(label="Sampler", options={SAMPLER_CHOICES.get(name, name): name
                                                                   for name in BY_NAME}, width=200)
         number = _number_field_class()
         self.sampler_value = number(width=90)
-        self.temperature = number(name="Temperature", value=1.0, width=100)
-        self.max_new_tokens = number(name="New tokens", value=48, width=100)
-        self.seed = number(name="Seed", value=0, width=90)
+        self.temperature = number(label="Temperature", value=1.0, width=100)
+        self.max_new_tokens = number(label="New tokens", value=48, width=100)
+        self.seed = number(label="Seed", value=0, width=90)
 
         def show(name: str) -> None:  # the fields of sampler `name`, its own parameter at its default
             parameter = BY_NAME[name]
             self.temperature.visible = parameter is not None
             self.sampler_value.visible = parameter is not None and parameter.rule != "temperature"
             if self.sampler_value.visible:
-                self.sampler_value.param.update(name=parameter.name, value=parameter.default)
+                self.sampler_value.param.update(label=parameter.name, value=parameter.default)
 
         show(self.sampler.value)
         self.sampler.param.watch(lambda event: show(event.new), "value")
@@ -316,14 +316,14 @@ class Dashboard:
         search (shown in rollouts mode). Rewards are named ones only: nothing typed is run as code."""
         import panel as pn
 
-        self.answer = pn.widgets.TextInput(name="Answer", value=DEFAULT_ANSWER, placeholder="e.g. 56", width=110)
-        self.reward_kind = pn.widgets.Select(name="Reward", options=list(REWARDS), value=REWARDS[0], width=140)
+        self.answer = pn.widgets.TextInput(label="Answer", value=DEFAULT_ANSWER, placeholder="e.g. 56", width=110)
+        self.reward_kind = pn.widgets.Select(label="Reward", options=list(REWARDS), value=REWARDS[0], width=140)
         number = _number_field_class()
-        self.tolerance = number(name="Tolerance", value=0.01, width=90, visible=False)
-        self.n = number(name="Responses", value=4, width=90)
-        self.thr_mode = pn.widgets.Select(name="THR", options=["auto", "exact", "cheap"], value="auto", width=90)
-        self.critical_n = number(name="Critical: completions", value=4, width=140)
-        self.critical_budget = number(name="prefixes at most", value=8, width=120)
+        self.tolerance = number(label="Tolerance", value=0.01, width=90, visible=False)
+        self.n = number(label="Responses", value=4, width=90)
+        self.thr_mode = pn.widgets.Select(label="THR", options=["auto", "exact", "cheap"], value="auto", width=90)
+        self.critical_n = number(label="Critical: completions", value=4, width=140)
+        self.critical_budget = number(label="prefixes at most", value=8, width=120)
         self.critical_first = _checkbox_class()(text="for the first wrong response", value=True, align="end")
         self.reward_kind.param.watch(lambda event: setattr(self.tolerance, "visible", event.new == "numeric answer"),
                                      "value")
@@ -338,9 +338,9 @@ class Dashboard:
 
     def _label_text(self) -> None:
         if self.input_kind.value == "Chat messages":
-            self.text.name = "Chat messages (a line 'user:', 'assistant:' or 'system:' starts each message)"
+            self.text.label = "Chat messages (a line 'user:', 'assistant:' or 'system:' starts each message)"
         else:
-            self.text.name = {"generate": "Prompt", "rollouts": "Question"}.get(self.mode.value, "Text")
+            self.text.label = {"generate": "Prompt", "rollouts": "Question"}.get(self.mode.value, "Text")
 
     def _inputs(self, text_key: str) -> dict:
         """The text box as keyword arguments: chat messages, or the text under `text_key`."""
@@ -762,7 +762,7 @@ def _button(label: str, **options):
     """A button labelled `label` (`options`: Panel's Button keywords), with `FOCUS_RING`."""
     import panel as pn
 
-    return pn.widgets.Button(name=label, stylesheets=[FOCUS_RING], **options)
+    return pn.widgets.Button(label=label, stylesheets=[FOCUS_RING], **options)
 
 
 def _download(label: str, filename: str, callback, **options):
@@ -770,7 +770,7 @@ def _download(label: str, filename: str, callback, **options):
     `filename` (`options`: Panel's FileDownload keywords), with `FOCUS_RING`."""
     import panel as pn
 
-    return pn.widgets.FileDownload(callback=callback, filename=filename, label=label, button_type="light",
+    return pn.widgets.FileDownload(callback=callback, filename=filename, label=label, color="light",
                                    stylesheets=[FOCUS_RING], **options)
 
 
@@ -798,7 +798,7 @@ def field_value(widget, allowed: Range, label: str | None = None):
     name), the allowed values and what it holds (a text that is no number, by its text)."""
     value, shown = _typed_number(widget.value)
     if value is None or value not in allowed:
-        raise WorkbenchError(f"{label or widget.name} must be {allowed.words()}; got {shown}")
+        raise WorkbenchError(f"{label or widget.label} must be {allowed.words()}; got {shown}")
     return int(value) if allowed.whole else value
 
 
