@@ -28,7 +28,7 @@ import workbench.samplers as S
 from workbench.errors import WorkbenchError
 from workbench.testing import tiny_model
 from workbench.widgets import serve
-from workbench.widgets.app import SAMPLER_CHOICES, Dashboard
+from workbench.widgets.app import DEFAULT_TEXT, SAMPLER_CHOICES, Dashboard
 
 
 class AssetParser(HTMLParser):
@@ -521,3 +521,29 @@ def test_the_status_says_why_generation_ended_early():
     run.meta["stop_reason"] = "eos"
     dashboard._show_result(run, 1.0)
     assert "3 tokens generated (the model ended its text) with" in dashboard.status.object
+
+
+def test_the_adaptive_temperature_sampler_is_offered():
+    """Issue 15, item 10: the sampler picker offers HAPO's adaptive temperature, with the
+    prompt's own token entropies as its reference: the run is the one `generate` makes with
+    `samplers.Adaptive` built from an analysis of the prompt (a direct re-run), and the status
+    names it. A one-token prompt, too short a reference, is refused in one line."""
+    model = tiny_model("llama")
+    dashboard = Dashboard(model, threading.Lock())
+    dashboard.mode.value = "generate"
+    dashboard.sampler.value = "adaptive"
+    dashboard.sampler_value.value, dashboard.temperature.value, dashboard.max_new_tokens.value = 0.3, 0.8, 4
+    dashboard.seed.value = 5
+    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    expected = model.generate(DEFAULT_TEXT, sampler=S.Adaptive(model.analyze(DEFAULT_TEXT), 0.3, 0.8),
+                              max_new_tokens=4, seed=5, progress=False)
+    assert dashboard.run.table["token_id"].tolist() == expected.table["token_id"].tolist()
+    temperatures = dashboard.run.table.loc[dashboard.run.table["generated"], "temperature"]
+    assert temperatures.tolist() == expected.table.loc[expected.table["generated"], "temperature"].tolist()
+    assert "(adaptive temperature 0.8 (HAPO, tau 0.3))" in html.unescape(dashboard.status.object)
+    dashboard.sampler_value.value = 1.5
+    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    assert "Error: HAPO's tau must be at least 0 and at most 0.95; got 1.5" in html.unescape(dashboard.status.object)
+    dashboard.sampler_value.value, dashboard.text.value = 0.3, "Hi"
+    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    assert "write a longer one" in html.unescape(dashboard.status.object)

@@ -42,6 +42,7 @@ import threading
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -64,8 +65,11 @@ BUTTONS = {"analyze": "Analyze", "generate": "Generate", "rollouts": "Run rollou
 # mode starts with: rollouts sample from the model's own distribution (temperature 1), as GRPO does.
 MODE_SAMPLING = {"generate": ("top-p", 1.0, 48), "rollouts": ("temperature", 1.0, 24)}
 REWARDS = ("exact answer", "numeric answer")
-# The sampler picker's words for a sampler that is another one under another name.
-SAMPLER_CHOICES = {"gumbel": "gumbel (= temperature: every sampler draws by Gumbel-max)"}
+ADAPTIVE = "adaptive"  # the sampler picker's HAPO adaptive temperature (not a named sampler of BY_NAME)
+TAU = Range(0, 0.95)  # HAPO's tau: the temperature moves by at most this fraction (T (1 + tau h), |h| <= 1)
+# The sampler picker's words where the name alone would not say what a sampler is.
+SAMPLER_CHOICES = {"gumbel": "gumbel (= temperature: every sampler draws by Gumbel-max)",
+                   ADAPTIVE: "adaptive temperature (HAPO)"}
 STOPPED = {"eos": " (the model ended its text)", "stop": " (a stop string appeared)"}  # why generation ended early
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 ROLES = ("system", "user", "assistant")
@@ -139,6 +143,35 @@ def _strip_class():
         _priority_changes = ["selected"]  # a click is handled at once (Panel debounces others by 50 ms)
 
     return TokenStripView
+
+
+@dataclass(frozen=True)
+class AdaptiveChoice:
+    """HAPO's adaptive temperature as chosen in the dashboard: tau and the base temperature.
+    Its reference entropies are the prompt's own tokens' (HAPO needs a reference batch; the
+    dashboard has no other), read by the model when the work holds it."""
+
+    tau: float
+    temperature: float
+
+    def sampler(self, model, inputs: dict):
+        """The Sampler, from the entropies `model` gives the prompt (`inputs`: `prompt` or
+        `messages`, as for generate)."""
+        from workbench import samplers
+
+        text = {"text": inputs["prompt"]} if "prompt" in inputs else {"messages": inputs["messages"]}
+        reference = model.analyze(signals=["uncertainty"], **text)
+        try:
+            return samplers.Adaptive(reference, self.tau, self.temperature)
+        except WorkbenchError as error:
+            raise WorkbenchError(f"{error}: the dashboard takes them from the prompt, write a longer one") from None
+
+
+def _resolved(options: dict, model, inputs: dict) -> dict:
+    """`options` (of generate or rollouts) with an `AdaptiveChoice` made a Sampler. Call
+    holding the model."""
+    chosen = options["sampler"]
+    return options | {"sampler": chosen.sampler(model, inputs)} if isinstance(chosen, AdaptiveChoice) else options
 
 
 def _checkbox_class():
@@ -292,7 +325,7 @@ class Dashboard:
         import panel as pn
 
         self.sampler = pn.widgets.Select(label="Sampler", options={SAMPLER_CHOICES.get(name, name): name
-                                                                  for name in BY_NAME}, width=200)
+                                                                  for name in [*BY_NAME, ADAPTIVE]}, width=200)
         number = _number_field_class()
         self.sampler_value = number(width=90)
         self.temperature = number(label="Temperature", value=1.0, width=100)
@@ -300,6 +333,10 @@ class Dashboard:
         self.seed = number(label="Seed", value=0, width=90)
 
         def show(name: str) -> None:  # the fields of sampler `name`, its own parameter at its default
+            if name == ADAPTIVE:
+                self.temperature.visible = self.sampler_value.visible = True
+                self.sampler_value.param.update(label="tau", value=0.5)
+                return
             parameter = BY_NAME[name]
             self.temperature.visible = parameter is not None
             self.sampler_value.visible = parameter is not None and parameter.rule != "temperature"
@@ -351,13 +388,17 @@ class Dashboard:
     def _sampling(self) -> dict:
         """The sampler controls as keyword arguments of `generate` and `rollouts`. The
         Temperature field is the temperature and Gumbel samplers' own parameter, and comes
-        before the truncation of the others (greedy has none). A field outside its allowed
-        values (`BY_NAME`) is refused."""
+        before the truncation of the others (greedy has none), or is HAPO's base temperature. A
+        field outside its allowed values (`BY_NAME`, `TAU`) is refused. HAPO's sampler is an
+        `AdaptiveChoice` until the model reads its reference (`_resolved`)."""
         from workbench import samplers
 
         name = self.sampler.value
-        parameter = BY_NAME[name]
-        if parameter is None:
+        parameter = BY_NAME.get(name)
+        if name == ADAPTIVE:
+            sampler = AdaptiveChoice(field_value(self.sampler_value, TAU, "HAPO's tau"),
+                                     field_value(self.temperature, BY_NAME["temperature"].allowed))
+        elif parameter is None:
             sampler = samplers.Greedy()
         else:
             rules = {"temperature": field_value(self.temperature, BY_NAME["temperature"].allowed)}
@@ -450,10 +491,10 @@ class Dashboard:
                  "Click a token (or a point in a chart) to select it in every view.")
 
     def _sampler_said(self, meta: dict) -> str:
-        """The sampler a run's `meta` names, as the status line says it: gumbel, the name of
-        the temperature sampler's distribution drawn by Gumbel-max, says so."""
+        """The sampler a run's `meta` names, as the status line says it: a choice that `meta`
+        names otherwise (gumbel: the temperature sampler's distribution) says both."""
         chosen = self.sampler.value
-        return f"{chosen}, that is {meta['sampler']}" if chosen in SAMPLER_CHOICES else meta["sampler"]
+        return meta["sampler"] if meta["sampler"].startswith(chosen) else f"{chosen}, that is {meta['sampler']}"
 
     async def _analyze(self):
         kwargs = self._inputs("text")
@@ -472,7 +513,7 @@ class Dashboard:
 
         def work():
             with self._holding_model("generating") as model:
-                return model.generate(**kwargs, **options)
+                return model.generate(**kwargs, **_resolved(options, model, kwargs))
 
         return await self._in_background(work)
 
@@ -485,7 +526,7 @@ class Dashboard:
 
         def work():
             with self._holding_model(f"sampling {options['n']} responses") as model:
-                group = model.rollouts(**kwargs, **options)
+                group = model.rollouts(**kwargs, **_resolved(options, model, kwargs))
                 self.stage = f"Token Hidden Reward ({thr})"
                 group.add(credit.token_hidden_reward(model, group, mode=thr))
                 wrong = np.flatnonzero(~group.correct())
