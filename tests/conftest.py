@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import workbench as wb
-from pages import chromium
+from pages import chromium, start_server, stop_server
 
 if not torch.cuda.is_available():
     # Triton kernels run on CPU tensors only in the interpreter, which reads this variable
@@ -23,3 +23,17 @@ def browser():
     """Chromium driven by Playwright, one per test module (skipped where either is missing)."""
     with chromium() as browser:
         yield browser
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    """Base URL of a `serve` process on tiny:llama; the process is stopped afterwards, and
+    its log must show no traceback."""
+    log_path = tmp_path_factory.mktemp("serve") / "server.log"
+    process, url = start_server(log_path)
+    try:
+        assert f"at {url}" in log_path.read_text()  # the URL is printed
+        yield url
+    finally:
+        stop_server(process)
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()

@@ -5,6 +5,7 @@ views in the page, and click latencies measured and reported under artifacts/.
 from __future__ import annotations
 
 import json
+import re
 import socket
 import statistics
 import subprocess
@@ -124,10 +125,19 @@ def watched_page(browser, url: str, **options):
 
 
 def fill(page, label: str, value) -> None:
-    """Type `value` into the input labelled `label` and commit it."""
-    field = page.locator(".bk-input-group", has_text=label).locator("input")
+    """Type `value` into the input labelled `label` (the whole label) and commit it."""
+    whole = page.locator("label", has_text=re.compile(f"^{re.escape(label)}$"))
+    field = page.locator(".bk-input-group", has=whole).locator("input")
     field.fill(str(value))
     field.press("Enter")
+
+
+def wait_until(page, script: str, arg, what: str, timeout_ms: int = 10_000) -> None:
+    """Wait until page `script(arg)` holds; fail saying `what` went wrong otherwise."""
+    try:
+        page.wait_for_function(script, arg=arg, timeout=timeout_ms)
+    except Exception:
+        pytest.fail(f"{what} (within {timeout_ms} ms)")
 
 
 def click_point(page, script: str, arg) -> None:

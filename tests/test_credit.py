@@ -372,7 +372,7 @@ def test_views_show_the_group_data():
     critical = credit.CriticalTokens(1, 4, np.array([0, 1]), np.array([2, 0]), 1, True, 1 / 3, group.rows(1).index)
     group.add(critical.columns())
     heat = views.token_heatmap(group, selected=(2, 1))
-    z = heat.data[0].z
+    z = np.asarray(heat.data[0].customdata, dtype=object)[..., 2]  # the values (the colors: each row's scale)
     for row in group.table.itertuples():
         assert z[row.response][row.position] == row.thr
     assert np.isnan(z[1][3])  # response 1 has two tokens
@@ -410,7 +410,7 @@ def strip_colors(strip_html: str) -> list[tuple[str, str]]:
 
 
 def test_thr_colors_are_clipped_at_the_95th_percentile_of_nonzero_magnitudes():
-    """One huge |THR| does not wash out the others: the diverging range is +-L, L the 95th
+    """One huge |THR| does not wash out the others: a diverging range is +-L, L the 95th
     percentile of the non-zero |THR| (an observed value); zero stays the neutral midpoint,
     the outlier takes the end color and keeps its exact value in the hover."""
     group = synthetic_group([[40, 41, 42, 43, 44], [45, 46, 47, 48, 49]], [1, 0])
@@ -420,20 +420,37 @@ def test_thr_colors_are_clipped_at_the_95th_percentile_of_nonzero_magnitudes():
     assert views.diverging_limit(group.table["thr"].to_numpy()) == 0.8
     scale = views.strip_scale(group, "thr")
     assert (scale["vmin"], scale["vmax"]) == (-0.8, 0.8)
+    # Each response on its own scale: response 0's magnitudes 0.1 ... 0.4 (rank floor(0.95 x 3) = 2 -> 0.3),
+    # response 1's 0.5 ... 0.8, 500 (rank floor(0.95 x 4) = 3 -> 0.8).
+    np.testing.assert_array_equal(views.response_limits(group, "thr"), [0.3, 0.8])
+    assert (views.strip_scale(group, "thr", 0)["vmin"], views.strip_scale(group, "thr", 0)["vmax"]) == (-0.3, 0.3)
     heat = views.token_heatmap(group).data[0]
-    assert (heat.zmin, heat.zmax, heat.zmid) == (-0.8, 0.8, 0)
-    assert heat.z[1][4] == -500.0 and "%{z" in heat.hovertemplate  # the exact value on hover
+    assert (heat.zmin, heat.zmax, heat.zmid) == (-1, 1, 0)
+    np.testing.assert_allclose(np.asarray(heat.z, dtype=float)[1], [-0.5 / 0.8, 0.75, -0.875, 1, -1])  # clipped
+    assert heat.customdata[1][4][2] == -500.0 and "%{customdata[2]" in heat.hovertemplate  # the exact value
 
     neutral, bottom, top = views.DIVERGING[len(views.DIVERGING) // 2], views.DIVERGING[0], views.DIVERGING[-1]
     colors = strip_colors(views.group_strips(group).html)
     assert [value for value, _ in colors] == ["0", "-0.1", "0.2", "-0.3", "0.4", "-0.5", "0.6", "-0.7", "0.8", "-500"]
-    assert colors[0][1] == neutral and colors[8][1] == top and colors[9][1] == bottom
-    # An ordinary token is visibly colored: 0.4 is halfway to the top color, 0.2 a quarter of the way.
-    assert colors[4][1] == views.DIVERGING[6] and colors[2][1] not in (neutral, views.DIVERGING[6])
+    assert colors[0][1] == neutral and colors[4][1] == top and colors[8][1] == top and colors[9][1] == bottom
+    # An ordinary token is visibly colored: 0.4 of response 1 would be halfway to the top color; 0.6 is 3/4.
+    assert colors[6][1] not in (neutral, top, views.DIVERGING[6])
 
     # Edge cases: every THR zero or missing -> +-1; a single value sets the range.
     assert views.diverging_limit(np.array([0.0, np.nan, -0.0])) == 1.0
     assert views.diverging_limit(np.array([0.0, -3.0])) == 3.0
+
+
+def test_a_response_with_small_thr_is_not_left_white():
+    """Issue 15, item 6: a correct response whose |THR| is a hundred times the wrong one's
+    (232.7 against 3.4 on SmolLM2) leaves the wrong response's strip colored: its largest
+    |THR| takes an end color, as in its heatmap row."""
+    group = synthetic_group([[40, 41, 42], [43, 44, 45]], [1, 0])
+    group.table["thr"] = [232.7, 150.0, 90.0, -3.4, 1.2, -2.0]
+    colors = strip_colors(views.group_strips(group).html)
+    assert colors[3][1] == views.DIVERGING[0] and colors[4][1] != views.DIVERGING[len(views.DIVERGING) // 2]
+    heat = views.token_heatmap(group).data[0]
+    assert np.asarray(heat.z, dtype=float)[1].min() == -1.0  # the row's own scale reaches its end
 
 
 def test_the_strips_and_the_heatmap_put_a_token_at_the_same_place_on_the_scale():

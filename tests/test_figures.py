@@ -115,7 +115,7 @@ def test_next_token_chart_adds_the_actual_token_when_not_in_top_k():
     run = make_run()
     fig = next_token_chart(run, 3)  # rank 41: not among the three candidates
     labels, probs = list(fig.data[0].y), list(fig.data[0].x)
-    assert len(labels) == 4 and labels[-1] == "42. ' w3' (actual)"
+    assert len(labels) == 4 and labels[-1] == "' w3' · rank 41 (actual)"
     assert probs[-1] == pytest.approx(math.exp(-run.table["surprisal"][3]))
     assert fig.data[0].marker.color[-1] == SELECTED_COLOR
 

@@ -26,14 +26,33 @@ def test_kept_sets_from_top_50_match_full_logits():
         assert sets["top-H 0.4"] == row.kept  # the sampler that ran
 
 
+def test_the_kept_set_view_draws_the_chosen_sampler_first():
+    """With top-k 5 at temperature 0.7, the step's chart marks that sampler's kept set first,
+    as wide as the set the sampler keeps from the full logits at that temperature (recomputed
+    here), and no top-k 20 comparison."""
+    model = tiny_model("llama")
+    sampler = S.TopK(5, 0.7)
+    run = model.generate("Once upon", sampler=sampler, max_new_tokens=3, seed=1, progress=False)
+    with torch.no_grad():
+        logits = model.hf(torch.tensor([run.table.token_id.tolist()])).logits[0]
+    for position in run.table.position[run.table.generated]:
+        exact = int(sampler.filter(logits[position - 1])[0].sum())
+        lines = sampling.step_distribution(run, int(position)).data[1:]
+        assert lines[0].name.startswith(f"top-k 5, temperature 0.7 (this run): keeps {exact}, H = ")
+        assert lines[0].x[1] == exact - 0.6
+        assert not any(line.name.startswith("top-k 20") for line in lines)
+
+
 def test_figures_and_panels():
     run = tiny_model("gpt2").generate("Hi", sampler=S.MinP(0.1), max_new_tokens=5, seed=0, progress=False)
     names = [p.name for p in panels_for(run)]
     assert "sampling.distribution" in names and "sampling.steps" in names
     first = int(run.table.position[run.table.generated].iloc[0])
     dist = sampling.step_distribution(run, first)
-    assert f"position {first}" in dist.layout.title.text
-    assert [t.name.split(":")[0] for t in dist.data[1:]] == [r[0] for r in sampling.RULES]
+    assert f"#{first} " in dist.layout.title.text
+    # The run's own sampler first, then the compared rules of other kinds (min-p's is the run's).
+    assert [t.name.split(":")[0] for t in dist.data[1:]] == ["min-p 0.1, temperature 1 (this run)"] + [
+        r[0] for r in sampling.RULES if not r[0].startswith("min-p")]
     assert not any(t.startswith("#") for t in dist.layout.xaxis.ticktext)  # every token has its text
     steps = sampling.generation_steps(run, first)
     np.testing.assert_array_equal(steps.data[2].y, run.table.kept[run.table.generated].to_numpy(float))

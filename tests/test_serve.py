@@ -22,26 +22,13 @@ import panel
 import pytest
 
 from pages import (ALL_MARKED, FIND, LATENCY_LIMIT_MS, MARKED, WORKBENCH_SERVE, artifact, click_and_time,
-                   click_latencies, click_point, fill, get, report_latencies, start_server, stop_server, watched_page)
+                   click_latencies, click_point, fill, get, report_latencies, start_server, stop_server, wait_until,
+                   watched_page)
 import workbench.samplers as S
 from workbench.errors import WorkbenchError
 from workbench.testing import tiny_model
 from workbench.widgets import serve
-from workbench.widgets.app import Dashboard
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    """Base URL of a `serve` process on tiny:llama; the process is stopped afterwards, and
-    its log must show no traceback."""
-    log_path = tmp_path_factory.mktemp("serve") / "server.log"
-    process, url = start_server(log_path)
-    try:
-        assert f"at {url}" in log_path.read_text()  # the URL is printed
-        yield url
-    finally:
-        stop_server(process)
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()
+from workbench.widgets.app import DEFAULT_TEXT, SAMPLER_CHOICES, Dashboard
 
 
 class AssetParser(HTMLParser):
@@ -104,13 +91,6 @@ def analyze(page, text: str, shows: str) -> None:
     page.get_by_role("button", name="Analyze").click()
     page.locator(".tw-text", has_text=shows).wait_for(timeout=60_000)
     page.locator(".tw-status", has_text="tokens analyzed").wait_for(timeout=10_000)
-
-
-def wait_until(page, script: str, arg, what: str, timeout_ms: int = 10_000) -> None:
-    try:
-        page.wait_for_function(script, arg=arg, timeout=timeout_ms)
-    except Exception:
-        pytest.fail(f"{what} (within {timeout_ms} ms)")
 
 
 @pytest.mark.slow
@@ -265,7 +245,7 @@ def test_one_temperature_field_per_sampling_mode_in_a_browser(server, browser):
         for name in ("top-h", "gumbel", "temperature"):  # (greedy between: each choice changes the count)
             sampler.select_option("greedy")
             expect(temperature_fields(page), "greedy uses no temperature").to_have_count(0)
-            sampler.select_option(name)
+            sampler.select_option(SAMPLER_CHOICES.get(name, name))  # (gumbel's option says what it is)
             expect(temperature_fields(page), f"sampler {name}").to_have_count(1)
         for field, typed, message in (("Temperature", 0, "Temperature must be greater than 0; got 0"),
                                       ("Temperature", -2, "Temperature must be greater than 0; got -2"),
@@ -343,11 +323,11 @@ def test_one_temperature_control_per_sampling_mode_reaches_the_sampler():
 def test_the_status_names_the_sampler_chosen():
     """After a generation, the status line names the sampler as chosen, with its parameters,
     in the words of the sampling chart's title. (Gumbel-max at temperature T is the
-    temperature sampler: every sampler draws by Gumbel-max.)"""
+    temperature sampler: every sampler draws by Gumbel-max; the status names both.)"""
     dashboard = Dashboard(tiny_model("llama"), threading.Lock())
     dashboard.mode.value = "generate"
     dashboard.max_new_tokens.value = 2
-    chosen = (("gumbel", None, 1.0, "temperature 1"), ("greedy", None, 1.0, "greedy"),
+    chosen = (("gumbel", None, 1.0, "gumbel, that is temperature 1"), ("greedy", None, 1.0, "greedy"),
               ("top-p", 0.9, 0.7, "top-p 0.9, temperature 0.7"), ("top-k", 20, 1.5, "top-k 20, temperature 1.5"),
               ("top-h", 0.3, 1.0, "top-h 0.3, temperature 1"), ("temperature", None, 0.5, "temperature 0.5"))
     for name, value, temperature, label in chosen:
@@ -359,7 +339,7 @@ def test_the_status_names_the_sampler_chosen():
         assert "((" not in dashboard.status.object
         titles = [figure.layout.title.text for figure in dashboard.drawn.values()
                   if (figure.layout.title.text or "").startswith("Generation with")]
-        assert titles == [f"Generation with {label}: entropy and kept set per step"], name
+        assert titles == [f"Generation with {label.split('that is ')[-1]}: entropy and kept set per step"], name
 
 
 def test_the_sampler_fields_and_the_cli_flags_read_one_table(monkeypatch):
@@ -541,3 +521,29 @@ def test_the_status_says_why_generation_ended_early():
     run.meta["stop_reason"] = "eos"
     dashboard._show_result(run, 1.0)
     assert "3 tokens generated (the model ended its text) with" in dashboard.status.object
+
+
+def test_the_adaptive_temperature_sampler_is_offered():
+    """Issue 15, item 10: the sampler picker offers HAPO's adaptive temperature, with the
+    prompt's own token entropies as its reference: the run is the one `generate` makes with
+    `samplers.Adaptive` built from an analysis of the prompt (a direct re-run), and the status
+    names it. A one-token prompt, too short a reference, is refused in one line."""
+    model = tiny_model("llama")
+    dashboard = Dashboard(model, threading.Lock())
+    dashboard.mode.value = "generate"
+    dashboard.sampler.value = "adaptive"
+    dashboard.sampler_value.value, dashboard.temperature.value, dashboard.max_new_tokens.value = 0.3, 0.8, 4
+    dashboard.seed.value = 5
+    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    expected = model.generate(DEFAULT_TEXT, sampler=S.Adaptive(model.analyze(DEFAULT_TEXT), 0.3, 0.8),
+                              max_new_tokens=4, seed=5, progress=False)
+    assert dashboard.run.table["token_id"].tolist() == expected.table["token_id"].tolist()
+    temperatures = dashboard.run.table.loc[dashboard.run.table["generated"], "temperature"]
+    assert temperatures.tolist() == expected.table.loc[expected.table["generated"], "temperature"].tolist()
+    assert "(adaptive temperature 0.8 (HAPO, tau 0.3))" in html.unescape(dashboard.status.object)
+    dashboard.sampler_value.value = 1.5
+    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    assert "Error: HAPO's tau must be at least 0 and at most 0.95; got 1.5" in html.unescape(dashboard.status.object)
+    dashboard.sampler_value.value, dashboard.text.value = 0.3, "Hi"
+    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    assert "write a longer one" in html.unescape(dashboard.status.object)

@@ -14,7 +14,7 @@ import pytest
 from workbench.errors import WorkbenchError
 from workbench.run import Run
 from workbench.widgets import TokenStrip, token_strip
-from workbench.widgets.token_strip import page_count, page_of, page_window, strip_page
+from workbench.widgets.token_strip import LEVELS, page_count, page_of, page_window, strip_page
 
 VIRIDIS_BOTTOM, VIRIDIS_TOP = "#440154", "#fde725"  # matplotlib's viridis at 0 and 1
 
@@ -206,7 +206,8 @@ def test_long_runs_stay_lean():
     pieces = [(f" w{i}", f" w{i}") for i in range(5000)]
     strip = token_strip(make_run(pieces))
     assert strip.html.count('<span class="t ') == 5000
-    assert len(strip.html.encode()) / 5000 < 200  # bytes per token, three top-k alternatives each
+    # bytes per token: three top-k alternatives and an accessible name ("#4999 ' w4999': 0.1234") each
+    assert len(strip.html.encode()) / 5000 < 240
 
 
 def test_pages_split_the_strip_exactly():
@@ -291,3 +292,17 @@ def test_the_prompt_and_the_generation_look_apart_in_a_browser(tmp_path, browser
     assert style(3, "textDecorationStyle") == "dotted" and style(3, "textDecorationLine") == "underline"
     assert style(9, "textDecorationLine") == "none"
     assert page.locator(".tw-legend").inner_text().count("generated from #8") == 1
+
+
+def test_rank_is_colored_on_a_log_scale():
+    """Issue 15, item 7: ranks 0, 9, 99 and 999 (log10(1 + rank) = 0, 1, 2, 3) take evenly
+    spaced color levels, as in the logit lens; the tooltip and the legend give the ranks
+    themselves, 0 being the most likely token."""
+    run = make_run()
+    run.table["rank"] = pd.array([None, 0, 9, 99, 999] + [0] * (len(run.table) - 5), dtype="Int64")
+    strip = token_strip(run, "rank")
+    spans = parse(strip).tokens
+    levels = [int(level_class(span)[1:]) for span in spans[1:5]]
+    assert levels == [0, round((LEVELS - 1) / 3), round(2 * (LEVELS - 1) / 3), LEVELS - 1]
+    assert [span["data-v"] for span in spans[1:5]] == ["0", "9", "99", "999"]
+    assert "rank (0 = the most likely; log scale)" in strip.html and "<span>999</span>" in strip.html

@@ -23,7 +23,10 @@ the strip and the five views of a 4-response group in about 200 ms on a busy 2-c
 
 Safety: each browser session gets its own `Dashboard` (its runs, selection and settings);
 the one model is shared read-only and called only under a lock, from a worker thread,
-while the page shows progress. Nothing the user types is executed: text and chat messages
+while the page shows progress and which page's work it waits for. A session's work stops
+at the model's next module call when its Cancel button is pressed or its page goes away
+(a page closed or reloaded: its session ends `UNUSED_SESSION_MS` later), so that it does
+not hold up the others. Nothing the user types is executed: text and chat messages
 are data. The model is chosen when the server starts (weights load only as safetensors or
 GGUF, see `workbench.load`). Bokeh, Panel and plotly.js are served by this server, never
 from a CDN; exported figures inline plotly.js: everything works with no network.
@@ -34,10 +37,12 @@ import asyncio
 import html
 import io
 import logging
+import math
 import threading
 import time
 import warnings
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +65,11 @@ BUTTONS = {"analyze": "Analyze", "generate": "Generate", "rollouts": "Run rollou
 # mode starts with: rollouts sample from the model's own distribution (temperature 1), as GRPO does.
 MODE_SAMPLING = {"generate": (DEFAULT_SAMPLER["generate"], 1.0, 48), "rollouts": (DEFAULT_SAMPLER["rollouts"], 1.0, 24)}
 REWARDS = ("exact answer", "numeric answer")
+ADAPTIVE = "adaptive"  # the sampler picker's HAPO adaptive temperature (not a named sampler of BY_NAME)
+TAU = Range(0, 0.95)  # HAPO's tau: the temperature moves by at most this fraction (T (1 + tau h), |h| <= 1)
+# The sampler picker's words where the name alone would not say what a sampler is.
+SAMPLER_CHOICES = {"gumbel": "gumbel (= temperature: every sampler draws by Gumbel-max)",
+                   ADAPTIVE: "adaptive temperature (HAPO)"}
 STOPPED = {"eos": " (the model ended its text)", "stop": " (a stop string appeared)"}  # why generation ended early
 LOCAL_HOSTS = ("127.0.0.1", "localhost")
 ROLES = ("system", "user", "assistant")
@@ -73,8 +83,13 @@ NEW_TOKENS = Range(1, 1024, whole=True)
 RESPONSES = Range(1, 64, whole=True)  # in a group, or after each prefix in the critical-token search
 PREFIXES = Range(1, 1024, whole=True)  # searched for the critical token
 TOLERANCE = Range(0)  # of the numeric reward
+SEED = Range(0, 10**9, whole=True)  # (the generator takes less than 2**64)
 LOGIT_LENS_STAGE = "; the logit lens reads every layer through the lm_head and takes longest"
 STATIC = Path(__file__).parent / "static"
+UNUSED_SESSION_MS = 10_000  # a page gone this long ends its session (and its work); Bokeh's default: 15 s,
+CHECK_SESSIONS_MS = 2_000  # checked every 2 s (Bokeh's: 17 s)
+CANCEL_POLL_S = 0.2  # how often work waiting for the model checks whether it was cancelled
+HOLDERS: dict[int, "Dashboard"] = {}  # id(lock) -> the session whose work holds the model now
 log = logging.getLogger(__name__)
 
 CSS = """
@@ -83,6 +98,10 @@ CSS = """
 .tw-section h3 {margin: 14px 0 2px 0; font: 600 15px system-ui, sans-serif; color: #333;
                 border-bottom: 1px solid #ddd; padding-bottom: 2px}
 """
+
+
+# A keyboard focus ring that shows on every button (Panel's: 1 px dotted light grey on the blue one).
+FOCUS_RING = ":host .bk-btn:focus-visible {outline: 3px solid #1a4fd6; outline-offset: 2px}"
 
 
 def parse_messages(text: str) -> list[dict]:
@@ -126,6 +145,56 @@ def _strip_class():
     return TokenStripView
 
 
+@dataclass(frozen=True)
+class AdaptiveChoice:
+    """HAPO's adaptive temperature as chosen in the dashboard: tau and the base temperature.
+    Its reference entropies are the prompt's own tokens' (HAPO needs a reference batch; the
+    dashboard has no other), read by the model when the work holds it."""
+
+    tau: float
+    temperature: float
+
+    def sampler(self, model, inputs: dict):
+        """The Sampler, from the entropies `model` gives the prompt (`inputs`: `prompt` or
+        `messages`, as for generate)."""
+        from workbench import samplers
+
+        text = {"text": inputs["prompt"]} if "prompt" in inputs else {"messages": inputs["messages"]}
+        reference = model.analyze(signals=["uncertainty"], **text)
+        try:
+            return samplers.Adaptive(reference, self.tau, self.temperature)
+        except WorkbenchError as error:
+            raise WorkbenchError(f"{error}: the dashboard takes them from the prompt, write a longer one") from None
+
+
+def _resolved(options: dict, model, inputs: dict) -> dict:
+    """`options` (of generate or rollouts) with an `AdaptiveChoice` made a Sampler. Call
+    holding the model."""
+    chosen = options["sampler"]
+    return options | {"sampler": chosen.sampler(model, inputs)} if isinstance(chosen, AdaptiveChoice) else options
+
+
+def _checkbox_class():
+    """A checkbox named by its text, as a Panel component (defined on first use: Panel is
+    imported late): Bokeh's draws its text beside the box, not in a <label>, so that the box
+    has no accessible name and a click on the text does nothing."""
+    import panel as pn
+    import param
+
+    class LabelledCheckbox(pn.custom.JSComponent):
+        """`value`: whether the box is ticked; `text`: its label."""
+
+        value = param.Boolean(default=False)
+        text = param.String(default="")
+        _esm = STATIC / "checkbox.js"
+
+    return LabelledCheckbox
+
+
+class Cancelled(Exception):
+    """Raised in the worker thread when its session cancels its work."""
+
+
 class Dashboard:
     """One browser session's page. The model is called only while holding `lock`."""
 
@@ -142,6 +211,8 @@ class Dashboard:
         self.drawn: dict = {}  # view name -> the figure its pane was last drawn from (the pane's own
         # figure also takes what the browser did to it: zoom, size)
         self.stage = ""  # what the background work is doing (written by the worker thread)
+        self.holding_since = 0.0  # when the work began to hold the model (time.monotonic)
+        self.cancel = threading.Event()  # set: the work stops at the model's next module call
         self.png_export = _png_export_available()  # once: each view's export buttons ask
         load_builtin_panels()
 
@@ -156,13 +227,13 @@ class Dashboard:
             self.modes["generate"] = self._generate
         if hasattr(model, "rollouts"):
             self.modes["rollouts"] = self._rollouts
-        self.mode = pn.widgets.RadioBoxGroup(name="Mode", options=list(self.modes), value="analyze", inline=True)
-        self.input_kind = pn.widgets.RadioBoxGroup(name="Input", options=["Text", "Chat messages"], value="Text",
+        self.mode = pn.widgets.RadioBoxGroup(label="Mode", options=list(self.modes), value="analyze", inline=True)
+        self.input_kind = pn.widgets.RadioBoxGroup(label="Input", options=["Text", "Chat messages"], value="Text",
                                                    inline=True)
-        self.text = pn.widgets.TextAreaInput(name="Text", value=DEFAULT_TEXT, rows=5, max_length=MAX_TEXT,
+        self.text = pn.widgets.TextAreaInput(label="Text", value=DEFAULT_TEXT, rows=5, max_length=MAX_TEXT,
                                              sizing_mode="stretch_width")
-        self.signals = pn.widgets.CheckButtonGroup(name="Signals", options=signals, value=[])
-        self.truncate = pn.widgets.Checkbox(name="truncate a text longer than the model's context", value=False,
+        self.signals = pn.widgets.CheckButtonGroup(label="Signals", options=signals, value=[])
+        self.truncate = _checkbox_class()(text="truncate a text longer than the model's context", value=False,
                                             margin=(12, 10, 0, 30))
         sampling = [mode for mode in MODE_SAMPLING if mode in self.modes]
         self.sampler_controls = self._sampler_controls() if sampling else None
@@ -170,31 +241,31 @@ class Dashboard:
         self.mode_sampling = {mode: (name, None, temperature, new_tokens)
                               for mode, (name, temperature, new_tokens) in MODE_SAMPLING.items() if mode in sampling}
         self.rollout_controls = self._rollout_controls() if "rollouts" in self.modes else None
-        self.button = pn.widgets.Button(name="Analyze", button_type="primary", width=120)
+        self.button = _button("Analyze", color="primary", width=120)
+        self.cancel_button = _button("Cancel", width=90, visible=False)
         self.progress = pn.indicators.Progress(active=False, visible=False, width=160, bar_color="primary")
-        self.status = pn.pane.HTML("", sizing_mode="stretch_width")
-        self.color_by = pn.widgets.Select(name="Color by", options=[DEFAULT_SIGNAL], value=DEFAULT_SIGNAL, width=160,
+        self.status = pn.pane.HTML("", sizing_mode="stretch_width", stylesheets=[CSS])  # (its own shadow root)
+        self.color_by = pn.widgets.Select(label="Color by", options=[DEFAULT_SIGNAL], value=DEFAULT_SIGNAL, width=160,
                                           disabled=True)
-        self.prev_page = pn.widgets.Button(name="◀ previous", width=100, visible=False)
-        self.next_page = pn.widgets.Button(name="next ▶", width=100, visible=False)
+        self.prev_page = _button("◀ previous", width=100, visible=False)
+        self.next_page = _button("next ▶", width=100, visible=False)
         self.page_label = pn.pane.HTML("", visible=False)
-        self.response_picker = pn.widgets.Select(name="Response", options={}, width=320)
-        self.critical_button = pn.widgets.Button(name="Find its critical token", width=170, align="end",
+        self.response_picker = pn.widgets.Select(label="Response", options={}, width=320)
+        self.critical_button = _button("Find its critical token", width=170, align="end",
                                                  disabled=True)
         self.response_info = pn.pane.HTML("", align="end")
         self.response_row = pn.Row(self.response_picker, self.critical_button, self.response_info, visible=False)
         self.strip = _strip_class()(sizing_mode="stretch_width", min_height=40)
         self.sections = pn.Column(sizing_mode="stretch_width")
         self.table_downloads = (
-            pn.widgets.FileDownload(callback=lambda: self._table_bytes("parquet"), filename="tokens.parquet",
-                                    label="Table (Parquet)", button_type="light", width=170),
-            pn.widgets.FileDownload(callback=lambda: self._table_bytes("csv"), filename="tokens.csv",
-                                    label="Table (CSV)", button_type="light", width=150),
+            _download("Table (Parquet)", "tokens.parquet", lambda: self._table_bytes("parquet"), width=170),
+            _download("Table (CSV)", "tokens.csv", lambda: self._table_bytes("csv"), width=150),
         )
         self.exports = pn.Row(*self.table_downloads, visible=False)
 
         self.button.on_click(self._on_go)
         self.critical_button.on_click(self._on_critical)
+        self.cancel_button.on_click(lambda _event: self.cancel.set())
         self.mode.param.watch(self._on_mode, "value")
         self.input_kind.param.watch(self._on_input_kind, "value")
         self.color_by.param.watch(lambda _event: self._redraw(strip=True), "value")
@@ -212,7 +283,7 @@ class Dashboard:
                    pn.pane.HTML("<b>Input</b>", margin=(5, 5, 0, 30)), self.input_kind),
             self.text,
             *[controls for controls in (self.rollout_controls, self.sampler_controls) if controls is not None],
-            pn.Row(self.signals_row, self.button, self.progress),
+            pn.Row(self.signals_row, self.button, self.cancel_button, self.progress),
             self.status,
             pn.Row(self.color_by, self.exports, pn.Spacer(width=20), self.prev_page, self.page_label,
                    self.next_page, align="end"),
@@ -227,7 +298,7 @@ class Dashboard:
         self.status.object = f'<div class="tw-status{" error" if error else ""}">{html.escape(message)}</div>'
 
     def _on_mode(self, event) -> None:
-        self.button.name = BUTTONS[event.new]
+        self.button.label = BUTTONS[event.new]
         if self.sampler_controls is not None:
             if event.old in self.mode_sampling:  # keep each sampling mode's own settings
                 self.mode_sampling[event.old] = (self.sampler.value, self.sampler_value.value,
@@ -253,18 +324,24 @@ class Dashboard:
         others; hidden for greedy, which takes the most likely token at any temperature."""
         import panel as pn
 
-        self.sampler = pn.widgets.Select(name="Sampler", options=list(BY_NAME), width=130)
-        self.sampler_value = pn.widgets.FloatInput(width=90)
-        self.temperature = pn.widgets.FloatInput(name="Temperature", value=1.0, step=0.1, width=100)
-        self.max_new_tokens = pn.widgets.IntInput(name="New tokens", value=48, width=100)
-        self.seed = pn.widgets.IntInput(name="Seed", value=0, width=90)
+        self.sampler = pn.widgets.Select(label="Sampler", options={SAMPLER_CHOICES.get(name, name): name
+                                                                  for name in [*BY_NAME, ADAPTIVE]}, width=200)
+        number = _number_field_class()
+        self.sampler_value = number(width=90)
+        self.temperature = number(label="Temperature", value=1.0, width=100)
+        self.max_new_tokens = number(label="New tokens", value=48, width=100)
+        self.seed = number(label="Seed", value=0, width=90)
 
         def show(name: str) -> None:  # the fields of sampler `name`, its own parameter at its default
+            if name == ADAPTIVE:
+                self.temperature.visible = self.sampler_value.visible = True
+                self.sampler_value.param.update(label="tau", value=0.5)
+                return
             parameter = BY_NAME[name]
             self.temperature.visible = parameter is not None
             self.sampler_value.visible = parameter is not None and parameter.rule != "temperature"
             if self.sampler_value.visible:
-                self.sampler_value.param.update(name=parameter.name, value=parameter.default)
+                self.sampler_value.param.update(label=parameter.name, value=parameter.default)
 
         show(self.sampler.value)
         self.sampler.param.watch(lambda event: show(event.new), "value")
@@ -276,14 +353,15 @@ class Dashboard:
         search (shown in rollouts mode). Rewards are named ones only: nothing typed is run as code."""
         import panel as pn
 
-        self.answer = pn.widgets.TextInput(name="Answer", value=DEFAULT_ANSWER, placeholder="e.g. 56", width=110)
-        self.reward_kind = pn.widgets.Select(name="Reward", options=list(REWARDS), value=REWARDS[0], width=140)
-        self.tolerance = pn.widgets.FloatInput(name="Tolerance", value=0.01, step=0.01, width=90, visible=False)
-        self.n = pn.widgets.IntInput(name="Responses", value=4, width=90)
-        self.thr_mode = pn.widgets.Select(name="THR", options=["auto", "exact", "cheap"], value="auto", width=90)
-        self.critical_n = pn.widgets.IntInput(name="Critical: completions", value=4, width=140)
-        self.critical_budget = pn.widgets.IntInput(name="prefixes at most", value=8, width=120)
-        self.critical_first = pn.widgets.Checkbox(name="for the first wrong response", value=True, align="end")
+        self.answer = pn.widgets.TextInput(label="Answer", value=DEFAULT_ANSWER, placeholder="e.g. 56", width=110)
+        self.reward_kind = pn.widgets.Select(label="Reward", options=list(REWARDS), value=REWARDS[0], width=140)
+        number = _number_field_class()
+        self.tolerance = number(label="Tolerance", value=0.01, width=90, visible=False)
+        self.n = number(label="Responses", value=4, width=90)
+        self.thr_mode = pn.widgets.Select(label="THR", options=["auto", "exact", "cheap"], value="auto", width=90)
+        self.critical_n = number(label="Critical: completions", value=4, width=140)
+        self.critical_budget = number(label="prefixes at most", value=8, width=120)
+        self.critical_first = _checkbox_class()(text="for the first wrong response", value=True, align="end")
         self.reward_kind.param.watch(lambda event: setattr(self.tolerance, "visible", event.new == "numeric answer"),
                                      "value")
         return pn.Row(self.answer, self.reward_kind, self.tolerance, self.n, self.thr_mode, pn.Spacer(width=20),
@@ -297,9 +375,9 @@ class Dashboard:
 
     def _label_text(self) -> None:
         if self.input_kind.value == "Chat messages":
-            self.text.name = "Chat messages (a line 'user:', 'assistant:' or 'system:' starts each message)"
+            self.text.label = "Chat messages (a line 'user:', 'assistant:' or 'system:' starts each message)"
         else:
-            self.text.name = {"generate": "Prompt", "rollouts": "Question"}.get(self.mode.value, "Text")
+            self.text.label = {"generate": "Prompt", "rollouts": "Question"}.get(self.mode.value, "Text")
 
     def _inputs(self, text_key: str) -> dict:
         """The text box as keyword arguments: chat messages, or the text under `text_key`."""
@@ -310,20 +388,24 @@ class Dashboard:
     def _sampling(self) -> dict:
         """The sampler controls as keyword arguments of `generate` and `rollouts`. The
         Temperature field is the temperature and Gumbel samplers' own parameter, and comes
-        before the truncation of the others (greedy has none). A field outside its allowed
-        values (`BY_NAME`) is refused."""
+        before the truncation of the others (greedy has none), or is HAPO's base temperature. A
+        field outside its allowed values (`BY_NAME`, `TAU`) is refused. HAPO's sampler is an
+        `AdaptiveChoice` until the model reads its reference (`_resolved`)."""
         from workbench import samplers
 
         name = self.sampler.value
-        parameter = BY_NAME[name]
-        if parameter is None:
+        parameter = BY_NAME.get(name)
+        if name == ADAPTIVE:
+            sampler = AdaptiveChoice(field_value(self.sampler_value, TAU, "HAPO's tau"),
+                                     field_value(self.temperature, BY_NAME["temperature"].allowed))
+        elif parameter is None:
             sampler = samplers.Greedy()
         else:
             rules = {"temperature": field_value(self.temperature, BY_NAME["temperature"].allowed)}
             if parameter.rule != "temperature":
                 rules[parameter.rule] = field_value(self.sampler_value, parameter.allowed, f"{name}'s {parameter.name}")
             sampler = samplers.Sampler(**rules)
-        return {"sampler": sampler, "seed": self.seed.value, "progress": False,
+        return {"sampler": sampler, "seed": field_value(self.seed, SEED), "progress": False,
                 "max_new_tokens": field_value(self.max_new_tokens, NEW_TOKENS)}
 
     def _reward(self):
@@ -372,10 +454,13 @@ class Dashboard:
         """Await `work()` with the buttons disabled and progress shown, then `show(result,
         seconds)`; errors are reported on the page."""
         started = time.monotonic()
+        self.cancel.clear()
         self.button.disabled = self.critical_button.disabled = True
-        self.progress.visible = self.progress.active = True
+        self.progress.visible = self.progress.active = self.cancel_button.visible = True
         try:
             result = await work()
+        except Cancelled:
+            self.say(f"Cancelled after {_seconds(time.monotonic() - started)}; the views show the previous result.")
         except WorkbenchError as error:
             self.say(f"Error: {error}", error=True)
         except Exception as error:  # a bug: keep the page usable, log the traceback server-side
@@ -385,7 +470,7 @@ class Dashboard:
             show(result, time.monotonic() - started)
         finally:
             self.button.disabled = False
-            self.progress.visible = self.progress.active = False
+            self.progress.visible = self.progress.active = self.cancel_button.visible = False
             self._update_critical_button()
 
     def _show_result(self, result, seconds: float) -> None:
@@ -395,15 +480,21 @@ class Dashboard:
             note = ("" if 0 < correct < len(result) else
                     f" Every reward is {result.rewards[0]:g}, so every advantage and THR is 0.")
             self.say(f"{len(result)} responses ({len(result.table)} tokens), {correct} correct, with {self.model.name} "
-                     f"({result.meta['sampler']}) in {_seconds(seconds)}.{note}{_template_note(result.meta)} Click a "
-                     "token (or a cell) to select it in every view.")
+                     f"({self._sampler_said(result.meta)}) in {_seconds(seconds)}.{note}{_template_note(result.meta)} "
+                     "Click a token (or a cell) to select it in every view.")
             return
         self.show_run(result)
         done = (f"{result.meta['n_generated']} tokens generated{STOPPED.get(result.meta.get('stop_reason'), '')}"
                 if "n_generated" in result.meta else f"{len(result)} tokens analyzed")
-        sampler = f" ({result.meta['sampler']})" if "sampler" in result.meta else ""
+        sampler = f" ({self._sampler_said(result.meta)})" if "sampler" in result.meta else ""
         self.say(f"{done} with {self.model.name}{sampler} in {_seconds(seconds)}.{_template_note(result.meta)} "
                  "Click a token (or a point in a chart) to select it in every view.")
+
+    def _sampler_said(self, meta: dict) -> str:
+        """The sampler a run's `meta` names, as the status line says it: a choice that `meta`
+        names otherwise (gumbel: the temperature sampler's distribution) says both."""
+        chosen = self.sampler.value
+        return meta["sampler"] if meta["sampler"].startswith(chosen) else f"{chosen}, that is {meta['sampler']}"
 
     async def _analyze(self):
         kwargs = self._inputs("text")
@@ -422,7 +513,7 @@ class Dashboard:
 
         def work():
             with self._holding_model("generating") as model:
-                return model.generate(**kwargs, **options)
+                return model.generate(**kwargs, **_resolved(options, model, kwargs))
 
         return await self._in_background(work)
 
@@ -435,7 +526,7 @@ class Dashboard:
 
         def work():
             with self._holding_model(f"sampling {options['n']} responses") as model:
-                group = model.rollouts(**kwargs, **options)
+                group = model.rollouts(**kwargs, **_resolved(options, model, kwargs))
                 self.stage = f"Token Hidden Reward ({thr})"
                 group.add(credit.token_hidden_reward(model, group, mode=thr))
                 wrong = np.flatnonzero(~group.correct())
@@ -447,7 +538,7 @@ class Dashboard:
 
     def _critical_options(self) -> dict:
         return {"n": field_value(self.critical_n, RESPONSES), "budget": field_value(self.critical_budget, PREFIXES),
-                "seed": self.seed.value}
+                "seed": field_value(self.seed, SEED)}
 
     def _critical_columns(self, group, response: int, options: dict):
         """Success rate after the prefixes of `response` and its critical token (rollout
@@ -460,10 +551,46 @@ class Dashboard:
 
     @contextmanager
     def _holding_model(self, stage: str):
-        """The model, while holding its lock (in a worker thread); `stage` says what is done."""
-        with self.lock:
-            self.stage = stage
-            yield self.model
+        """The model, while holding its lock (in a worker thread); `stage` says what is done.
+        Raises Cancelled when the session cancels its work, while it waits for the lock or
+        at the model's next module call."""
+        while not self.lock.acquire(timeout=CANCEL_POLL_S):
+            if self.cancel.is_set():
+                raise Cancelled
+        try:
+            self.stage, self.holding_since = stage, time.monotonic()
+            HOLDERS[id(self.lock)] = self
+            with self._cancellable():
+                yield self.model
+        finally:
+            HOLDERS.pop(id(self.lock), None)
+            self.lock.release()
+
+    @contextmanager
+    def _cancellable(self):
+        """While in this block, every call of a module of the model (a layer, a projection, the
+        lm_head) first checks whether the session cancelled its work (a cooperative check:
+        a long forward pass stops within one layer, a generation within one step)."""
+        def check(_module, _inputs):
+            if self.cancel.is_set():
+                raise Cancelled
+
+        network = getattr(self.model, "hf", None)
+        handles = [] if network is None else [module.register_forward_pre_hook(check) for module in network.modules()]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _waiting_for(self) -> str:
+        """What work waiting for the model waits for: the session that holds it, what that one
+        does and for how long."""
+        holder = HOLDERS.get(id(self.lock))
+        if holder is None:
+            return " (waiting for the model)" if self.lock.locked() else ""
+        return (f" (waiting for another page's work to finish: {holder.stage or 'starting'}, running for "
+                f"{time.monotonic() - holder.holding_since:.0f} s)")
 
     async def _in_background(self, work):
         """Run `work` in a thread; meanwhile tell the user how long it has been running, what
@@ -472,10 +599,9 @@ class Dashboard:
         self.stage = ""  # until `work` holds the model
         task = asyncio.ensure_future(asyncio.to_thread(work))
         while True:
-            if self.stage:
-                doing = f": {self.stage}"
-            else:
-                doing = " (waiting for another session's work to finish)" if self.lock.locked() else ""
+            doing = f": {self.stage}" if self.stage else self._waiting_for()
+            if self.cancel.is_set():
+                doing = ": cancelling (the model stops at its next layer)"
             self.say(f"Working… {time.monotonic() - started:.0f} s{doing}")
             done, _ = await asyncio.wait({task}, timeout=0.5)
             if done:
@@ -492,7 +618,7 @@ class Dashboard:
         run on show."""
         response = first_searched(group) if response is None else response
         self.group = group
-        self.group_views = [(view, _plotly_pane(self._on_group_click)) for view in views_for(group)]
+        self.group_views = [(view, _plotly_pane(self._on_group_click, view.name)) for view in views_for(group)]
         self._show(response_run(group, response))
         options = {f"{response_label(group, i)}  {_preview(text)}": i for i, text in enumerate(group.responses)}
         self.response_picker.param.update(options=options, value=response)  # (its watcher finds it on show)
@@ -512,9 +638,9 @@ class Dashboard:
         columns = available or [DEFAULT_SIGNAL]
         default = GROUP_SIGNAL if self.group is not None else DEFAULT_SIGNAL
         keep = self.color_by.value if self.color_by.value in columns else default
-        self.color_by.param.update(options=columns, value=keep if keep in columns else columns[0],
-                                   disabled=not available)
-        self.views = [(panel, _plotly_pane(self._on_click)) for panel in panels_for(run)]
+        self.color_by.param.update(options={_signal_choice(run, column): column for column in columns},
+                                   value=keep if keep in columns else columns[0], disabled=not available)
+        self.views = [(panel, _plotly_pane(self._on_click, panel.name)) for panel in panels_for(run)]
 
         def shown(view, pane):
             return pn.Column(pane, self._figure_exports(view), width=VIEW_WIDTH + 10)
@@ -611,9 +737,10 @@ class Dashboard:
                 self._draw(panel, pane, lambda: panel.render(self.run, self.selected, signal=signal))
 
     def _strip_html(self, signal: str) -> str:
-        """The strip's current page; a group's responses share one color scale."""
+        """The strip's current page; a response of a group on its own scale, as its heatmap row."""
         shared = self.group is not None and signal in self.group.table
-        return strip_page(self.run, signal, self.page, **(strip_scale(self.group, signal) if shared else {})).html
+        scale = strip_scale(self.group, signal, self.response) if shared else {}
+        return strip_page(self.run, signal, self.page, **scale).html
 
     def _draw(self, view, pane, figure) -> None:
         """Update `pane` to the figure `figure()` builds, in place when it can."""
@@ -661,22 +788,40 @@ class Dashboard:
         def figure():  # as shown, for the exports
             return self.drawn[view.name]
 
+        def page():
+            return io.BytesIO(figure_html(figure()).encode("utf-8"))
+
         name = view.name.replace(".", "-")
-        buttons = [pn.widgets.FileDownload(callback=lambda: io.BytesIO(figure_html(figure()).encode("utf-8")),
-                                           filename=f"{name}.html", label="HTML", button_type="light", width=70,
-                                           height=28, margin=(0, 5))]
+        small = dict(width=70, height=28, margin=(0, 5))
+        buttons = [_download("HTML", f"{name}.html", page, **small)]
         if self.png_export:
-            buttons.append(pn.widgets.FileDownload(callback=lambda: io.BytesIO(figure_png(figure())),
-                                                   filename=f"{name}.png", label="PNG", button_type="light", width=70,
-                                                   height=28, margin=(0, 5)))
+            buttons.append(_download("PNG", f"{name}.png", lambda: io.BytesIO(figure_png(figure())), **small))
         return pn.Row(*buttons, align="end")
 
 
-def _plotly_pane(on_click):
-    """An empty pane for a view's figure; a click on the figure calls `on_click(event)`."""
+def _button(label: str, **options):
+    """A button labelled `label` (`options`: Panel's Button keywords), with `FOCUS_RING`."""
     import panel as pn
 
-    pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config={"displaylogo": False})
+    return pn.widgets.Button(label=label, stylesheets=[FOCUS_RING], **options)
+
+
+def _download(label: str, filename: str, callback, **options):
+    """A light download button labelled `label` that saves what `callback()` returns as
+    `filename` (`options`: Panel's FileDownload keywords), with `FOCUS_RING`."""
+    import panel as pn
+
+    return pn.widgets.FileDownload(callback=callback, filename=filename, label=label, color="light",
+                                   stylesheets=[FOCUS_RING], **options)
+
+
+def _plotly_pane(on_click, name: str):
+    """An empty pane for view `name`'s figure; a click on the figure calls `on_click(event)`;
+    the camera button saves the chart as `name`.png (plotly's default: newplot.png)."""
+    import panel as pn
+
+    config = {"displaylogo": False, "toImageButtonOptions": {"filename": name.replace(".", "-")}}
+    pane = pn.pane.Plotly(None, width=VIEW_WIDTH, config=config)
     pane.param.watch(on_click, "click_data")
     return pane
 
@@ -689,13 +834,66 @@ def _clicked(event, read):
 
 
 def field_value(widget, allowed: Range, label: str | None = None):
-    """The number a field shows, when it is `allowed` (an int when `allowed.whole`). Otherwise
-    a WorkbenchError naming the field (`label`, default its name) and the allowed values."""
-    value = widget.value
+    """The number a field holds (typed: its text), when it is `allowed` (an int when
+    `allowed.whole`). Otherwise a WorkbenchError naming the field (`label`, default its
+    name), the allowed values and what it holds (a text that is no number, by its text)."""
+    value, shown = _typed_number(widget.value)
     if value is None or value not in allowed:
-        shown = "nothing" if value is None else f"{value:g}"
-        raise WorkbenchError(f"{label or widget.name} must be {allowed.words()}; got {shown}")
+        raise WorkbenchError(f"{label or widget.label} must be {allowed.words()}; got {shown}")
     return int(value) if allowed.whole else value
+
+
+def _typed_number(value) -> tuple[float | int | None, str]:
+    """(the number, as the error shows it) of a field's value: a number set from Python, or
+    the text typed in the browser (a whole number read exactly, however large). None for
+    nothing, a text that is no number, or a number that is not finite."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None, "nothing"
+    if not isinstance(value, str):
+        return (value if math.isfinite(value) else None), f"{value:g}"
+    text = value.strip()
+    for parse in (int, float):
+        try:
+            number = parse(text)
+        except ValueError:
+            continue
+        return (number if math.isfinite(number) else None), text
+    return None, f"{text!r}, which is not a number"
+
+
+def _number_field_class():
+    """A field for a number, as a Panel widget class (defined on first use: Panel is imported
+    late). It keeps what is typed: a browser's number field reverts a non-number without a
+    word (and rounds a large whole number), where `field_value` refuses it by name."""
+    import panel as pn
+    import param
+
+    class NumberField(pn.widgets.TextInput):
+        """`value`: a number set from Python (shown as that number), or the text typed."""
+
+        value = param.Parameter(default=None)
+
+        def _process_param_change(self, params):
+            if "value" in params:
+                params["value"] = _number_text(params["value"])
+            return super()._process_param_change(params)
+
+    return NumberField
+
+
+def _number_text(value) -> str:
+    """A field's value as the field shows it: a number written shortest (1.0 as '1')."""
+    if value is None or isinstance(value, str):
+        return value or ""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _signal_choice(run, column: str) -> str:
+    """How the Color-by picker names signal `column`: with the logit lens on show, whether the
+    lens draws it (rank, surprisal, entropy) or falls back to rank."""
+    if "lens_rank" not in run.arrays or f"lens_{column}" in run.arrays:
+        return column
+    return f"{column} (logit lens: rank)"
 
 
 def _template_note(meta: dict) -> str:
@@ -728,8 +926,12 @@ def _png_export_available() -> bool:
 
 
 def make_app(model, lock: threading.Lock):
-    """One session's page."""
-    return Dashboard(model, lock).layout
+    """One session's page; its work is cancelled when the session ends (its page gone)."""
+    import panel as pn
+
+    dashboard = Dashboard(model, lock)
+    pn.state.on_session_destroyed(lambda _context: dashboard.cancel.set())
+    return dashboard.layout
 
 
 def serve(model, *, host: str = "127.0.0.1", port: int = 5006, show: bool = False) -> None:
@@ -751,4 +953,6 @@ def serve(model, *, host: str = "127.0.0.1", port: int = 5006, show: bool = Fals
     origins = sorted({f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
     print(f"Token Workbench: serving {model.name} at http://{host}:{port}/", flush=True)
     pn.serve(lambda: make_app(model, lock), address=host, port=port, show=show,
-             websocket_origin=origins, title="Token Workbench", verbose=False)
+             websocket_origin=origins, title="Token Workbench", verbose=False,
+             unused_session_lifetime_milliseconds=UNUSED_SESSION_MS,
+             check_unused_sessions_milliseconds=CHECK_SESSIONS_MS)

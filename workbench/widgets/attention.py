@@ -6,9 +6,11 @@
   analyze for short inputs, `workbench.exact_attention` gives any row of any head);
 - KV-cache keep/evict: which keys a cache of `heavy` + `recent` slots would keep, ranked by
   received attention (H2O) or by Keyformer scores.
-Clicking a bar selects that token in the other views. Past `MAX_BARS` keys (bars too thin to
-see), the per-key scores are drawn as a line through each bin's lowest and highest score
-(`figures.decimate`, as the signal chart does), with the selected (or kept) keys as markers.
+Clicking a bar selects that token in the other views. Per-key scores are drawn on a log axis:
+the first token (the attention sink) receives ten times more than the others, which a linear
+axis would flatten. Past `MAX_BARS` keys (bars too thin to see), the per-key scores are drawn
+as a line through each bin's lowest and highest score (`figures.decimate`, as the signal
+chart does), with the selected (or kept) keys as markers.
 Figures use figures.py's light template.
 """
 from __future__ import annotations
@@ -59,7 +61,7 @@ def received(run, position=None, layer: int | None = None, head: int | None = No
     colors = np.where(run.table["position"].to_numpy() == position, SELECTED, KEY)
     fig = per_key(run, scores, position, "received", colors, KEY)
     fig.update_layout(title_text=f"Attention received by each token ({_which(layer, head)})",
-                      xaxis_title="position (key)", yaxis_title="sum over queries of A[q, key]", height=340,
+                      xaxis_title="position (key)", yaxis_title="sum over queries of A[q, key] (log)", height=340,
                       meta=POSITION_AXIS)
     return fig
 
@@ -97,9 +99,10 @@ def keep_evict(run, position=None, heavy: int = 8, recent: int = 8, layer=None, 
     keep = heavy_hitters(scores, heavy, recent)
     fig = per_key(run, scores, position, label, np.where(keep, KEPT, EVICTED), EVICTED,
                   notes=np.where(keep, "kept", "evicted"))
+    legend = f"<span style='color:{KEPT}'>■</span> kept, <span style='color:{EVICTED}'>■</span> evicted"
     fig.update_layout(title_text=f"{method} cache of {heavy} heavy + {recent} recent keys: {int(keep.sum())} kept of "
-                                 f"{len(keep)}<br>{label} per key ({_which(layer, head)})",
-                      xaxis_title="position (key)", yaxis_title=label, height=340, meta=POSITION_AXIS)
+                                 f"{len(keep)} ({legend})<br>{label} per key ({_which(layer, head)})",
+                      xaxis_title="position (key)", yaxis_title=f"{label} (log)", height=340, meta=POSITION_AXIS)
     return fig
 
 
@@ -125,7 +128,7 @@ def per_key(run, scores: np.ndarray, position, label: str, colors: np.ndarray, b
                              hovertemplate=hover)]
     selected = position is not None and 0 <= position < len(positions)
     return go.Figure(traces, layout=dict(showlegend=False, shapes=[selection_line(position)] if selected else [],
-                                         **LIGHT))
+                                         yaxis_type="log", **LIGHT))
 
 
 def _which(layer, head) -> str:

@@ -1,12 +1,17 @@
 """Views of a `Group` (RL rollouts): pure builders, Group -> plotly Figure or offline HTML.
 
 - `group_strips`: the responses stacked as token strips, each token colored by a signed
-  signal (THR by default) on a diverging scale centred on zero (its range: `color_range`, the
-  same in every view of the group), with the response's reward and advantage beside it;
-  self-contained HTML (what `group.show()` returns).
+  signal (THR by default) on a diverging scale centred on zero, with the response's reward
+  and advantage beside it; self-contained HTML (what `group.show()` returns).
 - `token_heatmap`: responses as rows, positions as columns, each cell a token colored by a
   signal (THR: diverging around zero), hover: token, advantage, signal, entropy; critical
-  tokens outlined in black.
+  tokens outlined in black (the legend says so); a cell shows its token only when wide enough.
+
+Scales: a signed signal (THR) is colored per response, over ± that response's
+`diverging_limit` (`response_limits`): the correct responses' THR is often a hundred times the
+wrong ones', which a scale shared by the group would leave white; a response's strip and its
+heatmap row use the same scale, which the heatmap's row labels give. A sequential signal
+(D3S) is colored from zero to the group's largest value, in every view (`color_range`).
 - `success_curve`: the success rate c_t / n after each prefix of one response (the rollout
   definition of critical tokens), the critical token marked, the group's success rate as the
   baseline.
@@ -19,7 +24,7 @@ columns a view needs); `views_for(group)` gives the applicable ones, and every
 `view.figure(group, selected, response)` takes the selected token as (response, position)
 or None and the response on show (the success curve follows it; `first_searched` is the one
 shown first). `response_run(group, i)` is one response as a `Run` (the token strip and the
-per-position panels show it), colored on the group's common scale (`strip_scale`). Figures say how a click maps to a token in
+per-position panels show it), colored on its own scale (`strip_scale`). Figures say how a click maps to a token in
 `layout.meta["workbench"]` (read by `clicked_token`): the heatmap has {"position_axis": "x",
 "response_axis": "y"} (a clicked cell's x and y are the token's position and response), the
 success curve {"position_axis": "x", "response": i}, the prefix tree {"points": [[response,
@@ -53,7 +58,10 @@ PLOTLY_DIVERGING = [[i / (len(DIVERGING) - 1), c] for i, c in enumerate(DIVERGIN
 SUCCESS_SCALE = [[0.0, "#d73027"], [0.5, "#fee08b"], [1.0, "#1a9850"]]
 DIVERGING_QUANTILE = 0.95  # of the non-zero |values|: where a diverging scale reaches its end colors
 MARKER_COLOR = "#111111"
-MAX_CELL_TEXT = 80  # positions beyond which cells show no token text (too narrow to read)
+CELL_TEXT_PX = 330  # the heatmap's plot width for its cells, at the dashboard's view width (px)
+CHAR_PX = 6  # width of a character of the cells' 10 px font
+SIGNAL_NAMES = {"thr": "Token Hidden Reward (Deng et al. 2025): a token's pull toward the correct responses",
+                "d3s": "D3S priority: |advantage| x entropy of the token"}
 # Figures are built in one go (traces and a figures.figure_layout dict, the light template):
 # the dashboard rebuilds them on every click, and plotly's add_* helpers and named templates
 # cost tens of milliseconds each.
@@ -121,11 +129,22 @@ def color_range(values: np.ndarray) -> tuple[float, float]:
     return 0.0, _magnitude_quantile(values, 1.0)  # the largest
 
 
-def strip_scale(group: Group, signal: str) -> dict:
-    """Token-strip colors (`token_strip` keywords) shared by every response of the group,
-    on the group's `color_range`: the diverging scale for a signal with negative values,
-    the sequential one otherwise."""
+def response_limits(group: Group, signal: str) -> np.ndarray:
+    """Each response's `diverging_limit` of `signal` [responses]: the half-width of its own
+    diverging scale."""
+    values = _signal_values(group, signal)
+    responses = group.table["response"].to_numpy()
+    return np.array([diverging_limit(values[responses == i]) for i in range(len(group))])
+
+
+def strip_scale(group: Group, signal: str, response: int | None = None) -> dict:
+    """Token-strip colors (`token_strip` keywords) of `response` (None: every response): for
+    a signal with negative values, the diverging scale over ± the response's own limit (the
+    group's for None); the sequential one over the group's `color_range` otherwise."""
     low, high = color_range(_signal_values(group, signal))
+    if low < 0 and response is not None:
+        high = float(response_limits(group, signal)[response])
+        low = -high
     return dict(colorscale=DIVERGING if low < 0 else "viridis", vmin=low, vmax=high)
 
 
@@ -170,10 +189,10 @@ class GroupStrips:
 
 def group_strips(group: Group, signal: str = "thr") -> GroupStrips:
     """Every response as a token strip colored by `signal`: a diverging scale symmetric
-    around zero for signed signals (see `strip_scale`), the sequential one otherwise; hover a
+    around zero for signed signals, each response's own (see `strip_scale`), the sequential
+    one otherwise; hover a
     token for its value. Each strip is headed by the response's reward, advantage and
     critical token."""
-    scale = strip_scale(group, signal)
     parts = [f'<div class="tw-group" style="font:13px system-ui,sans-serif">'
              f"<div><b>{html.escape(str(group.meta.get('model', '')))}</b> · {len(group)} responses · "
              f"mean reward {group.rewards.mean():.3f} · color = {html.escape(signal)}</div>"]
@@ -181,7 +200,7 @@ def group_strips(group: Group, signal: str = "thr") -> GroupStrips:
         run = response_run(group, i)
         parts.append(f'<div style="margin-top:10px;color:#444">{html.escape(response_header(group, i))}</div>')
         # (without its metadata: the model's name heads the group, not every strip)
-        parts.append(token_strip(Run(run.text, run.table), signal, **scale).html)
+        parts.append(token_strip(Run(run.text, run.table), signal, **strip_scale(group, signal, i)).html)
     parts.append("</div>")
     return GroupStrips("\n".join(parts), signal, len(group))
 
@@ -189,32 +208,39 @@ def group_strips(group: Group, signal: str = "thr") -> GroupStrips:
 # ----- heatmap of responses x positions ----------------------------------------------------------
 def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal: str = "thr") -> go.Figure:
     """Responses stacked (rows), tokens along the positions (columns), each cell colored by
-    `signal` on the group's `color_range`, as in the strips: on a diverging scale centred on
-    zero when it takes negative values (THR, range ±`diverging_limit`: cells beyond it take
-    the end colors, the hover gives their value), on a sequential one from zero to the
-    largest value otherwise (D3S); critical tokens outlined in black."""
+    `signal` as in the strips: on a diverging scale centred on zero when it takes negative
+    values (THR), each row over ± its response's limit (`response_limits`, in the row's label;
+    cells beyond take the end colors, the hover gives their value); on a sequential one from
+    zero to the group's largest value otherwise (D3S). Critical tokens outlined in black, with
+    a legend; a cell shows its token (cut to fit) only when at least two characters fit."""
     values = _signal_values(group, signal)
     low, high = color_range(values)
-    scale = dict(colorscale=PLOTLY_DIVERGING, zmid=0) if low < 0 else dict(colorscale="Viridis")
     z = group.grid(signal, dtype="float64")
     tokens = group.grid("token", fill="")
     advantage = np.repeat(group.advantages[:, None], z.shape[1], axis=1)
     entropy = group.grid("entropy", dtype="float64") if "entropy" in group.table else np.full(z.shape, np.nan)
     labels = [response_label(group, i) for i in range(len(group))]
-    show_text = z.shape[1] <= MAX_CELL_TEXT
+    colored, scale = z, dict(colorscale="Viridis", zmin=low, zmax=high, colorbar=dict(title=signal))
+    if low < 0:
+        limits = response_limits(group, signal)
+        colored = np.clip(z / limits[:, None], -1, 1)
+        labels = [f"{label} ±{limit:.3g}" for label, limit in zip(labels, limits)]
+        scale = dict(colorscale=PLOTLY_DIVERGING, zmid=0, zmin=-1, zmax=1, colorbar=dict(
+            title=f"{signal} / row's ±", tickvals=[-1, 0, 1], ticktext=["−limit", "0", "+limit"]))
+    shown = np.vectorize(lambda t: t.replace("\n", "↵"))(tokens) if tokens.size else tokens
     traces = [go.Heatmap(
-        z=z, x=list(range(z.shape[1])), y=list(range(len(group))), zmin=low, zmax=high, **scale,
-        text=np.vectorize(lambda t: t.replace("\n", "↵"))(tokens) if tokens.size else tokens,
-        texttemplate="%{text}" if show_text else None, textfont=dict(size=10),
-        customdata=np.dstack([advantage, entropy]) if z.size else None,
-        hovertemplate=("response %{y}<br>position %{x}: %{text}<br>advantage %{customdata[0]:+.3f}<br>"
-                       f"{signal} %{{z:+.4g}}<br>entropy %{{customdata[1]:.3f}}<extra></extra>"),
-        colorbar=dict(title=signal), xgap=1, ygap=2,
+        z=colored, x=list(range(z.shape[1])), y=list(range(len(group))), **scale,
+        text=_cell_text(shown), texttemplate="%{text}", textfont=dict(size=10),
+        customdata=np.dstack([a.astype(object) for a in (advantage, entropy, z, shown)]) if z.size else None,
+        hovertemplate=("response %{y}<br>position %{x}: %{customdata[3]}<br>advantage %{customdata[0]:+.3f}<br>"
+                       f"{signal} %{{customdata[2]:+.4g}}<br>entropy %{{customdata[1]:.3f}}<extra></extra>"),
+        xgap=1, ygap=2,
     )]
     if "critical" in group.table:
         critical = group.table[group.table["critical"].fillna(False).astype(bool)]
         traces.append(go.Scatter(
-            x=critical["position"], y=critical["response"], mode="markers", name="critical token",
+            x=critical["position"], y=critical["response"], mode="markers", showlegend=True,
+            name="critical token: the first prefix with no correct completion",
             marker=dict(symbol="square-open", size=22, color=MARKER_COLOR, line=dict(width=2)),
             hovertemplate="critical token<extra></extra>"))
     shapes = []
@@ -223,14 +249,24 @@ def token_heatmap(group: Group, selected: tuple[int, int] | None = None, signal:
         shapes.append(selection_box(position - 0.5, position + 0.5, response - 0.5, response + 0.5, yref="y", width=3))
     finite = values[np.isfinite(values)]
     zero = len(finite) > 0 and not finite.any()
+    title = f"{signal} per token" + (" (all zero)" if zero else "")
     return go.Figure(traces, layout=figure_layout(
-        f"{signal} per token" + (" (all zero)" if zero else ""), height=max(220, 60 + 36 * len(group)),
-        shapes=shapes, xaxis=dict(title="position in the response"),
+        f"{title}<br><sup>{SIGNAL_NAMES.get(signal, signal)}</sup>", height=max(240, 90 + 36 * len(group)),
+        shapes=shapes, xaxis=dict(title="position in the response"), showlegend=True,
+        legend=dict(orientation="h", x=0, y=-0.12, yanchor="top", font=dict(size=11)),
         yaxis=dict(autorange="reversed", tickvals=list(range(len(group))), ticktext=labels),
-        margin=dict(l=150, r=20, t=40, b=40), meta={"workbench": {"position_axis": "x", "response_axis": "y"}}))
+        margin=dict(l=150, r=20, t=56, b=70), meta={"workbench": {"position_axis": "x", "response_axis": "y"}}))
 
 
-# ----- success rate along one response -----------------------------------------------------------
+def _cell_text(tokens: np.ndarray) -> np.ndarray:
+    """What each heatmap cell writes: its token cut to the characters that fit the cells'
+    width (an ellipsis ends a cut one), nothing when fewer than two fit (the hover has it)."""
+    fit = int(CELL_TEXT_PX / max(tokens.shape[1] if tokens.ndim == 2 else 1, 1) / CHAR_PX)
+    if fit < 2:
+        return np.full(tokens.shape, "", dtype=object)
+    return np.vectorize(lambda t: t if len(t) <= fit else t[:fit - 1] + "…", otypes=[object])(tokens)
+
+
 def success_curve(group: Group, response: int | None = None, selected: tuple[int, int] | None = None) -> go.Figure:
     """c_t / n after each evaluated prefix of `response` (default: the selected token's
     response, else the first with a success rate), its critical token marked, the group's

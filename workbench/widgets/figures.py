@@ -133,13 +133,13 @@ def next_token_chart(run: Run, selected: int | None = None) -> go.Figure:
         title = f"Prediction of token #{selected} {row['token']!r}"
         actual = int(row["token_id"])
         rank = None if "rank" not in table or pd.isna(row.get("rank")) else int(row["rank"])
-    labels = [f"{i + 1}. {t!r}" for i, t in enumerate(tokens)]
+    labels = [f"{t!r} · rank {i}" for i, t in enumerate(tokens)]  # rank as everywhere: 0 = the most likely
     colors = [BAR_COLOR] * len(tokens)
     ids = [] if selected is None else list(table.iloc[selected]["topk_ids"] or [])
     if actual is not None and actual in ids:
         colors[ids.index(actual)] = SELECTED_COLOR
     elif actual is not None and tokens and "surprisal" in table and not pd.isna(table["surprisal"].iloc[selected]):
-        labels.append(f"{'' if rank is None else f'{rank + 1}. '}{table['token'].iloc[selected]!r} (actual)")
+        labels.append(f"{table['token'].iloc[selected]!r}{'' if rank is None else f' · rank {rank}'} (actual)")
         probs = list(probs) + [math.exp(-float(table["surprisal"].iloc[selected]))]
         colors.append(SELECTED_COLOR)
     trace = go.Bar(
@@ -340,17 +340,37 @@ def update_in_place(current: go.Figure, new: go.Figure, previous: go.Figure | No
     kinds = [t.type for t in new.data]
     if [t.type for t in current.data] != kinds or [t.type for t in base.data] != kinds:
         return False
-    restyles = [_changed_paths(a.to_plotly_json(), b.to_plotly_json()) for a, b in zip(base.data, new.data)]
-    if any(isinstance(v, np.ndarray) and v.ndim > 1 for changes in restyles for v in changes.values()):
-        return False  # a new matrix (heatmap z): drawn anew (restyle messages carry flat arrays)
+    restyle = _restyle(base.data, new.data)
+    if restyle is None:
+        return False
     relayout = _changed_paths(base.layout.to_plotly_json(), new.layout.to_plotly_json())
-    with current.batch_update():  # one restyle/relayout message at the end
-        for trace, changes in zip(current.data, restyles):
-            for path, value in changes.items():
-                trace[path] = value
+    if restyle:
+        current.plotly_restyle(restyle, list(range(len(kinds))))
+    with current.batch_update():  # one relayout message at the end
         for path, value in relayout.items():
             current.layout[path] = value
     return True
+
+
+def _restyle(old_traces, new_traces) -> dict | None:
+    """The restyle that turns `old_traces` into `new_traces`: each trace property that changed
+    in any trace, with its new value for every trace (a value per trace: Bokeh cannot send
+    plotly's `Undefined`, which a restyle of some traces only would hold for the others, and
+    drops the whole batch of changes that holds it). None when a trace has no such property,
+    or a new matrix changed (heatmap z: restyle messages carry flat arrays): drawn anew."""
+    new_json = [trace.to_plotly_json() for trace in new_traces]
+    changed = set()
+    for old, new in zip(old_traces, new_json):
+        changed |= _changed_paths(old.to_plotly_json(), new).keys()
+    restyle = {}
+    for path in sorted(changed):
+        if not all(path in trace for trace in new_traces):
+            return None
+        values = [new_traces[i][path] for i in range(len(new_json))]
+        if any(isinstance(v, np.ndarray) and v.ndim > 1 for v in values):
+            return None
+        restyle[path] = values
+    return restyle
 
 
 def _changed_paths(old: dict, new: dict, prefix: str = "") -> dict:

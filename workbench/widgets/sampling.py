@@ -1,13 +1,15 @@
 """Sampling views of a generation (pure figure builders, registered as panels):
 
 - the next-token distribution at a step (its top 50 at temperature 1), with the kept set of
-  several truncation rules marked above the bars, each with its size and the entropy of
-  its renormalized set;
+  the run's own sampler (as it drew, at its temperature) marked first above the bars, and
+  those of the other truncation rules (at temperature 1) for comparison, each with its size
+  and the entropy of its renormalized set;
 - entropy before and after truncation, and kept-set size, along the generation.
 
-Kept sets are recomputed from the stored top 50 and the full entropy with the same
-`kernels.kept_counts` the sampler uses; a set that reaches 50 is shown as "50+". Figures
-use figures.py's light template; entropies are in nats.
+The run's own kept set is the one its sampler recorded at each step (table columns `kept`,
+`kept_entropy`); the compared ones are recomputed from the stored top 50 and the full
+entropy with the same `kernels.kept_counts` the sampler uses; a set that reaches 50 is shown
+as "50+". Figures use figures.py's light template; entropies are in nats.
 """
 from __future__ import annotations
 
@@ -17,16 +19,19 @@ import torch
 
 from workbench.kernels import kept_counts
 
-from .figures import LIGHT, token_reprs
+from .figures import LIGHT, selection_line, token_reprs
 from .panels import Panel, register_panel
 
-# Rules compared at each step (at temperature 1), with their colors.
+# Rules compared at each step (at temperature 1), with their colors; the run's own sampler is
+# drawn first, in the chosen token's color.
 RULES = (
     ("top-p 0.9", dict(top_p=0.9), "#1f77b4"),
     ("min-p 0.1", dict(min_p=0.1), "#2ca02c"),
     ("top-H 0.4", dict(top_h=0.4), "#d62728"),
     ("top-k 20", dict(top_k=20), "#9467bd"),
 )
+CHOSEN_COLOR = "#ff7f0e"
+LABELED_BARS = 20  # bars whose token is written under the axis (all of them are in the hover)
 
 
 def has_generation(run) -> bool:
@@ -53,6 +58,16 @@ def kept_sets(sorted_probs: np.ndarray, entropy: float) -> list[tuple[str, int, 
     return out
 
 
+def shown_sets(run, row, sorted_probs: np.ndarray) -> list[tuple[str, int, float, str]]:
+    """The kept sets the step's chart marks: the run's own sampler's first (the size and
+    entropy it recorded, at its temperature), then the compared rules of other kinds."""
+    chosen = run.meta.get("sampler", "the sampler")
+    own = (f"{chosen} (this run)", int(row["kept"]), float(row["kept_entropy"]), CHOSEN_COLOR)
+    others = [kept for kept in kept_sets(sorted_probs, float(row["entropy"]))
+              if not chosen.startswith(kept[0].split()[0] + " ")]
+    return [own, *others]
+
+
 def step_distribution(run, position=None) -> go.Figure:
     step, position = _step_of(run, position)
     probs = run.arrays["step_top_probs"][step]  # [50], descending
@@ -61,23 +76,25 @@ def step_distribution(run, position=None) -> go.Figure:
     labels = [repr(t)[1:-1] or "·" for t in _pieces(run, ids)]
     chosen = ids == row["token_id"]
     fig = go.Figure(go.Bar(
-        x=list(range(len(probs))), y=probs, marker_color=np.where(chosen, "#ff7f0e", "#b0b7c3"),
+        x=list(range(len(probs))), y=probs, marker_color=np.where(chosen, CHOSEN_COLOR, "#b0b7c3"),
         customdata=labels, hovertemplate="%{customdata}<br>p = %{y:.4f}<extra></extra>", showlegend=False,
     ), layout=LIGHT)
     top = float(probs.max())
-    for level, (label, size, kept_entropy, color) in enumerate(kept_sets(probs, float(row["entropy"]))):
+    for level, (label, size, kept_entropy, color) in enumerate(shown_sets(run, row, probs)):
         y = top * (1.08 + 0.08 * level)
         shown = f"{size}+" if size >= len(probs) else str(size)
         fig.add_trace(go.Scatter(
-            x=[-0.4, size - 0.6], y=[y, y], mode="lines", line=dict(color=color, width=5),
-            name=f"{label}: keeps {shown}, H = {kept_entropy:.2f} nats", hoverinfo="name",
+            x=[-0.4, min(size, len(probs)) - 0.6], y=[y, y], mode="lines", line=dict(color=color, width=5),
+            name=f"{label}: keeps {shown}, H = {max(kept_entropy, 0.0):.2f} nats", hoverinfo="name",
         ))
+    labeled = min(LABELED_BARS, len(probs))
     fig.update_layout(
-        title_text=f"Step at position {position}: drew {row['token']!r} (rank {row['rank']}), "
+        title_text=f"Step at #{position} {row['token']!r}: drew rank {int(row['rank'])}, "
                    f"entropy {row['entropy']:.2f} nats",
-        xaxis=dict(tickmode="array", tickvals=list(range(len(probs))), ticktext=labels, tickangle=-60),
-        yaxis_title="probability (temperature 1)", legend=dict(orientation="h", y=-0.35), margin=dict(t=50, b=120),
-        height=420,
+        xaxis=dict(tickmode="array", tickvals=list(range(labeled)), ticktext=labels[:labeled], tickangle=-90,
+                   title=f"the top {len(probs)} tokens (the first {labeled} named; every one in the hover)"),
+        yaxis_title="probability (temperature 1)", legend=dict(orientation="h", y=-0.45), margin=dict(t=50, b=150),
+        height=460,
     )
     return fig
 
@@ -94,7 +111,7 @@ def generation_steps(run, position=None) -> go.Figure:
     fig.add_trace(go.Bar(x=x, y=table["kept"].to_numpy(float), name="kept-set size", yaxis="y2",
                          marker_color="rgba(148, 103, 189, 0.35)"))
     if position is not None and position in set(x.tolist()):
-        fig.add_vline(x=position, line=dict(color="#ff7f0e", width=2, dash="dot"))
+        fig.add_shape(selection_line(position))
     fig.update_layout(
         title_text=f"Generation with {run.meta.get('sampler', 'a sampler')}: entropy and kept set per step",
         xaxis_title="position", yaxis=dict(title="entropy (nats)"),

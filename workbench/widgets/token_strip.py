@@ -3,8 +3,11 @@ signal, with a hover tooltip (position, token, value, top-k alternatives) and cl
 
 The HTML is self-contained and works offline: no external assets, one `<span>` per token,
 colors as a few CSS classes (the colorscale quantized to `LEVELS` steps; the exact value is
-in the tooltip), token details in data attributes rendered by CSS `attr()`, and one small
-inline `onclick` handler on the strip for selection. The visible text of the strip is
+in the tooltip), token details in data attributes rendered by CSS `attr()`, and small inline
+handlers on the strip for selection: `onclick`, and `onkeydown` for the keyboard (the
+tokens are a list box: Tab reaches the selected token, or the first; the arrow keys, Home
+and End move the selection along the strip's page; each token's accessible name holds its
+position, text and value). The visible text of the strip is
 exactly `run.text`: markers for zero-width tokens and newlines, and the tooltips, are
 CSS-generated content, not text nodes.
 
@@ -16,6 +19,7 @@ every page of a long run, the bar being on one page only).
 from __future__ import annotations
 
 import html
+import math
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -87,6 +91,8 @@ def token_strip(run: Run, signal: str = "surprisal", *, colorscale: str | Sequen
     e.g. the first token, which has no prediction) are drawn hatched grey.
     window: (start, stop) positions: render only those tokens (one page of a long run,
     see `strip_page`), with the colors of the whole run.
+    Rank (0 = the most likely token, thousands for the worst) is colored on a log scale,
+    log10(1 + rank), as the logit lens colors it; the legend and tooltips give ranks.
     """
     table = run.table
     available = signal_columns(table)
@@ -98,21 +104,26 @@ def token_strip(run: Run, signal: str = "surprisal", *, colorscale: str | Sequen
     present = [v for v in values if v is not None]
     lo = vmin if vmin is not None else (min(present) if present else 0.0)
     hi = vmax if vmax is not None else (max(present) if present else 1.0)
+    scale = _log_rank if signal == "rank" else float
 
     start, stop = _window(window, len(table))
     values = values[start:stop]
-    levels = [None if v is None else _level(v, lo, hi) for v in values]
+    levels = [None if v is None else _level(scale(v), scale(lo), scale(hi)) for v in values]
     integer = pd.api.types.is_integer_dtype(table[signal])
     generated = _generated(table)
-    spans = _token_spans(run, table.iloc[start:stop], values, levels, integer=integer, generated=generated)
+    spans = _token_spans(run, table.iloc[start:stop], values, levels, integer=integer, generated=generated,
+                         signal=signal)
     strip_id = f"tw-{uuid.uuid4().hex[:12]}"
     parts = [
         f'<div class="tw-strip" id="{strip_id}" data-signal="{html.escape(signal)}" '
-        f'data-first="{start}" data-stop="{stop}" onclick="{_ONCLICK}">',
+        f'data-first="{start}" data-stop="{stop}" onclick="{_ONCLICK}" onkeydown="{_ONKEYDOWN}" '
+        f'onmouseover="{_ONPOINT}" onfocusin="{_ONPOINT}">',
         f"<style>{_css(strip_id, signal, stops, sorted({level for level in levels if level is not None}))}</style>",
-        _legend(signal, stops, lo, hi, has_missing=len(present) < len(values), model=run.meta.get("model"),
+        _legend(signal + (" (0 = the most likely; log scale)" if signal == "rank" else ""), stops, lo, hi,
+                has_missing=len(present) < len(values), model=run.meta.get("model"),
                 generation_start=None if generated is None else generated.index(True)),
-        f'<div class="tw-text">{"".join(spans)}</div>',
+        f'<div class="tw-text" role="listbox" aria-label="tokens, colored by {html.escape(signal)}">'
+        f'{"".join(spans)}</div>',
         '<div class="tw-info">click a token to select it</div>',
         "</div>",
     ]
@@ -173,6 +184,11 @@ def _rgb(color: str) -> tuple[int, int, int]:
     return int(color[1:3], 16), int(color[3:5], 16), int(color[5:7], 16)
 
 
+def _log_rank(rank: float) -> float:
+    """The value a rank is colored by: log10(1 + rank), as in the logit lens."""
+    return math.log10(1 + max(rank, 0.0))
+
+
 def _level(value: float, lo: float, hi: float) -> int:
     """value -> color level in [0, LEVELS - 1], linear between lo and hi, clipped."""
     t = 0.0 if hi <= lo else min(max((value - lo) / (hi - lo), 0.0), 1.0)
@@ -209,18 +225,21 @@ def _generated(table: pd.DataFrame) -> list[bool] | None:
 
 
 def _token_spans(run: Run, table: pd.DataFrame, values, levels, *, integer: bool,
-                 generated: list[bool] | None) -> list[str]:
+                 generated: list[bool] | None, signal: str) -> list[str]:
     """One span per token of `table` (the run's table, or a window of it); text not covered
     by a token span is emitted as plain text (before the run's first token and after its
     last one only on the windows that hold them). `generated` (per token of the run, see
-    `_generated`) marks prompt tokens (class p) and the first token after a prompt (g0)."""
+    `_generated`) marks prompt tokens (class p) and the first token after a prompt (g0).
+    Each span is an option of the strip's list box (named "tokens, colored by <signal>"),
+    named by its position, text and value; Tab reaches the first until another is selected
+    (the selected one then; a span gets its tabindex when selected)."""
     text, spans, n_tokens = run.text, [], len(run.table)
     first = len(table) == 0 or table["position"].iloc[0] == 0
     last = len(table) == 0 or table["position"].iloc[-1] == n_tokens - 1
     cursor = 0 if first else int(table["start"].iloc[0])
     top_k = all(c in table.columns for c in TOP_K_COLUMNS)
     roles = table["role"] if "role" in table.columns else [None] * len(table)
-    for row, value, level, role in zip(table.itertuples(index=False), values, levels, roles):
+    for number, (row, value, level, role) in enumerate(zip(table.itertuples(index=False), values, levels, roles)):
         start, end = int(row.start), int(row.end)
         if start > cursor:
             spans.append(html.escape(text[cursor:start]))
@@ -236,6 +255,9 @@ def _token_spans(run: Run, table: pd.DataFrame, values, levels, *, integer: bool
         if role not in (None, "text"):
             attrs["data-role"] = role
         attrs["data-v"] = "n/a" if value is None else str(int(value)) if integer else f"{value:.4g}"
+        attrs.update({"role": "option", "aria-label": f"#{row.position} {row.token!r}: {attrs['data-v']}"})
+        if number == 0:
+            attrs["tabindex"] = "0"
         if top_k and row.topk_tokens is not None:
             attrs["data-k"] = _top_k(row.topk_ids, row.topk_tokens, row.topk_probs, row.token_id)
         if not piece:
@@ -284,7 +306,7 @@ def _css(strip_id: str, signal: str, stops, used_levels: list[int]) -> str:
         f"{s} .tw-legend{{display:flex;align-items:center;gap:6px;font-size:12px;margin-bottom:6px}}",
         f"{s} .tw-bar{{display:inline-block;width:140px;height:10px;border:1px solid #999}}",
         f"{s} .tw-sw{{display:inline-block;width:14px;height:10px;border:1px solid #999;margin-left:10px}}",
-        f"{s} .tw-model{{margin-left:auto;color:#888}}",
+        f"{s} .tw-model{{margin-left:auto;color:#595959}}",  # 7:1 on white
         f"{s} .tw-split{{margin-left:10px;display:inline-flex;gap:8px}}",
         f"{s} .tw-prompt,{s} .t.p{{text-decoration:underline dotted;text-underline-offset:4px}}",
         f"{s} .tw-gen,{s} .t.g0{{border-left:3px solid #111;padding-left:2px;margin-left:3px}}",
@@ -300,11 +322,14 @@ def _css(strip_id: str, signal: str, stops, used_levels: list[int]) -> str:
         f"{s} .t.nl::before{{content:'\\21B5';color:#999;font-size:11px}}",
         f"{s} .t:hover{{outline:1px solid #333}}",
         f"{s} .t.sel{{outline:2px solid #e4572e;outline-offset:1px}}",
-        f"{s} .t:hover::after{{content:'#' attr(data-i) '  ' attr(data-r) '  ' attr(data-role) "
+        f"{s} .t:focus-visible{{outline:3px solid #1a4fd6;outline-offset:2px}}",
+        f"{s} .t:focus-visible::after,{s} .t:hover::after{{content:'#' attr(data-i) '  ' attr(data-r) "
+        "'  ' attr(data-role) "
         f"'\\A {_css_string(signal)} = ' attr(data-v) '\\A ' attr(data-k);"
         "position:absolute;left:0;top:100%;z-index:20;margin-top:4px;padding:4px 8px;white-space:pre;"
         "font:12px/1.4 ui-monospace,Menlo,Consolas,monospace;background:#222;color:#eee;border-radius:4px;"
         "box-shadow:0 2px 6px rgba(0,0,0,.3);pointer-events:none}",
+        f"{s} .t.r::after{{left:auto;right:0}}",  # a token in the right half: its tooltip opens leftwards
         f"{s} .tw-info{{font-size:12px;color:#555;margin-top:6px;white-space:pre-wrap;min-height:1.5em}}",
     ]
     for level in used_levels:
@@ -319,16 +344,35 @@ def _css_string(value: str) -> str:
     return "".join(c if c.isascii() and c.isalnum() else f"\\{ord(c):06x}" for c in value)
 
 
-# Selection: toggle the `sel` class on the clicked token, record its position on the strip
+# Selection: toggle the `sel` class on the clicked token (and the list box's aria-selected and
+# roving tabindex: Tab reaches the selected token), record its position on the strip
 # (data-selected), describe it in the info line and emit a bubbling `tw-select` event.
 # `this` is the strip element, so this works inside Jupyter outputs and shadow DOM alike.
 _ONCLICK = html.escape(
     "var t=event.target.closest('.t');if(!t||!this.contains(t))return;"
     "var old=this.querySelector('.t.sel'),info=this.querySelector('.tw-info'),d=t.dataset;"
-    "if(old)old.classList.remove('sel');"
-    "if(old===t){delete this.dataset.selected;info.textContent='click a token to select it';}"
-    "else{t.classList.add('sel');this.dataset.selected=d.i;"
+    "if(old){old.classList.remove('sel');old.setAttribute('aria-selected','false');}"
+    "this.querySelectorAll('.t[tabindex]').forEach(function(e){e.removeAttribute('tabindex');});"
+    "if(old===t){delete this.dataset.selected;info.textContent='click a token to select it';"
+    "this.querySelector('.t').tabIndex=0;}"
+    "else{t.classList.add('sel');t.setAttribute('aria-selected','true');t.tabIndex=0;this.dataset.selected=d.i;"
     "info.textContent='selected #'+d.i+'  '+d.r+'  '+this.dataset.signal+' = '+d.v"
     "+(d.k?'\\ntop-k:\\n'+d.k:'');}"
     "this.dispatchEvent(new CustomEvent('tw-select',{bubbles:true,detail:{position:old===t?null:+d.i}}));"
+)
+# Keyboard: on a focused token, the arrow keys select (as a click does) and focus the previous
+# or next token of the page, Home and End the first and last; Enter and Space select it.
+_ONKEYDOWN = html.escape(
+    "var t=event.target.closest('.t');if(!t||!this.contains(t))return;"
+    "var all=Array.prototype.slice.call(this.querySelectorAll('.t')),i=all.indexOf(t),k=event.key;"
+    "var next={ArrowRight:i+1,ArrowDown:i+1,ArrowLeft:i-1,ArrowUp:i-1,Home:0,End:all.length-1}[k];"
+    "if(k==='Enter'||k===' '){event.preventDefault();if(!t.classList.contains('sel'))t.click();return;}"
+    "if(next===undefined||next<0||next>=all.length)return;"
+    "event.preventDefault();if(!all[next].classList.contains('sel'))all[next].click();all[next].focus();"
+)
+# Pointing at a token (or focusing it): in the right half of the strip, its tooltip opens
+# leftwards (class r), so that it stays on the page instead of widening it.
+_ONPOINT = html.escape(
+    "var t=event.target.closest('.t');if(!t||!this.contains(t))return;"
+    "var b=t.getBoundingClientRect(),s=this.getBoundingClientRect();t.classList.toggle('r',b.left-s.left>s.width/2);"
 )
