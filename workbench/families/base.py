@@ -8,6 +8,7 @@ module names itself.
 """
 from __future__ import annotations
 
+import functools
 import inspect
 
 import torch
@@ -24,6 +25,12 @@ def resolve(module: nn.Module, path: str) -> nn.Module | None:
             return None
     return module
 
+
+
+@functools.cache
+def _cache_keyword(backbone_class: type) -> str:
+    """The keyword under which `backbone_class.forward` takes the KV cache."""
+    return "cache" if "cache" in inspect.signature(backbone_class.forward).parameters else "past_key_values"
 
 class FamilyAdapter:
     """The Llama-style layout (`model.layers`, `model.norm`, `lm_head`), shared by most
@@ -52,8 +59,7 @@ class FamilyAdapter:
         renamed the keyword `past_key_values` to `cache` in 5.25 (the old name warns until its
         removal in 5.40): pass whichever this version's forward declares."""
         backbone = self.backbone(hf)
-        keyword = "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
-        return backbone(**inputs, **{keyword: cache}, use_cache=True)
+        return backbone(**inputs, **{_cache_keyword(type(backbone)): cache}, use_cache=True)
 
     def layers(self, hf: nn.Module) -> nn.ModuleList:
         layers = resolve(self.backbone(hf), self.layers_path)
