@@ -240,6 +240,22 @@ def test_empty_text_is_refused_before_the_model_loads(tmp_path):
     assert "the text is empty" in line
 
 
+@pytest.mark.parametrize("existing", ["file", "saved run"])
+def test_compare_refuses_a_file_or_a_saved_run_as_its_folder_before_the_model_loads(tmp_path, existing):
+    """--compare writes a folder per sampler inside --out: a file there, or a saved run (whose
+    folder would gain sampler folders), is refused before the model loads (it does not exist)."""
+    out = tmp_path / "out"
+    if existing == "file":
+        out.write_text("keep me")
+    else:
+        wb.Run("x", pd.DataFrame({"position": [0]}), {}, {}).save(out)
+    before = sorted(p.name for p in out.iterdir()) if out.is_dir() else out.read_text()
+    line = error_line(workbench("generate", "Hello", "--model", str(tmp_path / "no-model"), "--compare",
+                                "top-p:0.9,min-p:0.1", "--format", "run", "--out", str(out)))
+    assert f"is a {existing}" in line
+    assert (sorted(p.name for p in out.iterdir()) if out.is_dir() else out.read_text()) == before
+
+
 def test_a_run_folder_that_is_not_a_run_is_refused_before_the_model_loads(tmp_path):
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("keep me")
@@ -345,3 +361,42 @@ def test_the_readme_says_what_experts_holds_and_help_states_defaults():
 
     assert "none (default: auto)" in help_text("rollouts")
     assert "(default: 20" in help_text("bench")
+
+
+def test_a_nan_in_the_first_slot_of_an_array_without_positions_last_is_seen():
+    """Only an all-NaN first position (the logit lens of token 0) is the fill of "no prediction";
+    a NaN at head 0 of [layer, head] or at expert 0 of one token's [layer, position, expert] is not."""
+    from workbench.finite import arrays_finite
+
+    lens = np.ones((3, 5))
+    lens[:, 0] = np.nan
+    heads = np.ones((4, 4))
+    heads[1, 0] = np.nan
+    experts = np.ones((4, 9, 8))
+    experts[2, 3, 0] = np.nan
+    assert arrays_finite({"lens_entropy": lens})
+    assert not arrays_finite({"attn_head_entropy": heads})
+    assert not arrays_finite({"routing_logits": experts})
+    lens[1, 2] = np.inf
+    assert not arrays_finite({"lens_entropy": lens})
+
+
+def test_a_perplexity_past_float64_is_none_not_a_traceback():
+    from workbench.analyze import sequence_figures
+
+    figures = sequence_figures(pd.Series([800.0, 700.0]), "every token")
+    assert figures["mean_surprisal"] == 750.0 and figures["total_logprob"] == -1500.0
+    assert figures["perplexity"] is None
+    assert sequence_figures(pd.Series([700.0]), "every token")["perplexity"] == pytest.approx(np.exp(700.0))
+
+
+def test_non_finite_values_with_finite_weights_and_hidden_states_are_not_called_an_overflow():
+    """A run flagged while every weight and every layer's output is finite (a token of logit -inf
+    that actually follows, surprisal +inf) names that cause, not an overflow after the last layer."""
+    from workbench.finite import flag
+
+    model = tiny_model("llama")
+    meta = {}
+    with pytest.warns(errors.NonFiniteWarning, match="a token of the text has probability 0"):
+        flag(meta, model, "the analysis", [1, 2, 3])
+    assert "hidden states overflow" not in meta["non_finite"]

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -21,7 +23,7 @@ import pandas as pd
 import panel
 import pytest
 
-from pages import (ALL_MARKED, FIND, LATENCY_LIMIT_MS, MARKED, WORKBENCH_SERVE, artifact, click_and_time,
+from pages import (ALL_MARKED, FIND, LATENCY_LIMIT_MS, MARKED, ROOT, WORKBENCH_SERVE, artifact, click_and_time,
                    click_latencies, click_point, fill, get, report_latencies, start_server, stop_server, wait_until,
                    watched_page)
 import workbench.samplers as S
@@ -547,3 +549,27 @@ def test_the_adaptive_temperature_sampler_is_offered():
     dashboard.sampler_value.value, dashboard.text.value = 0.3, "Hi"
     finish(dashboard._busy(dashboard._generate, dashboard._show_result))
     assert "write a longer one" in html.unescape(dashboard.status.object)
+
+
+def test_port_0_serves_on_the_free_port_it_names(browser, tmp_path):
+    """`--port 0` asks for any free port: the printed address names the port the server took,
+    and a page opened there connects (its websocket origin is allowed) and shows the app."""
+    log_path = tmp_path / "server.log"
+    code = "import workbench as wb; from workbench.widgets import serve; serve(wb.load('tiny:llama'), port=0)"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen([sys.executable, "-c", code], stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+    try:
+        deadline = time.monotonic() + 60
+        while not (found := re.search(r"at (http://127\.0\.0\.1:(\d+)/)", log_path.read_text())):
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.5)
+        url, port = found.group(1), int(found.group(2))
+        assert port != 0
+        while get(url)[0] != 200:
+            assert process.poll() is None and time.monotonic() < deadline, log_path.read_text()
+            time.sleep(0.5)
+        with watched_page(browser, url) as page:
+            page.get_by_role("button", name="Analyze").wait_for(timeout=20_000)
+    finally:
+        stop_server(process)
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()

@@ -76,17 +76,21 @@ def analyze(
     return Run(tokens.text, table, arrays, meta)
 
 
+MAX_EXP = math.log(np.finfo(np.float64).max)  # 709.78: exp of more overflows
+
+
 def sequence_figures(surprisal: pd.Series, scored: str) -> dict:
     """The sequence's figures from the surprisal -log p(y_t | y_<t) (nats) of its scored tokens:
     total log-probability sum_t log p = -sum_t surprisal, mean surprisal (nats per token) and
     perplexity exp(mean surprisal); `scored` says which tokens count. None for a figure with no
-    token or a non-finite value."""
+    token or a non-finite value (a perplexity past float64's range, mean surprisal > 709 nats,
+    included)."""
     values = surprisal.astype("float64").to_numpy(na_value=np.nan)
     finite = len(values) > 0 and bool(np.isfinite(values).all())
     mean = float(values.mean()) if finite else None
     return {"scored": scored, "n_scored": len(values),
             "total_logprob": -float(values.sum()) if finite else None,
-            "mean_surprisal": mean, "perplexity": math.exp(mean) if mean is not None else None}
+            "mean_surprisal": mean, "perplexity": math.exp(mean) if mean is not None and mean < MAX_EXP else None}
 
 
 def token_table(tokens: Tokens, tokenizer) -> pd.DataFrame:

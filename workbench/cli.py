@@ -154,8 +154,11 @@ def _check_output(args, kind: str = "run", folders: Sequence[str] = ()) -> None:
     if args.format != "run" and args.out.is_dir():
         raise WorkbenchError(f"--out {args.out} is a folder; give a file path (or --format run for a folder)")
     if args.format == "run":
-        from .run import check_save_target
+        from .run import META_FILE, check_save_target
 
+        if folders and args.out.exists() and not (args.out.is_dir() and not (args.out / META_FILE).exists()):
+            raise WorkbenchError(f"--out {args.out} {'is a saved run' if args.out.is_dir() else 'is a file'}; --compare "
+                                 "writes a folder per sampler there: give a new folder or one of earlier --compare runs")
         for folder in [args.out / name for name in folders] or [args.out]:
             check_save_target(folder, kind)
     existing = next(folder for folder in [args.out.parent, *args.out.parent.parents] if folder.exists())

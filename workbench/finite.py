@@ -43,10 +43,18 @@ def table_finite(table: pd.DataFrame, rows) -> bool:
 
 
 def arrays_finite(arrays: dict[str, np.ndarray]) -> bool:
-    """Whether the float arrays ([..., position]) are finite at every position but the first,
-    which has no prediction (the logit lens leaves it NaN)."""
-    return all(np.isfinite(values[..., 1:]).all() for values in arrays.values()
-               if np.issubdtype(values.dtype, np.floating))
+    """Whether every float array is finite. The one exemption is the fill of "no prediction": an
+    array [..., T] whose first position is NaN throughout (the logit lens of token 0) is checked
+    at the other positions. Arrays whose last axis is not the position ([layer, head],
+    [layer, position, expert]) have no such all-NaN first slice unless they are damaged
+    throughout, which their other entries show."""
+    for values in arrays.values():
+        if not np.issubdtype(values.dtype, np.floating) or values.size == 0:
+            continue
+        first_is_fill = values.ndim >= 1 and bool(np.isnan(values[..., 0]).all())
+        if not np.isfinite(values[..., 1:] if first_is_fill else values).all():
+            return False
+    return True
 
 
 def first_non_finite_weight(model) -> str | None:
@@ -85,16 +93,19 @@ def flag(meta: dict, model, what: str, ids: list[int]) -> None:
     """Record in `meta["non_finite"]` that `what` (e.g. "the analysis") of the tokens `ids`
     produced non-finite values, with the likely cause, and warn with `NonFiniteWarning`. The
     cause: the first weight that is not finite; when every weight is, the first layer (1 = the
-    first block) whose output is not, found by one more forward."""
+    first block) whose output is not, found by one more forward; when none is, a token of
+    probability 0 or an overflowing signal."""
     weight = first_non_finite_weight(model)
     if weight is not None:
         cause = (f"the model's weights are damaged: {weight} is the first to hold NaN or infinity (a truncated or "
                  "corrupted weights file?)")
-    else:
-        layer = first_non_finite_layer(model, ids)
-        where = f"from layer {layer + 1} of {model.n_layers} on" if layer is not None else "after the last layer"
+    elif (layer := first_non_finite_layer(model, ids)) is not None:
         dtype = str(model.dtype).replace("torch.", "")
         wider = " (try dtype float32)" if model.dtype in (torch.float16, torch.bfloat16) else ""
-        cause = f"the weights are finite, but the hidden states overflow {where} in {dtype}{wider}"
+        cause = (f"the weights are finite, but the hidden states overflow from layer {layer + 1} of {model.n_layers} "
+                 f"on in {dtype}{wider}")
+    else:
+        cause = ("the weights and hidden states are finite: a token of the text has probability 0 under the model "
+                 "(a logit of -inf, an infinite surprisal), or a signal's value overflowed")
     meta["non_finite"] = f"{what} produced NaN or infinite values: {cause}"
     warnings.warn(meta["non_finite"], NonFiniteWarning, stacklevel=3)

@@ -950,9 +950,19 @@ def serve(model, *, host: str = "127.0.0.1", port: int = 5006, show: bool = Fals
         warnings.warn(f"serving on {host}: the dashboard is reachable from other machines; "
                       "use host='127.0.0.1' to keep it local", stacklevel=2)
     lock = threading.Lock()
+    port = port or _free_port(host)  # 0: a free port, named here and in the allowed origins
     origins = sorted({f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
     print(f"Token Workbench: serving {model.name} at http://{host}:{port}/", flush=True)
     pn.serve(lambda: make_app(model, lock), address=host, port=port, show=show,
              websocket_origin=origins, title="Token Workbench", verbose=False,
              unused_session_lifetime_milliseconds=UNUSED_SESSION_MS,
              check_unused_sessions_milliseconds=CHECK_SESSIONS_MS)
+
+
+def _free_port(host: str) -> int:
+    """A port nothing listens on at `host`, as the system picks one for port 0."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.bind((host, 0))
+        return probe.getsockname()[1]
