@@ -95,7 +95,7 @@ def test_checker_rejects_a_wrong_answer(checker, capsys):
 
 
 def test_a_stub_that_returns_nothing_is_named():
-    with pytest.raises(labs.LabCheckError, match=r"entropy on DESIGN.md's z = \(2, 1, 0, -1\) returned None; "
+    with pytest.raises(labs.LabCheckError, match=r"entropy on the worked example z = \(2, 1, 0, -1\) returned None; "
                                                  r"expected a single number \(0.947537\)"):
         labs.check_entropy(lambda logits: None)
 
