@@ -21,7 +21,7 @@ def test_import_does_not_import_torch():
 
 @pytest.mark.parametrize("name, attribute", [("samplers", "TopH"), ("rewards", "exact_answer"), ("credit", "d3s_priority"),
                                              ("kv", "heavy_hitters"), ("routing_stats", "expert_load"),
-                                             ("kernels", "vocab_stats"), ("widgets", "token_strip")])
+                                             ("kernels", "vocab_stats"), ("widgets", "token_strip"), ("labs", "check_entropy")])
 def test_submodules_are_attributes_on_first_use(name, attribute):
     code = f"import workbench as wb; print(wb.{name}.__name__, callable(wb.{name}.{attribute}))"
     assert fresh_python(code) == f"workbench.{name} True"

@@ -22,7 +22,7 @@ _LAZY = {"load": "models", "Model": "models", "Run": "run", "Group": "group", "e
          "exact_attention": "attention_rows"}
 # Imported on first attribute access (wb.samplers.TopH, wb.kv.heavy_hitters, ...), so that
 # `import workbench` stays free of torch.
-_SUBMODULES = ("samplers", "rewards", "credit", "kv", "routing_stats", "kernels", "widgets")
+_SUBMODULES = ("samplers", "rewards", "credit", "kv", "routing_stats", "kernels", "widgets", "labs")
 
 
 def __getattr__(name):

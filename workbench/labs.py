@@ -1,0 +1,201 @@
+"""Checkers for the exercises of the tutorial labs (notebooks/): one function per exercise.
+
+    from workbench import labs
+    labs.check_entropy(entropy)        # entropy(logits [V]) -> float
+
+Each `check_*` calls the student's function on the worked examples of docs/signals.md and on random logits,
+and compares what it returns with the library's own computation
+(`workbench.kernels.vocab_stats_reference`, `workbench.kernels.kept_set_reference`). It prints
+one line when everything matches, and raises `LabCheckError` naming the first input that
+does not match, what was expected and what came back.
+
+Notation (docs/signals.md): z logits at one position [V], p = softmax(z), y the token that follows.
+"""
+from __future__ import annotations
+
+import torch
+
+from .kernels import kept_set_reference, vocab_stats_reference
+
+__all__ = [
+    "LabCheckError", "check_entropy", "check_varentropy", "check_surprisal", "check_rank", "check_margin",
+    "check_temperature", "check_top_p", "check_min_p", "check_top_h",
+]
+
+EXAMPLE_LOGITS = (2.0, 1.0, 0.0, -1.0)  # the worked example of docs/signals.md: z, with y = 1
+EXAMPLE_TARGET = 1
+TOLERANCE = 1e-4
+RANDOM_VOCAB = 50
+RANDOM_SCALES = (0.5, 2.0, 6.0)  # flat, moderate and peaked distributions
+
+
+class LabCheckError(AssertionError):
+    """A student's function disagrees with the reference; the message says on which input."""
+
+
+def random_logits(seed: int = 0) -> list[torch.Tensor]:
+    """A few logit vectors [V] of increasing sharpness, the same ones in every run."""
+    generator = torch.Generator().manual_seed(seed)
+    return [scale * torch.randn(RANDOM_VOCAB, generator=generator) for scale in RANDOM_SCALES]
+
+
+def describe(logits: torch.Tensor) -> str:
+    """The logits as the error message names them: the values when few, else the shape."""
+    if logits.numel() <= 10:
+        return "z = (" + ", ".join(f"{value:g}" for value in logits.tolist()) + ")"
+    return f"random z of shape [{logits.numel()}] (std {logits.std():.1f})"
+
+
+def expect_number(name: str, got, expected: float, where: str) -> None:
+    """Raise LabCheckError unless `got` is a number within TOLERANCE of `expected`."""
+    try:
+        value = float(got)
+    except (TypeError, ValueError, RuntimeError):
+        raise LabCheckError(f"{name} on {where} returned {got!r}; expected a single number ({expected:.6g})") from None
+    if not abs(value - expected) <= TOLERANCE * max(1.0, abs(expected)):
+        raise LabCheckError(f"{name} on {where}: expected {expected:.6g}, got {value:.6g}")
+
+
+def expect_tensor(name: str, got, expected: torch.Tensor, where: str) -> torch.Tensor:
+    """`got` as a tensor of `expected`'s shape and dtype, or LabCheckError saying why not."""
+    tensor = torch.as_tensor(got)
+    if tensor.shape != expected.shape:
+        raise LabCheckError(f"{name} on {where} returned shape {tuple(tensor.shape)}; "
+                            f"expected one value per token, shape {tuple(expected.shape)}")
+    return tensor.to(expected.dtype)
+
+
+def expect_kept(name: str, got, expected: torch.Tensor, where: str) -> None:
+    """Raise LabCheckError unless the mask `got` keeps exactly the tokens `expected` [V] keeps."""
+    kept = expect_tensor(name, got, expected, where)
+    if not torch.equal(kept, expected):
+        missing, extra = token_ids(expected & ~kept), token_ids(kept & ~expected)
+        raise LabCheckError(f"{name} on {where}: expected to keep {int(expected.sum())} tokens "
+                            f"{token_ids(expected)}, got {int(kept.sum())}; missing {missing}, extra {extra}")
+
+
+def token_ids(mask: torch.Tensor, shown: int = 8) -> str:
+    """The token ids in a mask [V], the first `shown` of them."""
+    ids = mask.nonzero()[:, 0].tolist()
+    return "[" + ", ".join(map(str, ids[:shown])) + (", ...]" if len(ids) > shown else "]")
+
+
+def passed(name: str, reference: str) -> None:
+    print(f"{name}: correct on the worked examples of docs/signals.md and {len(RANDOM_SCALES)} random distributions "
+          f"(compared with {reference})")
+
+
+def reference_stats(logits: torch.Tensor, target: int = EXAMPLE_TARGET):
+    """The library's statistics of one row of logits [V], for target y."""
+    return vocab_stats_reference(logits[None], torch.tensor([target]))
+
+
+def check_entropy(entropy) -> None:
+    """entropy(z [V]) -> H = -sum_v p_v log p_v = logsumexp(z) - sum_v p_v z_v, in nats.
+    docs/signals.md: z = (2, 1, 0, -1) -> H = .947537."""
+    check_row_statistic("entropy", entropy, 0.947537, lambda stats: stats.entropy[0])
+
+
+def check_varentropy(varentropy) -> None:
+    """varentropy(z [V]) -> sum_v p_v (log p_v + H)^2, the variance of the surprisal -log p under p.
+    docs/signals.md: z = (2, 1, 0, -1) -> .616586."""
+    check_row_statistic("varentropy", varentropy, 0.616586, lambda stats: stats.varentropy[0])
+
+
+def check_margin(margin) -> None:
+    """margin(z [V]) -> log p_(1) - log p_(2), the gap between the two most likely tokens.
+    docs/signals.md: z = (2, 1, 0, -1) -> 1.0."""
+    check_row_statistic("margin", margin, 1.0, lambda stats: stats.margin[0])
+
+
+def check_row_statistic(name: str, fn, example_value: float, reference) -> None:
+    """fn(z [V]) -> number, against the worked example's value and `reference(VocabStats)` on random z."""
+    example = torch.tensor(EXAMPLE_LOGITS)
+    expect_number(name, fn(example), example_value, f"the worked example {describe(example)}")
+    for logits in random_logits():
+        expect_number(name, fn(logits.clone()), float(reference(reference_stats(logits))), describe(logits))
+    passed(name, "workbench.kernels.vocab_stats_reference")
+
+
+def check_surprisal(surprisal) -> None:
+    """surprisal(z [V], y) -> -log p_y. docs/signals.md: z = (2, 1, 0, -1), y = 1 -> 1.44019."""
+    check_target_statistic("surprisal", surprisal, 1.44019, lambda stats: -stats.target_logprob[0])
+
+
+def check_rank(rank) -> None:
+    """rank(z [V], y) -> #{v : z_v > z_y}: how many tokens beat y (0 = the argmax; tied tokens
+    do not count). docs/signals.md: z = (2, 1, 0, -1), y = 1 -> 1; z = (1, 1, 0), y = 1 -> 0 (a tie)."""
+    tie = torch.tensor([1.0, 1.0, 0.0])
+    expect_number("rank", rank(tie, 1), 0, f"{describe(tie)}, y = 1 (a tie with token 0)")
+    check_target_statistic("rank", rank, 1, lambda stats: stats.target_rank[0])
+
+
+def check_target_statistic(name: str, fn, example_value: float, reference) -> None:
+    """fn(z [V], y) -> number, against the worked example's value and `reference(VocabStats)` on random
+    z, with y the 1st, 4th and 20th most likely token."""
+    example = torch.tensor(EXAMPLE_LOGITS)
+    expect_number(name, fn(example, EXAMPLE_TARGET), example_value,
+                  f"the worked example {describe(example)}, y = {EXAMPLE_TARGET}")
+    for logits, place in zip(random_logits(), (0, 3, 19)):
+        target = int(logits.argsort(descending=True)[place])
+        expected = float(reference(reference_stats(logits, target)))
+        expect_number(name, fn(logits.clone(), target), expected, f"{describe(logits)}, y = {target}")
+    passed(name, "workbench.kernels.vocab_stats_reference")
+
+
+def check_temperature(temperature) -> None:
+    """temperature(z [V], T) -> p_T = softmax(z / T) [V].
+    docs/signals.md: z = (2, 1, 0, -1), T = .5 -> (.864955, .117059, .015842, .002144)."""
+    example = torch.tensor(EXAMPLE_LOGITS)
+    cases = [(example, 0.5, torch.tensor([0.864955, 0.117059, 0.015842, 0.002144]), "the worked example ")]
+    cases += [(logits, t, kept_set_reference(logits[None], temperature=t)[1][0], "")
+              for logits, t in zip(random_logits(), (0.7, 1.5, 3.0))]
+    for logits, t, expected, source in cases:
+        where = f"{source}{describe(logits)}, T = {t}"
+        probs = expect_tensor("temperature", temperature(logits.clone(), t), expected, where)
+        worst = int((probs - expected).abs().argmax())
+        expect_number("temperature", probs[worst], float(expected[worst]), f"{where}, token {worst}")
+    passed("temperature", "workbench.kernels.kept_set_reference")
+
+
+def check_top_p(top_p) -> None:
+    """top_p(z [V], p) -> kept [V] bool: the smallest set of most likely tokens whose mass is >= p
+    (Holtzman et al. 2020). docs/signals.md: z = (2, 1, 0, -1), p = .9 keeps {0, 1, 2}."""
+    check_kept_set("top_p", top_p, [(0.9, [0, 1, 2])], (0.5, 0.8, 0.95))
+
+
+def check_min_p(min_p) -> None:
+    """min_p(z [V], m) -> kept [V] bool: the tokens with p_v >= m * max_v p_v (Nguyen et al. 2024).
+    docs/signals.md: z = (2, 1, 0, -1), m = .2 keeps {0, 1}."""
+    check_kept_set("min_p", min_p, [(0.2, [0, 1])], (0.05, 0.1, 0.3))
+
+
+def check_top_h(top_h) -> None:
+    """top_h(z [V], alpha) -> kept [V] bool: sort p descending and keep the largest prefix of k
+    tokens whose renormalized distribution q_k = p_(1..k) / sum p_(1..k) has H(q_k) <= alpha * H(p);
+    always at least one (Baghaei et al. 2025, Algorithm 1).
+    docs/signals.md: p = (.5, .25, .125, .125): alpha .4 -> {0}, .6 -> {0, 1}, .8 -> {0, 1, 2};
+    uniform over 10 tokens, alpha .45 -> 2 tokens."""
+    halves = torch.tensor([0.5, 0.25, 0.125, 0.125]).log()
+    uniform = torch.zeros(10)
+    kept = torch.as_tensor(top_h(uniform.clone(), 0.45))
+    expect_number("top_h: number of kept tokens", kept.sum(), 2,
+                  f"the worked example: uniform {describe(uniform)}, alpha = 0.45")
+    check_kept_set("top_h", top_h, [(0.4, [0]), (0.6, [0, 1]), (0.8, [0, 1, 2])], (0.3, 0.5, 0.7),
+                   example=halves)
+
+
+def check_kept_set(rule: str, fn, example_cases, random_values, example=None) -> None:
+    """fn(z [V], value) -> kept [V] bool against the worked examples' kept sets on `example` (default:
+    the worked example's z) and `kept_set_reference(..., rule=value)` on random z; `rule` names
+    both the exercise and the reference's keyword (top_p, min_p, top_h)."""
+    example = torch.tensor(EXAMPLE_LOGITS) if example is None else example
+    for value, tokens in example_cases:
+        expected = torch.zeros(example.numel(), dtype=torch.bool)
+        expected[tokens] = True
+        where = f"the worked example {describe(example)}, {rule} = {value}"
+        expect_kept(rule, fn(example.clone(), value), expected, where)
+    for logits, value in zip(random_logits(), random_values):
+        expected = kept_set_reference(logits[None], **{rule: value})[0][0]
+        expect_kept(rule, fn(logits.clone(), value), expected, f"{describe(logits)}, {rule} = {value}")
+    passed(rule, "workbench.kernels.kept_set_reference")
