@@ -573,3 +573,27 @@ def test_port_0_serves_on_the_free_port_it_names(browser, tmp_path):
     finally:
         stop_server(process)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()
+
+
+def test_a_page_closed_mid_write_prints_no_traceback_and_other_errors_still_do():
+    """Tornado leaves a WebSocketClosedError in a future nobody reads when a page closes while
+    the server writes to it; asyncio printed it as a traceback in the server's log. The serving
+    loop drops exactly that error: an unretrieved ValueError is still reported."""
+    code = """
+import asyncio, gc
+from tornado.websocket import WebSocketClosedError
+from workbench.widgets.app import _quiet_closed_pages
+_quiet_closed_pages()
+async def closed_page(): raise WebSocketClosedError()
+async def other_error(): raise ValueError("still reported")
+async def main():
+    tasks = [asyncio.ensure_future(closed_page()), asyncio.ensure_future(other_error())]
+    await asyncio.sleep(0.1)
+    tasks.clear()
+asyncio.get_event_loop().run_until_complete(main())
+gc.collect()
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    assert "ValueError: still reported" in result.stderr
+    assert "WebSocketClosedError" not in result.stderr

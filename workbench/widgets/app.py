@@ -953,6 +953,7 @@ def serve(model, *, host: str = "127.0.0.1", port: int = 5006, show: bool = Fals
     port = port or _free_port(host)  # 0: a free port, named here and in the allowed origins
     origins = sorted({f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
     print(f"Token Workbench: serving {model.name} at http://{host}:{port}/", flush=True)
+    _quiet_closed_pages()
     pn.serve(lambda: make_app(model, lock), address=host, port=port, show=show,
              websocket_origin=origins, title="Token Workbench", verbose=False,
              unused_session_lifetime_milliseconds=UNUSED_SESSION_MS,
@@ -966,3 +967,22 @@ def _free_port(host: str) -> int:
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.bind((host, 0))
         return probe.getsockname()[1]
+
+
+def _quiet_closed_pages() -> None:
+    """A page closed while the server writes to it leaves Tornado's write future holding a
+    WebSocketClosedError that nobody retrieves, and asyncio prints it as a traceback ("Task
+    exception was never retrieved"); Bokeh has already logged the closed connection. The
+    server's event loop drops exactly those and reports every other exception as before."""
+    import asyncio
+
+    from tornado.iostream import StreamClosedError
+    from tornado.websocket import WebSocketClosedError
+
+    def handle(loop, context):
+        if not isinstance(context.get("exception"), (WebSocketClosedError, StreamClosedError)):
+            loop.default_exception_handler(context)
+
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    loop.set_exception_handler(handle)
