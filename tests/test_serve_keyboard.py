@@ -64,7 +64,8 @@ def test_tokens_by_keyboard(server, browser):
         for key, position in (("ArrowRight", 1), ("ArrowRight", 2), ("ArrowRight", 3), ("ArrowLeft", 2),
                               ("End", len(table) - 1), ("Home", 0), ("ArrowRight", 1), ("ArrowRight", 2)):
             page.keyboard.press(key)
-            wait_until(page, ALL_MARKED, position, f"{key} did not select token {position} in every view")
+            wait_until(page, ALL_MARKED, position, f"{key} did not select token {position} in every view",
+                       timeout_ms=30_000)  # a busy 2-core machine; a lost key press still fails
             assert page.evaluate(FOCUSED)[1] == str(position)
         name = f"#2 {table.loc[2, 'token']!r}: {table.loc[2, 'surprisal']:.4g}"
         assert page.get_by_role("option", name=name, exact=True).count() == 1
