@@ -132,7 +132,12 @@ def test_signal_chart_gives_units():
     run = make_run()
     surprisal = signal_chart(run, None, "surprisal")
     assert surprisal.layout.yaxis.title.text == "surprisal (nats)" and " nats<extra>" in surprisal.data[0].hovertemplate
-    assert signal_chart(run, None, "rank").layout.yaxis.title.text == "rank"  # a count: no unit
+    rank = signal_chart(run, None, "rank")  # a count: no unit; a log scale named by rank, as the strip and the lens
+    assert rank.layout.yaxis.title.text == "rank (log scale; 0 = the most likely)"
+    ranks = run.table["rank"].to_numpy(dtype="float64", na_value=np.nan)
+    np.testing.assert_allclose(rank.data[0].y, np.log10(1 + ranks))
+    np.testing.assert_array_equal(rank.data[0].text, ranks)  # the hover names the rank itself
+    assert list(rank.layout.yaxis.ticktext[:2]) == ["0", "1"] and rank.layout.yaxis.tickvals[1] == pytest.approx(np.log10(2))
 
 
 def test_next_token_chart_of_a_generation_ended_by_end_of_sequence():

@@ -74,14 +74,19 @@ def signal_chart(run: Run, selected: int | None = None, signal: str = "surprisal
     tokens = token_reprs(table["token"].to_numpy()[keep])
     n = len(values)
     unit = f" {UNITS[signal]}" if signal in UNITS else ""
+    yaxis = dict(title=f"{signal} ({UNITS[signal]})" if unit else signal)
+    plotted = values
+    if signal == "rank":  # a log scale, as the strip and the logit lens: log10(1 + rank), ticks named by rank
+        plotted = np.log10(1 + values)
+        yaxis = dict(title="rank (log scale; 0 = the most likely)", **_rank_ticks(plotted, None))
     trace = go.Scatter(
-        x=keep, y=values[keep], customdata=tokens, mode="lines+markers" if n <= 200 else "lines",
+        x=keep, y=plotted[keep], text=values[keep], customdata=tokens, mode="lines+markers" if n <= 200 else "lines",
         line=dict(color=LINE_COLOR, width=1.5), marker=dict(size=5), connectgaps=False,
-        hovertemplate="#%{x} %{customdata}<br>" + signal + " = %{y:.4g}" + unit + "<extra></extra>",
+        hovertemplate="#%{x} %{customdata}<br>" + signal + " = %{text:.4g}" + unit + "<extra></extra>",
     )
     title = f"{signal} per token" + (f" ({n} tokens: min/max per bin)" if len(keep) < n else "")  # clears the toolbar
-    layout = figure_layout(title, "x", xaxis=dict(title="position", range=[-0.5, n - 0.5]),
-                           yaxis=dict(title=f"{signal} ({UNITS[signal]})" if unit else signal), hovermode="closest")
+    layout = figure_layout(title, "x", xaxis=dict(title="position", range=[-0.5, n - 0.5]), yaxis=yaxis,
+                           hovermode="closest")
     if selected is not None and 0 <= selected < n:
         value = values[selected]
         text = f"#{selected} {table['token'].iloc[selected]!r}" + ("" if math.isnan(value) else f"  {value:.4g}")
