@@ -56,7 +56,7 @@ def analyze(
     tokens = (tokenize_text(model.tokenizer, text) if messages is None
               else tokenize_messages(model.tokenizer, messages))
     tokens = _fit_context(tokens, model, truncate)
-    _check_memory(model, len(tokens.ids), specs)
+    memory.check_signals_fit(model, len(tokens.ids), specs)
 
     needs = {need for spec in specs for need in spec.needs}
     capture = run_forward(model, tokens.ids, needs)
@@ -135,12 +135,3 @@ def _fit_context(tokens: Tokens, model: Model, truncate: bool) -> Tokens:
             "the 'truncate' box)"
         )
     return tokens.truncate(limit)
-
-
-def _check_memory(model: Model, n_tokens: int, specs) -> None:
-    needed = memory.forward_bytes(model, n_tokens) + sum(s.memory_bytes(model, n_tokens) for s in specs)
-    names = ", ".join(s.name for s in specs)
-    memory.check_fits(
-        f"analyzing {n_tokens} tokens with {names}", needed, model.device,
-        "analyze a shorter text (truncate) or request fewer signals",
-    )

@@ -62,6 +62,15 @@ class Model:
                 return value
         return None
 
+    @property
+    def eos_ids(self) -> list[int]:
+        """The tokens that end a sequence: the tokenizer's end-of-sequence token and those of
+        the generation config."""
+        ids = [self.tokenizer.eos_token_id]
+        config_eos = getattr(getattr(self.hf, "generation_config", None), "eos_token_id", None)
+        ids += config_eos if isinstance(config_eos, list) else [config_eos]
+        return [i for i in ids if i is not None]
+
     def analyze(
         self,
         text: str | None = None,
