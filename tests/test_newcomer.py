@@ -17,10 +17,10 @@ import torch
 from safetensors.numpy import load_file
 
 import workbench as wb
-from workbench.embedded import EMBEDDED
+from workbench.model.embedded import EMBEDDED
 from workbench import errors
 from workbench.errors import WorkbenchError
-from workbench.testing import tiny_model
+from workbench.model.tiny import tiny_model
 
 
 def workbench(*args, **kwargs):

@@ -13,10 +13,11 @@ import torch
 
 import workbench as wb
 import workbench.samplers as S
-from workbench import memory, rewards
-from workbench.cli import main
+from workbench import rewards
+from workbench.forward import memory
+from workbench.cli.main import main
 from workbench.errors import MemoryEstimateExceeded, WorkbenchError
-from workbench.group import Group, grpo_advantages
+from workbench.results.group import Group, grpo_advantages
 from workbench.decoding.engine import decode
 
 PROMPT = "What is seven times eight?"

@@ -26,11 +26,11 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
-from ..errors import WorkbenchError
 from ..decoding.engine import decode, seeded_generator
-from ..group import Group
+from ..errors import WorkbenchError
 from ..kernels import divergence, linear_divergence
-from ..models import Model
+from ..model.handle import Model
+from ..results.group import Group
 from ..rewards import as_reward
 from ..samplers import Sampler
 from ..tokens import prompt_tokens

@@ -16,10 +16,10 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
-from ..errors import WorkbenchError
 from ..decoding.engine import decode
-from ..group import Group
-from ..models import Model
+from ..errors import WorkbenchError
+from ..model.handle import Model
+from ..results.group import Group
 from ..samplers import Greedy
 from .forward import check_same_vocabulary, response_logits
 

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Callable, Sequence
 import torch
 from tqdm.auto import tqdm
 
-from .. import memory
 from ..errors import WorkbenchError
 from ..finite import logits_valid
+from ..forward import memory
 from ..kernels import VocabStats, vocab_stats
 from ..kernels.sample import SampleResult
 from ..samplers import Sampler
 from ..tokens import Tokens
 
 if TYPE_CHECKING:
-    from ..models import Model
+    from ..model.handle import Model
 
 
 @dataclass

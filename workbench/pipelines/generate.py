@@ -20,20 +20,20 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import memory
+from ..decoding.engine import Decoded, check_context_room, decode, seeded_generator
+from ..errors import WorkbenchError
+from ..finite import all_finite, flag
+from ..forward import memory
+from ..forward.capture import Capture
+from ..forward.vocab_stats import hidden_vocab_stats
+from ..kernels import VocabStats
+from ..model.handle import Model
+from ..results.run import Run
+from ..samplers import Sampler, as_sampler, default_spec, from_spec
+from ..signals import resolve
+from ..signals.uncertainty import decode_pieces, next_token_record, uncertainty
+from ..tokens import Tokens, generated_spans, tokenize_messages, tokenize_text
 from .analyze import run_meta, sequence_figures, token_table
-from .capture import Capture
-from .decoding.engine import Decoded, check_context_room, decode, seeded_generator
-from .errors import WorkbenchError
-from .finite import all_finite, flag
-from .kernels import VocabStats
-from .models import Model
-from .run import Run
-from .samplers import Sampler, as_sampler, default_spec, from_spec
-from .signals import resolve
-from .signals.uncertainty import decode_pieces, next_token_record, uncertainty
-from .tokens import Tokens, generated_spans, tokenize_messages, tokenize_text
-from .vocab import hidden_vocab_stats
 
 VIEW_TOP = 50  # per step, the top of the distribution kept for the sampling views
 STEP_COLUMNS = {"temperature": "Float64", "kept": "Int64", "kept_entropy": "Float64", "sample_prob": "Float64"}

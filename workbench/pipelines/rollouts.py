@@ -12,17 +12,17 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from . import credit
+from .. import credit
+from ..decoding.engine import Decoded, check_context_room, decode, seeded_generator
+from ..errors import WorkbenchError
+from ..finite import flag
+from ..model.handle import Model
+from ..results.group import ADVANTAGE_EPS, Group
+from ..rewards import as_reward
+from ..samplers import Sampler, as_sampler, default_spec, from_spec
+from ..signals.uncertainty import decode_pieces
+from ..tokens import generated_spans, prompt_tokens
 from .analyze import run_meta
-from .decoding.engine import Decoded, check_context_room, decode, seeded_generator
-from .errors import WorkbenchError
-from .finite import flag
-from .group import ADVANTAGE_EPS, Group
-from .models import Model
-from .rewards import as_reward
-from .samplers import Sampler, as_sampler, default_spec, from_spec
-from .signals.uncertainty import decode_pieces
-from .tokens import generated_spans, prompt_tokens
 
 THR_MODES = ("auto", "exact", "cheap", None)
 STEP_SIGNALS = ("logprob", "entropy", "rank", "kept", "kept_entropy", "sample_prob")

@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import memory
-from .capture import run_forward
-from .errors import WorkbenchError
-from .finite import all_finite, arrays_finite, flag, table_finite
-from .models import Model
-from .run import Run
-from .signals import resolve
-from .signals.uncertainty import decode_pieces
-from .tokens import Tokens, tokenize_messages, tokenize_text
+from ..errors import WorkbenchError
+from ..finite import all_finite, arrays_finite, flag, table_finite
+from ..forward import memory
+from ..forward.capture import run_forward
+from ..model.handle import Model
+from ..results.run import Run
+from ..signals import resolve
+from ..signals.uncertainty import decode_pieces
+from ..tokens import Tokens, tokenize_messages, tokenize_text
 
 MAX_TOP_K = 100
 
@@ -105,7 +105,7 @@ def token_table(tokens: Tokens, tokenizer) -> pd.DataFrame:
 def run_meta(model: Model, tokens: Tokens, signals: list[str], params: dict) -> dict:
     """What every Run records of its making; for chat input also "template_system_prompt",
     the system prompt the chat template added on its own (None when it added none)."""
-    from . import __version__
+    from .. import __version__
 
     chat = {"template_system_prompt": tokens.template_system} if tokens.chat else {}
     return {

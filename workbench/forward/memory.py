@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .errors import MemoryEstimateExceeded
+from ..errors import MemoryEstimateExceeded
 
 HEADROOM = 0.8  # use at most this share of what is available
 GIB = 2**30
