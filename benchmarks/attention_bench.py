@@ -5,7 +5,7 @@ at the same shape, and where eager attention (the materialized softmax) runs out
     python benchmarks/attention_bench.py --quick     # CPU smoke run: tiny shapes, the reference only
 
 Shape (issue 5): batch 1, Hq = 32 query heads sharing Hkv = 8 key/value heads, d = 128, causal,
-bf16 inputs. Each implementation is timed by `workbench.bench.timed`: CUDA events, median over
+bf16 inputs. Each implementation is timed by `workbench.bench.timing.timed`: CUDA events, median over
 `runs` (>= 20) calls after warm-up (the first call also runs Triton's autotuning), and the CUDA
 memory one call allocates beyond its inputs. Rows per length:
     pass1         `query_pass`: lse, entropy, sink mass (sink = 1); no top-k, no key subset
@@ -35,7 +35,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from workbench.bench import MIN_RUNS, device_info, environment, roofline_ms, timed
+from workbench.bench.timing import MIN_RUNS, device_info, environment, roofline_ms, timed
 from workbench.kernels.attention_stats import attention_stats_reference
 
 SHAPE = dict(B=1, Hq=32, Hkv=8, d=128, causal=True)
@@ -180,7 +180,7 @@ def bench_length(shape: dict, length: int, device: torch.device, info: dict, *, 
 
 
 def run(lengths=None, *, runs: int = MIN_RUNS, quick: bool = False) -> dict:
-    """The benchmark as a JSON-ready report: {"benchmark", `workbench.bench.environment` ("device",
+    """The benchmark as a JSON-ready report: {"benchmark", `workbench.bench.timing.environment` ("device",
     "device_info", versions), "quick", "date", "targets", "results": [one row per length]}.
     quick: tiny shapes on the CPU, the reference only."""
     if runs < MIN_RUNS:

@@ -11,7 +11,7 @@ warmup=5, sweep=False) -> dict` returns the same JSON-ready dict without writing
 
 Logits: per row, a Gaussian body (std 1.5) plus 20 tokens boosted by U(4, 10), which gives
 LLM-like next-token distributions (a few likely tokens over a long tail); seed 0.
-Timing: `workbench.bench.timed`, CUDA events around each call (time.perf_counter on CPU), the
+Timing: `workbench.bench.timing.timed`, CUDA events around each call (time.perf_counter on CPU), the
 median of `repeats` calls after `warmup` calls; every implementation starts from the same fp32
 logits and ends with the drawn ids (FlashInfer's probability-based kernels include the softmax
 they need). Each (case, B) also records, from the timed calls' outputs, the fraction of rows
@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-from workbench import bench
+from workbench.bench import timing
 
 CASES = {
     "temperature 0.8": dict(temperature=0.8),
@@ -115,9 +115,9 @@ def flashinfer_sampler(params):
 
 
 def timed(fn, device: torch.device, repeats: int, warmup: int) -> tuple:
-    """(median ms, output) of the argument-free `fn` by `workbench.bench.timed`, or ("error: ...",
+    """(median ms, output) of the argument-free `fn` by `workbench.bench.timing.timed`, or ("error: ...",
     None) when it fails: a missing or incompatible implementation is recorded, not fatal."""
-    result = bench.timed(lambda _: fn(), {}, device, repeats, warmup)
+    result = timing.timed(lambda _: fn(), {}, device, repeats, warmup)
     if "error" in result:
         return f"error: {result['error']}", None
     return round(result["ms"], 4), result["out"]
@@ -178,7 +178,7 @@ def _measure(quick, batches, vocab, repeats, warmup, sweep) -> dict:
             rows.append(row)
             print(json.dumps(row), flush=True)
     result = {
-        "benchmark": "sample", **bench.environment(device, ("triton", "flashinfer")),
+        "benchmark": "sample", **timing.environment(device, ("triton", "flashinfer")),
         "vocab": vocab, "dtype": "float32",
         "batches": list(batches), "repeats": repeats, "warmup": warmup,
         "logits": "N(0, 1.5^2) body plus 20 tokens per row boosted by U(4, 10); seed 0",

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench import memory
+from workbench.forward import memory
 from workbench.errors import MemoryEstimateExceeded, SignalUnavailable, WorkbenchError
 from workbench.signals import SIGNALS
 from workbench.signals.registry import register
-from workbench.testing import FAMILIES, tiny_model
+from workbench.model.tiny import FAMILIES, tiny_model
 
 TEXT = "The quick brown fox jumps over the lazy dog. 🙂 Ünïcode!"
 
@@ -157,7 +157,7 @@ def test_vocabulary_statistics_fuse_the_lm_head(monkeypatch):
     """uncertainty and the logit lens hand the lm_head's weight to kernels.linear_vocab_stats
     (Triton on CUDA tensors) rather than computing [T, V] logits; the head they read
     reproduces the family's own logits."""
-    import workbench.vocab as vocab
+    import workbench.forward.vocab_stats as vocab
 
     model = tiny_model("llama")
     weight, bias, softcap = model.adapter.head(model.hf)

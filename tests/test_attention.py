@@ -16,12 +16,12 @@ import torch
 
 from attention_reference import entropy_of
 import workbench as wb
-import workbench.attention_rows as attention_rows_module
-import workbench.capture as capture_module
-from workbench import memory
-from workbench.attention_capture import capturing_attention
+import workbench.forward.attention_rows as attention_rows_module
+import workbench.forward.capture as capture_module
+from workbench.forward import memory
+from workbench.forward.attention import capturing_attention
 from workbench.errors import MemoryEstimateExceeded, WorkbenchError
-from workbench.testing import FAMILIES, tiny_model
+from workbench.model.tiny import FAMILIES, tiny_model
 from workbench.widgets import attention as views
 from workbench.widgets.panels import load_builtin_panels, panels_for
 

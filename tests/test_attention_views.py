@@ -6,7 +6,7 @@ import plotly.graph_objects as go
 import pytest
 
 from workbench.kv import heavy_hitters
-from workbench.run import Run
+from workbench.results.run import Run
 from workbench.widgets import attention as views
 from workbench.widgets.figures import SELECTION, TEMPLATE
 from workbench.widgets.panels import clicked_position

@@ -15,9 +15,9 @@ from workbench import credit
 from workbench.credit import thr as thr_module
 from workbench.credit.critical import rounds_plan
 from workbench.errors import MemoryEstimateExceeded, WorkbenchError
-from workbench.generate import generated_spans
-from workbench.group import Group
-from workbench.testing import tiny_model
+from workbench.tokens import generated_spans
+from workbench.results.group import Group
+from workbench.model.tiny import tiny_model
 from workbench.widgets import credit as views
 
 PROMPT = "What is seven times eight?"

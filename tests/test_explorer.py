@@ -14,7 +14,7 @@ from plotly.callbacks import Points
 pytest.importorskip("anywidget", reason="the explorer needs anywidget (a dependency of token-workbench)")
 
 import workbench as wb  # noqa: E402
-from workbench.run import Run  # noqa: E402
+from workbench.results.run import Run  # noqa: E402
 from workbench.widgets import explorer as explorer_module  # noqa: E402
 from workbench.widgets.explorer import Explorer, TokenStripWidget  # noqa: E402
 from workbench.widgets.figures import SELECTED_COLOR, SELECTION  # noqa: E402

@@ -5,7 +5,7 @@ import torch
 
 import workbench
 from workbench.errors import WorkbenchError
-from workbench.testing import FAMILIES, tiny_model, tiny_tokenizer
+from workbench.model.tiny import FAMILIES, tiny_model, tiny_tokenizer
 
 MOE = {"mixtral", "qwen2_moe", "olmoe", "gpt_oss", "deepseek_v3"}
 ADAPTER_NAMES = {

@@ -17,7 +17,7 @@ import pytest
 
 from pages import CHROMIUM
 from workbench.errors import WorkbenchError
-from workbench.run import Run
+from workbench.results.run import Run
 from workbench.widgets import figures, token_strip
 from workbench.widgets.figures import (MAX_POINTS, SELECTED_COLOR, SELECTION, decimate, figure_html, lens_heatmap,
                                        next_token_chart, signal_chart, update_in_place)

@@ -11,7 +11,7 @@ import torch
 
 import workbench.samplers as S
 from workbench.errors import WorkbenchError
-from workbench.testing import tiny_model
+from workbench.model.tiny import tiny_model
 
 FAMILIES = ["llama", "gpt2", "qwen2", "mixtral"]
 

@@ -17,10 +17,10 @@ import torch
 from safetensors.numpy import load_file
 
 import workbench as wb
-from workbench.embedded import EMBEDDED
+from workbench.model.embedded import EMBEDDED
 from workbench import errors
 from workbench.errors import WorkbenchError
-from workbench.testing import tiny_model
+from workbench.model.tiny import tiny_model
 
 
 def workbench(*args, **kwargs):
@@ -382,7 +382,7 @@ def test_a_nan_in_the_first_slot_of_an_array_without_positions_last_is_seen():
 
 
 def test_a_perplexity_past_float64_is_none_not_a_traceback():
-    from workbench.analyze import sequence_figures
+    from workbench.pipelines.analyze import sequence_figures
 
     figures = sequence_figures(pd.Series([800.0, 700.0]), "every token")
     assert figures["mean_surprisal"] == 750.0 and figures["total_logprob"] == -1500.0

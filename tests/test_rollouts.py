@@ -13,11 +13,12 @@ import torch
 
 import workbench as wb
 import workbench.samplers as S
-from workbench import memory, rewards
-from workbench.cli import main
+from workbench import rewards
+from workbench.forward import memory
+from workbench.cli.main import main
 from workbench.errors import MemoryEstimateExceeded, WorkbenchError
-from workbench.group import Group, grpo_advantages
-from workbench.rollouts import sample_continuations
+from workbench.results.group import Group, grpo_advantages
+from workbench.decoding.engine import decode
 
 PROMPT = "What is seven times eight?"
 
@@ -50,8 +51,8 @@ def test_left_padded_prefixes_equal_hf_greedy_one_by_one(family):
     model = wb.load(f"tiny:{family}", dtype=torch.float64)
     tokenizer = model.tokenizer
     prefixes = [tokenizer(text)["input_ids"] for text in ("The", "The quick brown fox", "Two plus two is four, and")]
-    drawn = sample_continuations(model, prefixes, n=2, sampler=S.Greedy(), max_new_tokens=8,
-                                 generator=torch.Generator().manual_seed(0), progress=False)
+    drawn = decode(model, prefixes, n=2, sampler=S.Greedy(), max_new_tokens=8,
+                   generator=torch.Generator().manual_seed(0), progress=False)
     assert len(drawn.ids) == 6
     for u, prefix in enumerate(prefixes):
         with torch.no_grad():

@@ -15,15 +15,15 @@ import torch
 import workbench as wb
 import workbench.routing_stats as rs
 from workbench.errors import SignalUnavailable, WorkbenchError
-from workbench.models import Model
-from workbench.run import Run
-from workbench.testing import tiny_model, tiny_tokenizer
+from workbench.model.handle import Model
+from workbench.results.run import Run
+from workbench.model.tiny import tiny_model, tiny_tokenizer
 
 TEXT = "The quick brown fox jumps over the lazy dog. Two plus two is 4, and 3 * 7 = 21!"
 TINY_MOE = "workbench:tiny-moe"
 
 
-# ----- tiny models, including the two families testing.py does not build -------------------------
+# ----- tiny models, including the two families model/tiny.py does not build -------------------------
 def extra_model(family: str) -> Model:
     """Qwen3-MoE (renormalized top-k) and DeepSeek-V2 (softmax, group-limited, scaled)."""
     from transformers import AutoModelForCausalLM, DeepseekV2Config, Qwen3MoeConfig

@@ -8,7 +8,7 @@ import pytest
 
 import workbench as wb
 from workbench.errors import WorkbenchError
-from workbench.testing import tiny_model
+from workbench.model.tiny import tiny_model
 
 TEXT = "Line one\r\nline two 🙂 with\ttabs and 日本語"
 

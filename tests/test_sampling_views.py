@@ -5,7 +5,7 @@ import plotly.graph_objects as go
 import torch
 
 import workbench.samplers as S
-from workbench.testing import tiny_model
+from workbench.model.tiny import tiny_model
 from workbench.widgets import sampling
 from workbench.widgets.figures import TEMPLATE, next_token_chart
 from workbench.widgets.panels import panels_for

@@ -28,7 +28,7 @@ from pages import (ALL_MARKED, FIND, LATENCY_LIMIT_MS, MARKED, ROOT, WORKBENCH_S
                    watched_page)
 import workbench.samplers as S
 from workbench.errors import WorkbenchError
-from workbench.testing import tiny_model
+from workbench.model.tiny import tiny_model
 from workbench.widgets import serve
 from workbench.widgets.app import DEFAULT_TEXT, SAMPLER_CHOICES, Dashboard
 
@@ -350,7 +350,7 @@ def test_the_sampler_fields_and_the_cli_flags_read_one_table(monkeypatch):
     from dataclasses import replace
 
     from workbench import sampler_parameters
-    from workbench.cli import build_parser, sampler_from_args
+    from workbench.cli.main import build_parser, sampler_from_args
     from workbench.sampler_parameters import Range
 
     top_p = replace(sampler_parameters.BY_NAME["top-p"], default=0.8, allowed=Range(0.5, 1))
@@ -378,7 +378,7 @@ def test_the_cli_and_the_dashboard_refuse_the_same_values(name, refused, allowed
     """At the value that switches a rule off (DESIGN.md, Sampling: top-k 0, min-p 0, top-H 0)
     and outside [0, 1] for the probability thresholds, the CLI's flag and the dashboard's
     field both refuse; just inside, both sample with that value."""
-    from workbench.cli import build_parser, sampler_from_args
+    from workbench.cli.main import build_parser, sampler_from_args
 
     dashboard = Dashboard(tiny_model("llama"), threading.Lock())
     dashboard.mode.value = "generate"

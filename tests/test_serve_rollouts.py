@@ -18,7 +18,7 @@ import pytest
 
 from pages import (FIND, LATENCY_LIMIT_MS, MARKED, WORKBENCH_SERVE, artifact, click_and_time, click_latencies,
                    click_point, fill, report_latencies, start_server, stop_server, watched_page)
-from workbench.group import Group
+from workbench.results.group import Group
 from workbench.widgets import credit as views
 
 QUESTION, ANSWER = "What is 7 times 8? Answer with a number.", "56"

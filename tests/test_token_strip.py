@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from workbench.errors import WorkbenchError
-from workbench.run import Run
+from workbench.results.run import Run
 from workbench.widgets import TokenStrip, token_strip
 from workbench.widgets.token_strip import LEVELS, page_count, page_of, page_window, strip_page
 

@@ -2,7 +2,7 @@
 byte-level tokenizer and the embedded model's tokenizer."""
 import pytest
 
-from workbench.testing import tiny_tokenizer
+from workbench.model.tiny import tiny_tokenizer
 from workbench.tokens import contiguous_spans, tokenize_messages, tokenize_text
 
 TRICKY = [

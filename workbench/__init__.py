@@ -18,8 +18,8 @@ try:
 except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0.0.0+local"
 
-_LAZY = {"load": "models", "Model": "models", "Run": "run", "Group": "group", "explore": "widgets.explorer",
-         "exact_attention": "attention_rows"}
+_LAZY = {"load": "model.handle", "Model": "model.handle", "Run": "results.run", "Group": "results.group",
+         "explore": "widgets.explorer", "exact_attention": "forward.attention_rows"}
 # Imported on first attribute access (wb.samplers.TopH, wb.kv.heavy_hitters, ...), so that
 # `import workbench` stays free of torch.
 _SUBMODULES = ("samplers", "rewards", "credit", "kv", "routing_stats", "kernels", "widgets", "labs")

@@ -22,7 +22,7 @@ import pandas as pd
 from .errors import WorkbenchError
 
 if TYPE_CHECKING:
-    from .run import Run
+    from .results.run import Run
 
 
 def _routing_of(run: "Run") -> dict:

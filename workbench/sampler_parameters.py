@@ -60,5 +60,5 @@ BY_NAME: dict[str, Parameter | None] = {
 }
 
 # The sampler each command uses when none is given, at its value in `BY_NAME`: the same in
-# the CLI, the Python API (`workbench.generate.default_sampler`) and the dashboard.
+# the CLI, the Python API (`workbench.pipelines.generate.default_sampler`) and the dashboard.
 DEFAULT_SAMPLER = {"generate": "top-p", "rollouts": "temperature"}

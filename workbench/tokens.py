@@ -178,3 +178,39 @@ def _check_messages(messages) -> None:
             check_text(message["content"], f"message {i} content")
     if not any(m["content"].strip() for m in messages):
         raise WorkbenchError("every message is empty; give some text to analyze")
+
+
+def prompt_tokens(tokenizer, prompt: str | None, messages: Sequence[dict] | None, chat: bool | None) -> Tokens:
+    """The prompt as the model sees it. A plain `prompt` is sent as the user's message
+    through the chat template when the tokenizer has one (chat=None or True), or continued
+    as raw text (chat=False); `messages` always go through the template. The assistant
+    turn is left open."""
+    if (prompt is None) == (messages is None):
+        raise WorkbenchError("give either prompt or messages (exactly one)")
+    has_template = bool(getattr(tokenizer, "chat_template", None))
+    if messages is None and chat is True and not has_template:
+        raise WorkbenchError("chat=True but this model's tokenizer has no chat template; pass chat=False")
+    if messages is None and (chat is False or not has_template):
+        return tokenize_text(tokenizer, prompt)
+    if messages is None:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise WorkbenchError("the prompt is empty; give a question or instruction")
+        messages = [{"role": "user", "content": prompt}]
+    return tokenize_messages(tokenizer, messages, add_generation_prompt=True)
+
+
+def generated_spans(tokenizer, ids: list[int], offset: int) -> tuple[str, np.ndarray, np.ndarray]:
+    """Decoded text of `ids` and each token's span in it (shifted by `offset`), from the
+    lengths of decoded prefixes; a token that ends inside a multi-byte character gets the
+    character only when a later token completes it (same rule as `contiguous_spans`)."""
+    text = tokenizer.decode(ids, clean_up_tokenization_spaces=False)
+    starts, ends = np.zeros(len(ids), np.int64), np.zeros(len(ids), np.int64)
+    cursor = 0
+    for i in range(len(ids)):
+        prefix = tokenizer.decode(ids[: i + 1], clean_up_tokenization_spaces=False).rstrip("\ufffd")
+        end = len(prefix) if text.startswith(prefix) else cursor
+        starts[i], cursor = cursor, max(cursor, min(end, len(text)))
+        ends[i] = cursor
+    if len(ids):
+        ends[-1] = len(text)
+    return text, starts + offset, ends + offset

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from workbench import bench, bench_cases  # noqa: F401 - registers the cases
-from workbench.cli import main
+from workbench.bench import cases, timing  # noqa: F401 - registers the cases
+from workbench.cli.main import main
 
 ROW_KEYS = {"kernel", "shape", "dtype", "implementation", "median_ms", "gbps", "tflops", "roofline_ms",
             "fraction_of_roofline", "eager_ms", "speedup_vs_eager", "compile_ms", "speedup_vs_compile", "baselines",
@@ -55,18 +55,18 @@ def test_errors_exit_2(capsys):
 def test_rooflines_match_the_design_table():
     # DESIGN.md, H100 (3.35 TB/s, 989 bf16 TFLOP/s): 0.74 ms, 10.3 ms, 1.49 ms (KL), 2.97 ms (JS)
     h100 = dict(name="NVIDIA H100 80GB HBM3", slug="h100", peak_tbps=3.35, peak_tflops=989.0)
-    cases, bf16 = bench.CASES, torch.bfloat16
+    cases, bf16 = timing.CASES, torch.bfloat16
     big = dict(T=8192, V=151936)
-    assert bench.roofline_ms(cases["vocab_stats"].cost(dict(big, top_k=5), bf16), h100) == pytest.approx(0.74, abs=0.005)
+    assert timing.roofline_ms(cases["vocab_stats"].cost(dict(big, top_k=5), bf16), h100) == pytest.approx(0.74, abs=0.005)
     linear = cases["linear_vocab_stats"].cost(dict(big, d=4096, top_k=5), bf16)
-    assert bench.roofline_ms(linear, h100) == pytest.approx(10.3, abs=0.05)
-    assert bench.roofline_ms(cases["divergence"].cost(dict(big, js=False), bf16), h100) == pytest.approx(1.49, abs=0.005)
-    assert bench.roofline_ms(cases["divergence"].cost(dict(big, js=True), bf16), h100) == pytest.approx(2.97, abs=0.01)
+    assert timing.roofline_ms(linear, h100) == pytest.approx(10.3, abs=0.05)
+    assert timing.roofline_ms(cases["divergence"].cost(dict(big, js=False), bf16), h100) == pytest.approx(1.49, abs=0.005)
+    assert timing.roofline_ms(cases["divergence"].cost(dict(big, js=True), bf16), h100) == pytest.approx(2.97, abs=0.01)
 
 
 def test_device_names_map_to_peaks():
     for name, slug in (("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H200", "h200"), ("NVIDIA H100 PCIe", "h100-pcie")):
-        match = next(entry for entry in bench.DEVICE_PEAKS if entry[0] in name)
+        match = next(entry for entry in timing.DEVICE_PEAKS if entry[0] in name)
         assert match[1] == slug
 
 

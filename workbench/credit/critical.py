@@ -26,13 +26,14 @@ import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from ..decoding.engine import decode, seeded_generator
 from ..errors import WorkbenchError
-from ..generate import _eos_ids, seeded_generator
-from ..group import Group
 from ..kernels import divergence, linear_divergence
-from ..models import Model
+from ..model.handle import Model
+from ..results.group import Group
 from ..rewards import as_reward
 from ..samplers import Sampler
+from ..tokens import prompt_tokens
 from .forward import check_same_vocabulary, response_batch, response_hidden, response_logits
 
 
@@ -46,15 +47,13 @@ def _scorer(group: Group, spec) -> tuple[Model, list[int] | None]:
     """A Model (scores under the group's own prompt) or a (Model, prompt) pair: a prompt
     string (sent as the group's prompt was: through the chat template or as raw text) or
     chat messages."""
-    from ..rollouts import prompt_tokens
-
     if isinstance(spec, Model):
         return spec, None
     if isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[0], Model):
         model, prompt = spec
         if isinstance(prompt, str):
-            return model, prompt_tokens(model, prompt, None, group.meta.get("chat")).ids
-        return model, prompt_tokens(model, None, prompt, None).ids
+            return model, prompt_tokens(model.tokenizer, prompt, None, group.meta.get("chat")).ids
+        return model, prompt_tokens(model.tokenizer, None, prompt, None).ids
     raise WorkbenchError("positive and negative must each be a Model or a (Model, prompt) pair")
 
 
@@ -201,8 +200,6 @@ def rollout_critical_tokens(model: Model, group: Group, response: int, *, n: int
     allows (see `find_critical`); None: all (the definition). batch_rows: completions
     sampled together.
     """
-    from ..rollouts import sample_continuations
-
     reward = as_reward(reward if reward is not None else _group_reward(group))
     ids = group.response_ids(response)
     if not ids:
@@ -212,7 +209,7 @@ def rollout_critical_tokens(model: Model, group: Group, response: int, *, n: int
     max_new_tokens = max_new_tokens or int(group.meta.get("max_new_tokens", 64))
     sampler = sampler or Sampler()
     generator = seeded_generator(model.device, seed)
-    eos, prompt = set(_eos_ids(model)), group.prompt_ids
+    eos, prompt = set(model.eos_ids), group.prompt_ids
     per_batch = max(1, batch_rows // n)
     bar = tqdm(total=len(ids) if budget is None else min(budget, len(ids)), desc="critical tokens",
                unit="prefix", disable=not progress, leave=False)
@@ -231,8 +228,8 @@ def rollout_critical_tokens(model: Model, group: Group, response: int, *, n: int
                 open_positions.append(position)
         for begin in range(0, len(open_positions), per_batch):
             part = open_positions[begin:begin + per_batch]
-            drawn = sample_continuations(model, [prompt + ids[:p + 1] for p in part], n=n, sampler=sampler,
-                                         max_new_tokens=max_new_tokens, generator=generator, progress=False)
+            drawn = decode(model, [prompt + ids[:p + 1] for p in part], n=n, sampler=sampler,
+                           max_new_tokens=max_new_tokens, generator=generator, progress=False)
             for k, position in enumerate(part):
                 rows = drawn.ids[k * n:(k + 1) * n]
                 counts[position] = sum(correct(ids[:position + 1] + row) for row in rows)

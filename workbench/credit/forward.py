@@ -16,8 +16,8 @@ import torch
 from torch import nn
 
 from ..errors import WorkbenchError
-from ..group import Group
-from ..models import Model
+from ..model.handle import Model
+from ..results.group import Group
 
 
 @dataclass

@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import WorkbenchError
-from ..group import Group
-from ..models import Model
+from ..model.handle import Model
+from ..results.group import Group
 from .forward import check_same_vocabulary, token_logprobs
 
 

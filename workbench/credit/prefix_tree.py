@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..group import Group
+from ..results.group import Group
 
 PAD = -1
 

@@ -16,10 +16,10 @@ from typing import Callable, Sequence
 import pandas as pd
 import torch
 
+from ..decoding.engine import decode
 from ..errors import WorkbenchError
-from ..generate import _eos_ids
-from ..group import Group
-from ..models import Model
+from ..model.handle import Model
+from ..results.group import Group
 from ..samplers import Greedy
 from .forward import check_same_vocabulary, response_logits
 
@@ -68,8 +68,6 @@ def r2r_divergence(small: Model, large: Model, group: Group, *, responses: Seque
 
 def _continue(small, large, group, rows, tokens, continue_with, progress):
     """Fill each row's two continuations: each model's token, then greedy tokens after it."""
-    from ..rollouts import sample_continuations
-
     generator = torch.Generator(device=large.device)  # greedy: the generator is never drawn from
     jobs = {"small": [], "large": []}  # model name -> [(row, side, prefix)]
     prompt, responses = group.prompt_ids, group.response_ids()  # once, not per diverging row
@@ -81,10 +79,9 @@ def _continue(small, large, group, rows, tokens, continue_with, progress):
     for runner, model in (("small", small), ("large", large)):
         if not jobs[runner]:
             continue
-        drawn = sample_continuations(model, [prefix for _, _, prefix in jobs[runner]], sampler=Greedy(),
-                                     max_new_tokens=tokens, generator=generator, progress=progress,
-                                     desc="R2R continuations")
-        eos = set(_eos_ids(model))
+        drawn = decode(model, [prefix for _, _, prefix in jobs[runner]], sampler=Greedy(),
+                       max_new_tokens=tokens, generator=generator, progress=progress, desc="R2R continuations")
+        eos = set(model.eos_ids)
         for (row, side, prefix), ids in zip(jobs[runner], drawn.ids):
             ids = [prefix[-1]] + ids
             while ids and ids[-1] in eos:

@@ -36,12 +36,12 @@ import pandas as pd
 import torch
 from torch.func import functional_call, grad, jvp
 
-from .. import memory
 from ..errors import MemoryEstimateExceeded, WorkbenchError
-from ..group import Group
+from ..forward import memory
 from ..kernels.linear_vocab_stats import chunk_rows
 from ..kernels.vocab_stats import row_blocks
-from ..models import Model
+from ..model.handle import Model
+from ..results.group import Group
 from .forward import ResponseLogprobs, chunks, response_batch, response_hidden
 
 MODES = ("auto", "exact", "cheap")

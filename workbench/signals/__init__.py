@@ -1,5 +1,12 @@
-"""Per-token signals, each a registered function (see registry.py)."""
-from . import attention, logit_lens, routing, uncertainty  # noqa: F401  (registration)
+"""Per-token signals: the registry (registry.py) and one module per signal that registers itself
+there. Every module of this folder is imported here, so a new signal is one new file."""
+import pkgutil
+from importlib import import_module
+
 from .registry import SIGNALS, Signal, SignalOutput, register, resolve
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "registry":
+        import_module(f".{_module.name}", __name__)
 
 __all__ = ["SIGNALS", "Signal", "SignalOutput", "register", "resolve"]

@@ -1,5 +1,5 @@
 """Attention statistics and KV importance per layer, head and position, computed from Q and
-K as each layer runs (see `workbench/attention_capture.py` and `workbench/kernels/attention_stats.py`);
+K as each layer runs (see `workbench/forward/attention.py` and `workbench/kernels/attention_stats.py`);
 no T x T matrix is kept.
 
 Signal "attention". With A the attention of one layer and head (rows: queries q, columns: keys j):
@@ -27,8 +27,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .. import capture as capture_settings  # read at call time: the estimate follows the capture's limit
-from ..capture import ATTENTION_SINK, KEYFORMER_SEED
+from ..forward import capture as capture_settings  # read at call time: the estimate follows the capture's limit
+from ..forward.capture import ATTENTION_SINK, KEYFORMER_SEED
 from ..kernels.attention_stats import QUERY_BLOCK
 from ..kv import KEYFORMER_TAU
 from .registry import SignalOutput, register

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm.auto import tqdm
 
-from ..vocab import hidden_vocab_stats, next_token_targets
+from ..forward.vocab_stats import hidden_vocab_stats, next_token_targets
 from .registry import SignalOutput, register
 
 LENS_ARRAYS = ("lens_entropy", "lens_surprisal", "lens_rank", "lens_top1_id", "lens_top1_prob")

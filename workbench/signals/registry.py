@@ -12,8 +12,8 @@ import numpy as np
 from ..errors import SignalUnavailable, WorkbenchError
 
 if TYPE_CHECKING:
-    from ..capture import Capture
-    from ..models import Model
+    from ..forward.capture import Capture
+    from ..model.handle import Model
 
 # What a signal can ask the forward pass for.
 NEEDS = {

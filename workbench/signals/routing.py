@@ -2,7 +2,7 @@
 
 Each MoE layer's router scores the E routed experts from its logits z [T, E] and sends
 each token to k of them with weights w [T, k]; the rule differs per family (softmax or
-sigmoid scoring, renormalized or not, scaled or not: see `workbench/families/` and
+sigmoid scoring, renormalized or not, scaled or not: see `workbench/model/families/` and
 `run.meta["routing"]`). Router entropy is the entropy of the router's distribution over
 all experts, H = -sum_e p_e log p_e with p = softmax(z) (sigmoid routers: sigmoid(z)
 normalized to sum one), in nats: log E when the router cannot tell the experts apart, 0
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..families.routing import expert_distribution
+from ..model.families.routing import expert_distribution
 from .registry import SignalOutput, register
 
 ROUTING_ARRAYS = ("routing_expert_ids", "routing_weights", "routing_entropy", "routing_logits", "routing_layers",

@@ -11,14 +11,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..vocab import hidden_vocab_stats, next_token_targets
+from ..forward.vocab_stats import hidden_vocab_stats, next_token_targets
 from .registry import SignalOutput, register
 
 FLOAT_COLUMNS = ("entropy", "varentropy", "surprisal", "target_logprob", "margin")
 
 
 def _memory_bytes(model, n_tokens: int) -> int:
-    return 64 * n_tokens  # the [T] result vectors and top-k lists; logits are chunked (see vocab.py)
+    return 64 * n_tokens  # the [T] result vectors and top-k lists; logits are chunked (see forward/vocab_stats.py)
 
 
 @register(

@@ -48,7 +48,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import WorkbenchError
-from workbench.group import Group
+from workbench.results.group import Group
 from workbench.sampler_parameters import BY_NAME, DEFAULT_SAMPLER, Range
 
 from .credit import (clicked_token, first_searched, response_header, response_label, response_run, strip_scale,

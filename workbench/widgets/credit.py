@@ -45,8 +45,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.errors import WorkbenchError
-from workbench.group import Group
-from workbench.run import Run
+from workbench.results.group import Group
+from workbench.results.run import Run
 
 from .figures import LINE_COLOR, SELECTED_COLOR, figure_layout, selection_box, selection_line, token_reprs
 from .panels import clicked_index, clicked_position

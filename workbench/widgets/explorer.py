@@ -20,7 +20,7 @@ import plotly.graph_objects as go
 import traitlets
 
 from workbench.errors import WorkbenchError
-from workbench.run import Run
+from workbench.results.run import Run
 
 from .figures import figure_html, figure_png, require_png_export, update_in_place
 from .panels import clicked_position, load_builtin_panels, panels_for

@@ -34,7 +34,7 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from workbench.errors import WorkbenchError
-from workbench.run import Run
+from workbench.results.run import Run
 
 from .panels import Panel, register_panel
 from .token_strip import signal_columns

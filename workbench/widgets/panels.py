@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Callable
 if TYPE_CHECKING:
     import plotly.graph_objects as go
 
-    from workbench.run import Run
+    from workbench.results.run import Run
 
 # Modules that register panels when imported; optional ones may not exist yet.
 BUILTIN_MODULES = ("workbench.widgets.figures",)

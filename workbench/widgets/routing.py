@@ -25,7 +25,7 @@ from plotly.colors import qualitative, sample_colorscale
 
 from workbench import routing_stats as rs
 from workbench.errors import WorkbenchError
-from workbench.run import Run
+from workbench.results.run import Run
 
 from .figures import SELECTED_COLOR, figure_layout, selection_box
 from .panels import Panel, register_panel

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 
 from workbench.errors import WorkbenchError
-from workbench.run import Run
+from workbench.results.run import Run
 
 # Sequential colorscales, evenly spaced stops from the bottom (low values) to the top.
 COLORSCALES: dict[str, tuple[str, ...]] = {

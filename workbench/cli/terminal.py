@@ -73,7 +73,7 @@ def _settled_from(ranks) -> int | None:
 
 
 def sequence_line(meta: dict) -> str:
-    """The sequence's figures (`workbench.analyze.sequence_figures`) as one line."""
+    """The sequence's figures (`workbench.pipelines.analyze.sequence_figures`) as one line."""
     figures = meta["sequence"]
     if figures["perplexity"] is None:
         return f"no sequence figures: no finite surprisal over {figures['scored']}"

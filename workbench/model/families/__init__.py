@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from ..errors import WorkbenchError
+from ...errors import WorkbenchError
 from .base import FamilyAdapter
 from .deepseek import Deepseek
 from .gpt2 import GPT2
@@ -31,7 +31,7 @@ def adapter_for(hf: nn.Module) -> FamilyAdapter:
         return generic
     raise WorkbenchError(
         f"model type '{model_type}' has no family adapter and not the usual decoder layout; "
-        "add one in workbench/families/ (see base.py)"
+        "add one in workbench/model/families/ (see base.py)"
     )
 
 

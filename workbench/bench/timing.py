@@ -1,4 +1,4 @@
-"""Kernel benchmarks (`workbench bench`): each registered case (workbench/bench_cases.py)
+"""Kernel benchmarks (`workbench bench`): each registered case (workbench/bench/cases.py)
 timed against eager PyTorch, torch.compile and public kernels, with its roofline.
 
 For every case and shape:
@@ -33,8 +33,8 @@ from typing import Any, Callable
 
 import torch
 
-from .errors import WorkbenchError
-from .kernels.dispatch import triton_implementation
+from ..errors import WorkbenchError
+from ..kernels.dispatch import triton_implementation
 
 # (substring of the CUDA device name, short name for file names, HBM TB/s, dense bf16 TFLOP/s)
 # Checked in order: the first match wins.
@@ -228,7 +228,7 @@ def bench_case(case: Case, shape: dict, device: torch.device, info: dict, *, run
 def run(kernels: list[str] | None = None, *, quick: bool = False, runs: int = MIN_RUNS, compile: bool | None = None,
         progress: Callable[[str], None] = print) -> dict:
     """Benchmark the registered cases; returns {"device", "device_info", "results", ...}."""
-    from . import bench_cases  # noqa: F401 - registers the cases
+    from . import cases  # noqa: F401 - registers the cases
 
     if runs < MIN_RUNS:
         raise WorkbenchError(f"--runs must be at least {MIN_RUNS} (the median needs them), got {runs}")
@@ -322,7 +322,7 @@ def _shape_label(shape: dict) -> str:
 
 
 def main(args) -> int:
-    """`workbench bench` (see cli.py for the options)."""
+    """`workbench bench` (see cli/main.py for the options)."""
     kernels = [name.strip() for name in args.kernels.split(",") if name.strip()] if args.kernels else None
     report = run(kernels, quick=args.quick, runs=args.runs, compile=False if args.no_compile else None)
     out, results_dir = args.out, args.results_dir or RESULTS_DIR

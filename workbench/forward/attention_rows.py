@@ -18,11 +18,11 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..errors import WorkbenchError
+from ..kv import PAGERANK_MAX_T
+from ..tokens import tokenize_text
 from . import memory
-from .attention_capture import AttentionInputs, capturing_queries_keys
-from .errors import WorkbenchError
-from .kv import PAGERANK_MAX_T
-from .tokens import tokenize_text
+from .attention import AttentionInputs, capturing_queries_keys
 
 ALL_ROWS_MAX_T = PAGERANK_MAX_T  # every query's row: short inputs only (also what PageRank takes)
 

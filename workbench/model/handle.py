@@ -11,8 +11,8 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..errors import WorkbenchError
 from .embedded import DEFAULT_MODEL, EMBEDDED, materialize
-from .errors import WorkbenchError
 from .families import FamilyAdapter, adapter_for
 
 
@@ -62,6 +62,15 @@ class Model:
                 return value
         return None
 
+    @property
+    def eos_ids(self) -> list[int]:
+        """The tokens that end a sequence: the tokenizer's end-of-sequence token and those of
+        the generation config."""
+        ids = [self.tokenizer.eos_token_id]
+        config_eos = getattr(getattr(self.hf, "generation_config", None), "eos_token_id", None)
+        ids += config_eos if isinstance(config_eos, list) else [config_eos]
+        return [i for i in ids if i is not None]
+
     def analyze(
         self,
         text: str | None = None,
@@ -73,8 +82,8 @@ class Model:
         progress: bool = True,
     ):
         """Run `text` (or chat `messages`) through the model once and compute per-token
-        signals. Returns a `Run`. See `workbench.analyze.analyze`."""
-        from .analyze import analyze
+        signals. Returns a `Run`. See `workbench.pipelines.analyze.analyze`."""
+        from ..pipelines.analyze import analyze
 
         return analyze(self, text, messages=messages, signals=signals, top_k=top_k, truncate=truncate,
                        progress=progress)
@@ -93,8 +102,8 @@ class Model:
     ):
         """Sample a continuation with the KV cache, recording each step's entropy before and
         after truncation, kept-set size, rank and probability. Returns a `Run` whose table
-        marks generated tokens. See `workbench.generate.generate`."""
-        from .generate import generate
+        marks generated tokens. See `workbench.pipelines.generate.generate`."""
+        from ..pipelines.generate import generate
 
         return generate(self, prompt, messages=messages, sampler=sampler, max_new_tokens=max_new_tokens,
                         seed=seed, stop=stop, top_k=top_k, progress=progress)
@@ -116,8 +125,8 @@ class Model:
         """Sample `n` responses in one batch, score them with `reward` (an expected answer, a
         `workbench.rewards` reward or any callable text -> number), and return a `Group`
         with GRPO advantages and per-token logprob, entropy, D3S priority and Token Hidden
-        Reward. See `workbench.rollouts.rollouts`."""
-        from .rollouts import rollouts
+        Reward. See `workbench.pipelines.rollouts.rollouts`."""
+        from ..pipelines.rollouts import rollouts
 
         return rollouts(self, prompt, messages=messages, n=n, reward=reward, sampler=sampler,
                         max_new_tokens=max_new_tokens, seed=seed, chat=chat, thr=thr, progress=progress)
@@ -194,7 +203,7 @@ def load(
     """Load a causal LM for analysis.
 
     name: an embedded name (`workbench:smollm2-135m`, the default), a tiny random test
-    model (`tiny:<family>`, see `workbench.testing`), a `.gguf` file, a local folder with
+    model (`tiny:<family>`, see `workbench.model.tiny`), a `.gguf` file, a local folder with
     safetensors weights, or a Hugging Face model id. Weights load only as safetensors or
     GGUF, and remote code runs only with `trust_remote_code=True`. A `Path`, or a name no
     Hugging Face id can be (starting with /, ~ or ., ending with /, or with two /), is a
@@ -207,7 +216,7 @@ def load(
     torch_dtype = _parse_dtype(dtype) or default_dtype(torch_device)
 
     if name.startswith("tiny:"):
-        from .testing import tiny_model
+        from .tiny import tiny_model
 
         model = tiny_model(name.split(":", 1)[1])
         model.hf.to(device=torch_device, dtype=torch_dtype)

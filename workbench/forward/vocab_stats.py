@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import IGNORE_INDEX, VocabStats, linear_vocab_stats, vocab_stats
-from .kernels.linear_vocab_stats import chunk_rows
-from .kernels.vocab_stats import row_blocks
-from .models import Model
+from ..kernels import IGNORE_INDEX, VocabStats, linear_vocab_stats, vocab_stats
+from ..kernels.linear_vocab_stats import chunk_rows
+from ..kernels.vocab_stats import row_blocks
+from ..model.handle import Model
 
 
 def hidden_vocab_stats(model: Model, hidden: torch.Tensor, targets: torch.Tensor | None, *,

@@ -1,7 +1,7 @@
 """The registered kernel benchmarks (`workbench bench`): the shapes of a large model
 (T = 8192, V = 151936, d = 4096, bf16), roofline cost models, eager PyTorch
 formulations, and public kernels to compare with when installed. Add a kernel's case with
-`register(Case(...))` (see workbench/bench.py).
+`register(Case(...))` (see workbench/bench/timing.py).
 
 Eager formulations are what a user would write with whole-tensor PyTorch ops: they
 materialize fp32 [T, V] intermediates (several GB at these shapes), which is the point of
@@ -16,8 +16,8 @@ import math
 
 import torch
 
-from . import kernels
-from .bench import Case, register
+from .. import kernels
+from .timing import Case, register
 
 BIG = dict(T=8192, V=151936)  # 8192 tokens of a 151936-token vocabulary (Qwen's)
 D_MODEL = 4096

@@ -6,7 +6,7 @@ import os
 
 import torch
 
-from .errors import MemoryEstimateExceeded
+from ..errors import MemoryEstimateExceeded
 
 HEADROOM = 0.8  # use at most this share of what is available
 GIB = 2**30
@@ -53,3 +53,14 @@ def check_fits(what: str, needed: int, device: torch.device, advice: str) -> Non
             f"{what} needs about {needed / GIB:.1f} GiB but {available / GIB:.1f} GiB is available "
             f"on {device.type}; {advice}"
         )
+
+
+def check_signals_fit(model, n_tokens: int, specs) -> None:
+    """Refuse a forward of `n_tokens` whose transient memory plus that of the signals `specs`
+    (each `SignalSpec.memory_bytes`) would not fit."""
+    needed = forward_bytes(model, n_tokens) + sum(s.memory_bytes(model, n_tokens) for s in specs)
+    names = ", ".join(s.name for s in specs)
+    check_fits(
+        f"analyzing {n_tokens} tokens with {names}", needed, model.device,
+        "analyze a shorter text (truncate) or request fewer signals",
+    )

@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import memory
-from .capture import run_forward
-from .errors import WorkbenchError
-from .finite import all_finite, arrays_finite, flag, table_finite
-from .models import Model
-from .run import Run
-from .signals import resolve
-from .signals.uncertainty import decode_pieces
-from .tokens import Tokens, tokenize_messages, tokenize_text
+from ..errors import WorkbenchError
+from ..finite import all_finite, arrays_finite, flag, table_finite
+from ..forward import memory
+from ..forward.capture import run_forward
+from ..model.handle import Model
+from ..results.run import Run
+from ..signals import resolve
+from ..signals.uncertainty import decode_pieces
+from ..tokens import Tokens, tokenize_messages, tokenize_text
 
 MAX_TOP_K = 100
 
@@ -56,7 +56,7 @@ def analyze(
     tokens = (tokenize_text(model.tokenizer, text) if messages is None
               else tokenize_messages(model.tokenizer, messages))
     tokens = _fit_context(tokens, model, truncate)
-    _check_memory(model, len(tokens.ids), specs)
+    memory.check_signals_fit(model, len(tokens.ids), specs)
 
     needs = {need for spec in specs for need in spec.needs}
     capture = run_forward(model, tokens.ids, needs)
@@ -109,7 +109,7 @@ def token_table(tokens: Tokens, tokenizer) -> pd.DataFrame:
 def run_meta(model: Model, tokens: Tokens, signals: list[str], params: dict) -> dict:
     """What every Run records of its making; for chat input also "template_system_prompt",
     the system prompt the chat template added on its own (None when it added none)."""
-    from . import __version__
+    from .. import __version__
 
     chat = {"template_system_prompt": tokens.template_system} if tokens.chat else {}
     return {
@@ -139,12 +139,3 @@ def _fit_context(tokens: Tokens, model: Model, truncate: bool) -> Tokens:
             "the 'truncate' box)"
         )
     return tokens.truncate(limit)
-
-
-def _check_memory(model: Model, n_tokens: int, specs) -> None:
-    needed = memory.forward_bytes(model, n_tokens) + sum(s.memory_bytes(model, n_tokens) for s in specs)
-    names = ", ".join(s.name for s in specs)
-    memory.check_fits(
-        f"analyzing {n_tokens} tokens with {names}", needed, model.device,
-        "analyze a shorter text (truncate) or request fewer signals",
-    )

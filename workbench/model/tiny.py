@@ -8,7 +8,7 @@ family has GQA) and wrapped in a `Model`. The weights are random: the models exe
 code paths of each family (module layout, attention variants, MoE routing) on CPU in
 milliseconds, and their outputs mean nothing.
 
-    from workbench.testing import FAMILIES, tiny_model
+    from workbench.model.tiny import FAMILIES, tiny_model
     model = tiny_model("mixtral")           # or workbench.load("tiny:mixtral")
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ import functools
 
 import torch
 
-from .errors import WorkbenchError
+from ..errors import WorkbenchError
 from .families.qwen2 import CHATML
-from .models import Model
+from .handle import Model
 
 FAMILIES: tuple[str, ...] = (
     "llama", "gpt2", "qwen2", "mixtral", "qwen2_moe", "olmoe", "gpt_oss", "deepseek_v3",

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import WorkbenchError
+from ..errors import WorkbenchError
 
 TABLE_FILE, ARRAYS_FILE, META_FILE, TEXT_FILE = "table.parquet", "arrays.safetensors", "meta.json", "text.txt"
 # Columns that hold one list per token (top-k alternatives); None where there is no prediction.
@@ -129,7 +129,7 @@ class Run:
         charts, every panel that applies; click a token to select it everywhere). Outside a
         notebook kernel, or without anywidget, the token strip (`strip`)."""
         try:
-            from .widgets.explorer import Explorer, in_notebook
+            from ..widgets.explorer import Explorer, in_notebook
         except ImportError:  # anywidget missing: the static strip still works
             return self.strip(signal)
         return Explorer(self, signal=signal, selected=selected) if in_notebook() else self.strip(signal)
@@ -138,7 +138,7 @@ class Run:
         """The text as a token strip colored by `signal`: hover a token for its value and
         top-k alternatives, click to select it. Self-contained HTML (`.html`, `.save(path)`)
         that works offline."""
-        from .widgets import token_strip
+        from ..widgets import token_strip
 
         return token_strip(self, signal=signal)
 

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import WorkbenchError
+from ..errors import WorkbenchError
 
 DEFAULT_MODEL = "workbench:smollm2-135m"
 
@@ -39,7 +39,7 @@ class EmbeddedModel:
 
     def folder(self) -> Path:
         """The packaged model folder, or a clear error when the install lacks it."""
-        folder = Path(__file__).resolve().parent / "data" / self.data_dir
+        folder = Path(__file__).resolve().parent.parent / "data" / self.data_dir
         if not (folder / "config.json").is_file():
             raise WorkbenchError(f"{self.name}: {folder} is missing from this installation; "
                                  "reinstall token-workbench")

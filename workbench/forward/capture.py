@@ -2,7 +2,7 @@
 
 The model's own logits are never computed here: the backbone returns final hidden states
 and signals turn them into vocabulary statistics chunk by chunk, so no [T, V] tensor exists.
-Attention is reduced layer by layer as the forward runs (`attention_capture.py`): each
+Attention is reduced layer by layer as the forward runs (`forward/attention.py`): each
 layer's queries and keys become [heads, T] statistics and are dropped, so no layer's
 T x T attention is kept (exact rows only for inputs of at most ATTENTION_ROWS_MAX_T tokens).
 """
@@ -14,11 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .attention_capture import AttentionInputs, capturing_queries_keys
-from .families.routing import Routing
-from .kernels.attention_stats import QUERY_BLOCK, attention_rows
-from .kv import KEYFORMER_TAU, keyformer_scores
-from .models import Model
+from ..kernels.attention_stats import QUERY_BLOCK, attention_rows
+from ..kv import KEYFORMER_TAU, keyformer_scores
+from ..model.families.routing import Routing
+from ..model.handle import Model
+from .attention import AttentionInputs, capturing_queries_keys
 
 ATTENTION_SINK = 1  # sink mass: attention on the first key
 ATTENTION_ROWS_MAX_T = 512  # inputs this short also keep their exact attention rows, [T, T] (1 MiB at 512)

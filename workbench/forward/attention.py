@@ -19,8 +19,8 @@ from typing import Callable
 
 import torch
 
-from .errors import WorkbenchError
-from .kernels import AttentionStats, attention_rows, attention_stats
+from ..errors import WorkbenchError
+from ..kernels import AttentionStats, attention_rows, attention_stats
 
 NAME = "workbench_stats"
 _LOCK = threading.Lock()  # the interface registry is global: one capture at a time

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import WorkbenchError
+from ..errors import WorkbenchError
 from .run import Run, read_folder, saved_kind
 
 ADVANTAGE_EPS = 1e-4
@@ -169,7 +169,7 @@ class Group:
     def show(self, signal: str = "thr"):
         """The responses stacked, each token colored by `signal` (diverging around zero for
         signed signals such as THR), reward and advantage beside each; works offline."""
-        from .widgets.credit import group_strips
+        from ..widgets.credit import group_strips
 
         return group_strips(self, signal=signal)
 

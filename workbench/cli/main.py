@@ -16,9 +16,9 @@ import warnings
 from pathlib import Path
 from typing import Sequence
 
-from . import __version__
-from .errors import NonFiniteWarning, WorkbenchError
-from .sampler_parameters import BY_NAME, DEFAULT_SAMPLER
+from .. import __version__
+from ..errors import NonFiniteWarning, WorkbenchError
+from ..sampler_parameters import BY_NAME, DEFAULT_SAMPLER
 
 FORMATS = ("table", "json", "parquet", "run")
 FILE_FORMATS = ("parquet", "run")  # formats that need --out
@@ -154,7 +154,7 @@ def _check_output(args, kind: str = "run", folders: Sequence[str] = ()) -> None:
     if args.format != "run" and args.out.is_dir():
         raise WorkbenchError(f"--out {args.out} is a folder; give a file path (or --format run for a folder)")
     if args.format == "run":
-        from .run import META_FILE, check_save_target
+        from ..results.run import META_FILE, check_save_target
 
         if folders and args.out.exists() and not (args.out.is_dir() and not (args.out / META_FILE).exists()):
             raise WorkbenchError(f"--out {args.out} {'is a saved run' if args.out.is_dir() else 'is a file'}; --compare "
@@ -249,7 +249,7 @@ def _write_parquet(table, arrays: dict, meta: dict, out: Path, what: str) -> Non
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from .run import save_arrays
+    from ..results.run import save_arrays
 
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = pa.Table.from_pandas(table, preserve_index=False)
@@ -274,7 +274,7 @@ def sampler_from_args(args):
     outside its sampler's allowed values (`BY_NAME`) is refused: at the value that switches
     its rule off, the run would silently sample without it. --temperature keeps the
     `Sampler`'s own check, where 0 is greedy."""
-    from . import samplers
+    from .. import samplers
 
     given = {rule: getattr(args, flag) for rule, flag in RULE_FLAGS.items() if getattr(args, flag) is not None}
     parameter = BY_NAME[args.sampler or DEFAULT_SAMPLER[args.command]]
@@ -346,7 +346,7 @@ def _named_samplers(args) -> list[tuple[str, object]]:
     """(name, sampler) pairs: each of --compare's, or the one of --sampler and its rule flags.
     Refused: an empty or repeated --compare item, and --sampler or a truncation flag beside
     --compare (only --temperature applies to every compared sampler)."""
-    from . import samplers
+    from .. import samplers
 
     if args.compare is None:
         return [(args.sampler or DEFAULT_SAMPLER["generate"], sampler_from_args(args))]
@@ -375,7 +375,7 @@ def cmd_rollouts(args) -> int:
     prompt = _read_text(args, "prompt")
     _check_output(args, kind="group")
     _check_positive(args, "--max-new-tokens", "--n")
-    from . import rewards
+    from .. import rewards
 
     reward = rewards.exact_answer(args.answer) if args.answer is not None else rewards.regex(args.regex)
     sampler = sampler_from_args(args)
@@ -410,7 +410,7 @@ def _write(output: str, out: Path | None) -> None:
 def cmd_serve(args) -> int:
     _check_port_free(args.host, args.port)  # before the model loads
     import workbench as wb
-    from .widgets import serve
+    from ..widgets import serve
 
     serve(wb.load(args.model, dtype=args.dtype, device=args.device), host=args.host, port=args.port)
     return 0
@@ -437,7 +437,7 @@ def _check_port_free(host: str, port: int) -> None:
 
 
 def cmd_models(args) -> int:
-    from .embedded import EMBEDDED
+    from ..model.embedded import EMBEDDED
 
     for name, model in EMBEDDED.items():
         print(f"{name}\t{model.description}")
@@ -447,7 +447,7 @@ def cmd_models(args) -> int:
 def _read_text(args, what: str) -> str:
     """The text (or prompt) from the argument or --file, checked before any model loads
     (`tokens.check_text`); invalid UTF-8 becomes U+FFFD with --replace-invalid."""
-    from .tokens import check_text, replace_invalid
+    from ..tokens import check_text, replace_invalid
 
     if (args.text is None) == (args.file is None):
         raise WorkbenchError(f"give the {what} as an argument or with --file PATH (one of them)")
@@ -480,7 +480,7 @@ def _wants_color() -> bool:
 
 
 def cmd_bench(args) -> int:
-    from .bench import main as bench_main
+    from ..bench.timing import main as bench_main
 
     return bench_main(args)
 

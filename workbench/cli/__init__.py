@@ -1,0 +1,1 @@
+"""The `workbench` command (main.py) and its terminal table (terminal.py)."""
