@@ -15,7 +15,9 @@ venv="$scratch/venv"
 py="$venv/bin/python"
 
 differs_from_lock() {
-    "$py" -m pip freeze --all --exclude-editable --disable-pip-version-check 2>/dev/null | grep -v "^#" | sed 's/==/=/' | sort -t= -k1,1 > "$scratch/newest.txt"
+    # local version labels (torch's +cpu) are dropped, as the lock drops them
+    "$py" -m pip freeze --all --exclude-editable --disable-pip-version-check 2>/dev/null | grep -v "^#" \
+        | sed -e 's/==/=/' -e 's/+[a-z0-9.]*$//' | sort -t= -k1,1 > "$scratch/newest.txt"
     grep -v '^#' requirements-lock.txt | sed -e 's/ *#.*//' -e 's/==/=/' | sort -t= -k1,1 > "$scratch/lock.txt"
     local moved
     moved="$(join -t= -j1 "$scratch/lock.txt" "$scratch/newest.txt" | awk -F= '$2 != $3 {printf "  %s %s -> %s\n", $1, $2, $3}'
