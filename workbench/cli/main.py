@@ -268,6 +268,11 @@ RULE_FLAGS = {"temperature": "temperature", "top_k": "top_k", "top_p": "top_p", 
 LOW_HINTS = {"alpha": " (alpha near 0 approaches greedy: use --sampler greedy for that)"}  # for a value too low
 
 
+def _sampler_name(args) -> str:
+    """--sampler, or the command's default (`DEFAULT_SAMPLER`) when it is not given."""
+    return args.sampler or DEFAULT_SAMPLER[args.command]
+
+
 def sampler_from_args(args):
     """--sampler NAME plus any rule flags -> one composed sampler (each flag given adds its
     rule; the sampler's own flag defaults to its value in `BY_NAME`). A truncation flag
@@ -277,7 +282,7 @@ def sampler_from_args(args):
     from .. import samplers
 
     given = {rule: getattr(args, flag) for rule, flag in RULE_FLAGS.items() if getattr(args, flag) is not None}
-    parameter = BY_NAME[args.sampler or DEFAULT_SAMPLER[args.command]]
+    parameter = BY_NAME[_sampler_name(args)]
     if parameter is None:
         if given:
             flag = RULE_FLAGS[next(iter(given))]
@@ -349,7 +354,7 @@ def _named_samplers(args) -> list[tuple[str, object]]:
     from .. import samplers
 
     if args.compare is None:
-        return [(args.sampler or DEFAULT_SAMPLER["generate"], sampler_from_args(args))]
+        return [(_sampler_name(args), sampler_from_args(args))]
     specs = [spec.strip() for spec in args.compare.split(",")]
     if not all(specs):
         raise WorkbenchError(f"--compare {args.compare!r} has an empty item; give samplers such as "

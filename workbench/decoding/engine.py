@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import WorkbenchError
-from ..finite import logits_valid
+from ..finite import all_finite, logits_valid
 from ..forward import memory
 from ..kernels import VocabStats, vocab_stats
 from ..kernels.sample import SampleResult
@@ -65,14 +65,15 @@ class Decoded:
     """What `decode` made, per output row (prefix-major: prefix 0's n rows first): the drawn
     ids, why the row stopped ("eos", "stop" or "length") and, when asked for, the final
     hidden state after its last token ([d]; None for a row that ended with end-of-sequence);
-    the steps in order; the prefill's final hidden states [prefixes, width, d] (left-padded);
-    whether every step's logits were valid (`finite.logits_valid`: no NaN, no +inf)."""
+    the steps in order; the prefill's final hidden states [prefixes, width, d] (left-padded),
+    kept only when asked for (None otherwise); whether the prefill's hidden states were finite
+    and every step's logits valid (`finite.logits_valid`: no NaN, no +inf)."""
 
     ids: list[list[int]]
     stop: list[str]
     final_hidden: list[torch.Tensor | None]
     steps: list[Step]
-    prefill_hidden: torch.Tensor
+    prefill_hidden: torch.Tensor | None
     finite: bool = True
 
     def traces(self, fields: Sequence[str]) -> list[dict[str, list]]:
@@ -87,12 +88,14 @@ class Decoded:
 
 def decode(model: Model, prefixes: Sequence[Sequence[int]], *, n: int = 1, sampler: Sampler,
            max_new_tokens: int, generator: torch.Generator, stops: Sequence[str] = (), top_k: int = 0,
-           final_hidden: bool = False, progress: bool = True, desc: str = "sampling") -> Decoded:
+           final_hidden: bool = False, keep_prefill: bool = False, progress: bool = True,
+           desc: str = "sampling") -> Decoded:
     """n sampled continuations of each prefix (token ids), all rows batched.
 
     stops: strings that end a row once its generated text contains one. top_k: the top of
     each step's distribution kept in `Step.stats`. final_hidden: run one more forward for the
     rows that did not end with end-of-sequence, for the prediction after their last token.
+    keep_prefill: keep the prefill's final hidden states [prefixes, width, d] in the result.
     """
     if not prefixes or any(len(p) == 0 for p in prefixes):
         raise WorkbenchError("every prefix needs at least one token")
@@ -112,7 +115,9 @@ def decode(model: Model, prefixes: Sequence[Sequence[int]], *, n: int = 1, sampl
         output = model.adapter.forward_cached(model.hf, cache, input_ids=input_ids, attention_mask=mask if padded else None,
                                               position_ids=(mask.cumsum(-1) - 1).clamp_min(0))
         out = Decoded(ids=[[] for _ in range(rows_total)], stop=["length"] * rows_total,
-                      final_hidden=[None] * rows_total, steps=[], prefill_hidden=output.last_hidden_state)
+                      final_hidden=[None] * rows_total, steps=[],
+                      prefill_hidden=output.last_hidden_state if keep_prefill else None,
+                      finite=all_finite(output.last_hidden_state))
         hidden = output.last_hidden_state[:, -1].repeat_interleave(n, 0)  # [B, d]
         if n > 1:
             cache.batch_repeat_interleave(n)

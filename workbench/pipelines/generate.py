@@ -22,7 +22,7 @@ import torch
 
 from ..decoding.engine import Decoded, check_context_room, decode, seeded_generator
 from ..errors import WorkbenchError
-from ..finite import all_finite, flag
+from ..finite import flag
 from ..forward import memory
 from ..forward.capture import Capture
 from ..forward.vocab_stats import hidden_vocab_stats
@@ -77,14 +77,15 @@ def generate(
 
     generator = seeded_generator(model.device, seed)
     decoded = decode(model, [tokens.ids], sampler=sampler, max_new_tokens=max_new_tokens, generator=generator,
-                     stops=stops, top_k=max(top_k, VIEW_TOP), final_hidden=True, progress=progress, desc="generating")
+                     stops=stops, top_k=max(top_k, VIEW_TOP), final_hidden=True, keep_prefill=True, progress=progress,
+                     desc="generating")
     role = "generated" if messages is None else "response"
     run = _as_run(model, tokens, decoded, top_k, role)
     run.meta.update({"sampler": sampler.describe(), "seed": seed, "max_new_tokens": max_new_tokens,
                      "stop_reason": decoded.stop[0], "n_generated": len(decoded.ids[0])})
     if decoded.final_hidden[0] is not None:
         run.meta["next_token"] = _next_token(model, decoded.final_hidden[0][None], top_k)
-    if not (decoded.finite and all_finite(decoded.prefill_hidden)):
+    if not decoded.finite:
         flag(run.meta, model, "the generation", run.table["token_id"].tolist())
     run.meta["sequence"] = sequence_figures(run.table.loc[run.table["generated"], "surprisal"], "the generated tokens")
     return run

@@ -34,6 +34,7 @@ from a CDN; exported figures inline plotly.js: everything works with no network.
 from __future__ import annotations
 
 import asyncio
+import functools
 import html
 import io
 import logging
@@ -129,6 +130,7 @@ def parse_messages(text: str) -> list[dict]:
     return messages
 
 
+@functools.cache
 def _strip_class():
     """The token strip as a Panel component (defined on first use: Panel is imported late)."""
     import panel as pn
@@ -174,6 +176,7 @@ def _resolved(options: dict, model, inputs: dict) -> dict:
     return options | {"sampler": chosen.sampler(model, inputs)} if isinstance(chosen, AdaptiveChoice) else options
 
 
+@functools.cache
 def _checkbox_class():
     """A checkbox named by its text, as a Panel component (defined on first use: Panel is
     imported late): Bokeh's draws its text beside the box, not in a <label>, so that the box
@@ -861,6 +864,7 @@ def _typed_number(value) -> tuple[float | int | None, str]:
     return None, f"{text!r}, which is not a number"
 
 
+@functools.cache
 def _number_field_class():
     """A field for a number, as a Panel widget class (defined on first use: Panel is imported
     late). It keeps what is typed: a browser's number field reverts a non-number without a
