@@ -32,8 +32,10 @@ def vocab_stats(logits: torch.Tensor, targets: torch.Tensor | None = None, top_k
     return out
 
 
-def divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, targets: torch.Tensor | None = None, beta: float = 1.0):
-    """KL(p||q), KL(q||p), JS, contrastive score in float64, one formula each."""
+def divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, targets: torch.Tensor | None = None, beta: float = 1.0,
+               overlap: bool = False):
+    """KL(p||q), KL(q||p), JS, contrastive score (and the overlap sum min(p, q)) in float64,
+    one formula each."""
     z_p, z_q = logits_p.double(), logits_q.double()
     masked = torch.isneginf(z_p.amax(-1)) | torch.isneginf(z_q.amax(-1))
     p, q = torch.softmax(z_p, -1), torch.softmax(z_q, -1)
@@ -43,6 +45,8 @@ def divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, targets: torch.Te
         return torch.where(a > 0, a * (a.log() - b.log()), 0.0).sum(-1)
 
     out = dict(kl_pq=kl(p, q), kl_qp=kl(q, p), js=(kl(p, m) + kl(q, m)) / 2)
+    if overlap:
+        out["overlap"] = torch.minimum(p, q).sum(-1)
     out = {name: torch.where(masked, NAN, t) for name, t in out.items()}
     if targets is not None:
         contrast = torch.where(torch.isneginf(z_p), -math.inf, (1 + beta) * z_p - beta * z_q)

@@ -80,9 +80,10 @@ def main() -> None:
                             dict(K=5, KP=8, TOP_K=5, ROWS=16, HAS_TARGETS=True, IGNORE=-100), num_warps=4)
     results.append(report("linear_vocab_stats merge", compiled))
     pair = dict(p_ptr="*bf16", p_stride="i32", q_ptr="*bf16", q_stride="i32", targets_ptr="*i64", beta="fp32",
-                T="i32", V="i32", kl_pq_ptr="*fp32", kl_qp_ptr="*fp32", js_ptr="*fp32", score_ptr="*fp32")
+                T="i32", V="i32", kl_pq_ptr="*fp32", kl_qp_ptr="*fp32", js_ptr="*fp32", score_ptr="*fp32",
+                overlap_ptr="*fp32")
     compiled = compile_sm90(triton_divergence._divergence_kernel, pair,
-                            dict(ROWS=1, BLOCK=4096, HAS_TARGETS=True, JS=True, IGNORE=-100, LOG2=0.6931471805599453,
+                            dict(ROWS=1, BLOCK=4096, HAS_TARGETS=True, JS=True, OVERLAP=True, IGNORE=-100, LOG2=0.6931471805599453,
                                  PREFETCH=True), num_warps=8)
     results.append(report("divergence", compiled))
     two_heads = dict(hp_ptr="*bf16", hp_stride="i32", wp_ptr="*bf16", wp_stride="i32", bp_ptr="*bf16", hq_ptr="*bf16",
@@ -92,7 +93,7 @@ def main() -> None:
     for js_pass in (False, True):
         compiled = compile_sm90(triton_linear_divergence._pair_kernel, two_heads,
                                 dict(BLOCK_T=64, BLOCK_V=64, BLOCK_K=64, HAS_BIAS_P=False, HAS_BIAS_Q=True,
-                                     SOFTCAP_P=False, SOFTCAP_Q=False, HAS_TARGETS=True, JS_PASS=js_pass,
+                                     SOFTCAP_P=False, SOFTCAP_Q=False, HAS_TARGETS=True, JS_PASS=js_pass, JS=True, OVERLAP=True,
                                      DOT_FP32=False, PRECISION_P="tf32", PRECISION_Q="tf32", IGNORE=-100,
                                      LOG2=0.6931471805599453), num_warps=4)
         results.append(report(f"linear_divergence js_pass={js_pass}", compiled))

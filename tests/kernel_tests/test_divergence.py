@@ -22,7 +22,7 @@ BACKENDS = ["torch", "triton"]
 
 def tolerances(scale: float) -> dict:
     kl = (1e-5, 2e-5 * max(1.0, scale))
-    return dict(kl_pq=kl, kl_qp=kl, js=kl, contrastive=(1e-4, 1e-6))
+    return dict(kl_pq=kl, kl_qp=kl, js=kl, contrastive=(1e-4, 1e-6), overlap=(1e-5, 1e-6))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -37,7 +37,11 @@ def test_design_vectors(backend):
     z_neg = torch.tensor([0.2, 0.7, 0.1]).log().expand(3, 3)
     s = divergence(z_pos, z_neg, torch.tensor([0, 1, 2]), js=False, backend=backend)
     assert s.contrastive.tolist() == pytest.approx([0.9397, 0.0219, 0.0384], abs=5e-5)
-    assert s.js is None
+    assert s.js is None and s.overlap is None
+    # speculative acceptance: p = (.5, .3, .2), q = (.2, .3, .5): sum min(p, q) = .7 = 1 - TV(p, q)
+    a = divergence(torch.tensor([[0.5, 0.3, 0.2]]).log(), torch.tensor([[0.2, 0.3, 0.5]]).log(), js=False,
+                   overlap=True, backend=backend)
+    assert a.overlap.item() == pytest.approx(0.7, abs=1e-6) and a.js is None
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -51,8 +55,8 @@ def test_random_rows(vocab, scale, dtype, backend):
     z_p, z_q = z_p.to(dtype), z_q.to(dtype)
     targets = torch.randint(0, vocab, (9,), generator=gen)
     targets[4] = IGNORE_INDEX
-    got = divergence(z_p, z_q, targets, beta=0.5, backend=backend)
-    assert_matches(got, exact.divergence(z_p, z_q, targets, beta=0.5), tolerances(scale))
+    got = divergence(z_p, z_q, targets, beta=0.5, overlap=True, backend=backend)
+    assert_matches(got, exact.divergence(z_p, z_q, targets, beta=0.5, overlap=True), tolerances(scale))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -68,10 +72,11 @@ def test_special_rows(backend):
     z_p[4], z_q[4] = 1.0, 1.0  # all equal: zero divergences
     z_q[5] = z_p[5] + 100.0  # shifted logits: the same distribution
     targets = torch.tensor([0, 1, 1200, 0, 3, 9, IGNORE_INDEX])
-    got = divergence(z_p, z_q, targets, backend=backend)
-    assert_matches(got, exact.divergence(z_p, z_q, targets), dict(tolerances(4.0), kl_pq=(1e-5, 1e-4), kl_qp=(1e-5, 1e-4)))
+    got = divergence(z_p, z_q, targets, overlap=True, backend=backend)
+    assert_matches(got, exact.divergence(z_p, z_q, targets, overlap=True), dict(tolerances(4.0), kl_pq=(1e-5, 1e-4), kl_qp=(1e-5, 1e-4)))
     assert torch.isinf(got.kl_pq[0]) and torch.isfinite(got.kl_qp[0]) and got.js[0] <= math.log(2)
     assert torch.isinf(got.kl_qp[1]) and got.contrastive[2].item() == pytest.approx(1.0)
+    assert got.overlap[2].item() == pytest.approx(1.0) and got.overlap[5].item() == pytest.approx(1.0, abs=1e-5)
     assert torch.isnan(got.kl_pq[3]) and torch.isnan(got.contrastive[6])
 
 
@@ -82,8 +87,10 @@ def test_fused_hidden_variant(backend):
     w_p, w_q = torch.randn(900, 32, generator=gen) / 4, torch.randn(900, 48, generator=gen) / 5
     b_q = torch.randn(900, generator=gen)
     targets = torch.randint(0, 900, (6,), generator=gen)
-    got = linear_divergence(h_p, w_p, h_q, w_q, targets, bias_q=b_q, softcap_p=10.0, beta=1.0, backend=backend)
-    want = exact.divergence(exact.head_logits(h_p, w_p, None, 10.0), exact.head_logits(h_q, w_q, b_q), targets)
+    got = linear_divergence(h_p, w_p, h_q, w_q, targets, bias_q=b_q, softcap_p=10.0, beta=1.0, overlap=True,
+                            backend=backend)
+    want = exact.divergence(exact.head_logits(h_p, w_p, None, 10.0), exact.head_logits(h_q, w_q, b_q), targets,
+                            overlap=True)
     assert_matches(got, want, tolerances(5.0))
     # fp16 inputs: the kernel keeps logits in fp32; the reference computes them in fp16, as the model's head would
     dtype = torch.float16 if backend == "triton" else torch.float32
@@ -91,8 +98,9 @@ def test_fused_hidden_variant(backend):
     w_p, w_q = w_p.to(dtype), w_q.to(dtype)
     targets = torch.randint(0, 900, (18,), generator=gen)
     targets[2] = IGNORE_INDEX
-    got = linear_divergence(h_p, w_p, h_q, w_q, targets, js=False, beta=0.5, backend=backend)
-    want = exact.divergence(exact.head_logits(h_p, w_p), exact.head_logits(h_q, w_q), targets, beta=0.5)
+    got = linear_divergence(h_p, w_p, h_q, w_q, targets, js=False, beta=0.5, overlap=True, backend=backend)
+    want = exact.divergence(exact.head_logits(h_p, w_p), exact.head_logits(h_q, w_q), targets, beta=0.5,
+                            overlap=True)
     want.pop("js")
     assert got.js is None and torch.isnan(got.contrastive[2])
     assert_matches(got, want, tolerances(5.0))
@@ -118,8 +126,8 @@ def test_load_schedule_without_prefetch(monkeypatch):
     gen = torch.Generator().manual_seed(9)
     z_p, z_q = torch.randn(5, 1300, generator=gen) * 3, torch.randn(5, 1300, generator=gen) * 3
     targets = torch.randint(0, 1300, (5,), generator=gen)
-    got = divergence(z_p, z_q, targets, backend="triton")
-    assert_matches(got, exact.divergence(z_p, z_q, targets), tolerances(3.0))
+    got = divergence(z_p, z_q, targets, overlap=True, backend="triton")
+    assert_matches(got, exact.divergence(z_p, z_q, targets, overlap=True), tolerances(3.0))
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -30,11 +30,12 @@ from ..decoding.engine import decode, seeded_generator
 from ..errors import WorkbenchError
 from ..kernels import divergence, linear_divergence
 from ..model.handle import Model
+from ..model.vocabulary import check_same_vocabulary
 from ..results.group import Group
 from ..rewards import as_reward
 from ..samplers import Sampler
 from ..tokens import prompt_tokens
-from .forward import check_same_vocabulary, response_batch, response_hidden, response_logits
+from .forward import response_batch, response_hidden, response_logits
 
 
 def cdpo_scores(z_positive: torch.Tensor, z_negative: torch.Tensor, targets: torch.Tensor, beta: float = 1.0) -> torch.Tensor:

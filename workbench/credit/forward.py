@@ -118,11 +118,3 @@ def response_logits(model: Model, group: Group, response: int, *, prompt_ids: Se
     with torch.inference_mode():
         logits = model.adapter.logits(model.hf, response_hidden(model, batch))
     return logits.to(torch.promote_types(logits.dtype, torch.float32)), batch.index
-
-
-def check_same_vocabulary(a: Model, b: Model, what: str) -> int:
-    """Two models compared token by token need the same tokenizer vocabulary. Returns the
-    number of logits they share (lm_heads may be padded to different sizes beyond it)."""
-    if a is not b and a.tokenizer.get_vocab() != b.tokenizer.get_vocab():
-        raise WorkbenchError(f"{what} needs two models with the same tokenizer; {a.name} and {b.name} differ")
-    return min(a.vocab_size, b.vocab_size)

@@ -15,8 +15,9 @@ import pandas as pd
 
 from ..errors import WorkbenchError
 from ..model.handle import Model
+from ..model.vocabulary import check_same_vocabulary
 from ..results.group import Group
-from .forward import check_same_vocabulary, token_logprobs
+from .forward import token_logprobs
 
 
 def implicit_token_reward(logprob_policy, logprob_reference, beta: float = 0.1) -> np.ndarray:

@@ -19,9 +19,10 @@ import torch
 from ..decoding.engine import decode
 from ..errors import WorkbenchError
 from ..model.handle import Model
+from ..model.vocabulary import check_same_vocabulary
 from ..results.group import Group
 from ..samplers import Greedy
-from .forward import check_same_vocabulary, response_logits
+from .forward import response_logits
 
 CONTINUE_WITH = ("large", "small", "each")
 COLUMNS = ["response", "position", "context", "token", "small_token", "large_token", "small_prob", "large_prob",

@@ -3,8 +3,8 @@ reference of the same signature. They know nothing of models.
 
     vocab_stats(logits [T, V], targets [T] | None, *, top_k, temperature, backend) -> VocabStats
     linear_vocab_stats(hidden [T, d], weight [V, d], targets, *, bias, softcap, top_k, temperature, backend) -> VocabStats
-    divergence(logits_p [T, V], logits_q [T, V], targets, *, beta, js, backend) -> Divergence
-    linear_divergence(hidden_p, weight_p, hidden_q, weight_q, targets, *, ..., beta, js, backend) -> Divergence
+    divergence(logits_p [T, V], logits_q [T, V], targets, *, beta, js, overlap, backend) -> Divergence
+    linear_divergence(hidden_p, weight_p, hidden_q, weight_q, targets, *, ..., beta, js, overlap, backend) -> Divergence
     sample(logits [B, V], *, temperature, top_k, top_p, min_p, top_h, generator, backend) -> SampleResult
     attention_stats(q [B, Hq, T, d], k [B, Hkv, T, d], *, causal, mask, sink, key_subset, top_k, ...) -> AttentionStats
 """
@@ -58,22 +58,24 @@ def divergence(
     *,
     beta: float = 1.0,
     js: bool = True,
+    overlap: bool = False,
     backend: str = "auto",
 ) -> Divergence:
-    """Per-row KL(p||q), KL(q||p), JS and the cDPO contrastive score softmax((1 + beta) z_p -
+    """Per-row KL(p||q), KL(q||p), JS, the overlap sum_v min(p_v, q_v) (speculative sampling's
+    acceptance probability) and the cDPO contrastive score softmax((1 + beta) z_p -
     beta z_q)[y] (see `kernels/divergence.py`)."""
     implementation = choose("divergence", divergence_reference, logits_p, backend)
-    return implementation(logits_p, logits_q, targets, beta=beta, js=js)
+    return implementation(logits_p, logits_q, targets, beta=beta, js=js, overlap=overlap)
 
 
 def linear_divergence(hidden_p, weight_p, hidden_q, weight_q, targets=None, *, bias_p=None, bias_q=None,
                       softcap_p=None, softcap_q=None, beta: float = 1.0, js: bool = True,
-                      backend: str = "auto") -> Divergence:
+                      overlap: bool = False, backend: str = "auto") -> Divergence:
     """`divergence` of two models' logits computed from their final hidden states and
     lm_heads over a shared vocabulary, never holding [T, V] logits (see `kernels/divergence.py`)."""
     implementation = choose("linear_divergence", linear_divergence_reference, hidden_p, backend)
     return implementation(hidden_p, weight_p, hidden_q, weight_q, targets, bias_p=bias_p, bias_q=bias_q,
-                          softcap_p=softcap_p, softcap_q=softcap_q, beta=beta, js=js)
+                          softcap_p=softcap_p, softcap_q=softcap_q, beta=beta, js=js, overlap=overlap)
 
 
 def sample(

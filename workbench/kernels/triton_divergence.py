@@ -9,8 +9,8 @@ and for the KLs the p- and q-weighted logit gaps, rescaled with the same factor 
     c = (1 + beta) z_p - beta z_q (-inf where z_p is): lse_c, and s_y = e^(c_y - lse_c)
 
 (one read of each row: 2 x 2.49 GB at T = 8192, V = 151936, bf16). Pass 2, with lse_p and
-lse_q known, sums p (log p - log m) + q (log q - log m), log m = log(p + q) - log 2:
-JS costs a second read of both rows.
+lse_q known, sums p (log p - log m) + q (log q - log m), log m = log(p + q) - log 2, and the
+overlap sum_v min(p_v, q_v) when asked: JS and the overlap cost a second read of both rows.
 
 Terms with p_v = 0 (or q_v = 0) are skipped, never 0 * inf: KL(p||q) is +inf where q has a
 zero that p does not. Precision: a_p / s_p - lse_p + lse_q cancels to the KL's size; the
@@ -79,16 +79,22 @@ def js_share(log_p, log_q, LOG2: tl.constexpr):
     return tl.sum(terms, 1)
 
 
+@triton.jit
+def overlap_share(log_p, log_q):
+    """Row sums [R] of min(p, q) over a tile of log p, log q [R, B]."""
+    return tl.sum(tl.exp(tl.minimum(log_p, log_q)), 1)
+
+
 @triton.autotune(
     configs=ROW_CONFIGS,
-    key=["V", "HAS_TARGETS", "JS"],
+    key=["V", "HAS_TARGETS", "JS", "OVERLAP"],
     cache_results=True,  # the choice persists in Triton's cache: later processes skip the timing
 )
 @triton.jit
 def _divergence_kernel(p_ptr, p_stride, q_ptr, q_stride, targets_ptr, beta, T, V,
-                       kl_pq_ptr, kl_qp_ptr, js_ptr, score_ptr,
+                       kl_pq_ptr, kl_qp_ptr, js_ptr, score_ptr, overlap_ptr,
                        ROWS: tl.constexpr, BLOCK: tl.constexpr, HAS_TARGETS: tl.constexpr, JS: tl.constexpr,
-                       IGNORE: tl.constexpr, LOG2: tl.constexpr, PREFETCH: tl.constexpr):
+                       OVERLAP: tl.constexpr, IGNORE: tl.constexpr, LOG2: tl.constexpr, PREFETCH: tl.constexpr):
     rows = tl.program_id(0).to(tl.int64) * ROWS + tl.arange(0, ROWS)  # [R]
     row_mask = rows < T
     p_rows = p_ptr + rows[:, None] * p_stride  # [R, 1]
@@ -132,8 +138,9 @@ def _divergence_kernel(p_ptr, p_stride, q_ptr, q_stride, targets_ptr, beta, T, V
         z_qy = tl.load(q_ptr + rows * q_stride + index, mask=row_mask, other=0.0).to(tl.float32)
         score = tl.exp(contrast(z_py, z_qy, beta) - (m_c + tl.log(s_c)))
         tl.store(score_ptr + rows, tl.where(ignored | masked, float("nan"), score), mask=row_mask)
-    if JS:
-        total = zero
+    if JS or OVERLAP:
+        total = zero  # 2 JS
+        shared = zero  # sum min(p, q)
         if PREFETCH:
             ahead_p = tl.load(p_rows + lanes, mask=first, other=float("-inf"))
             ahead_q = tl.load(q_rows + lanes, mask=first, other=float("-inf"))
@@ -149,12 +156,18 @@ def _divergence_kernel(p_ptr, p_stride, q_ptr, q_stride, targets_ptr, beta, T, V
                 in_range = row_mask[:, None] & (cols < V)
                 log_p = tl.load(p_rows + cols, mask=in_range, other=float("-inf")).to(tl.float32) - lse_p[:, None]
                 log_q = tl.load(q_rows + cols, mask=in_range, other=float("-inf")).to(tl.float32) - lse_q[:, None]
-            total += js_share(log_p, log_q, LOG2)
-        tl.store(js_ptr + rows, tl.where(masked, float("nan"), 0.5 * total), mask=row_mask)
+            if JS:
+                total += js_share(log_p, log_q, LOG2)
+            if OVERLAP:
+                shared += overlap_share(log_p, log_q)
+        if JS:
+            tl.store(js_ptr + rows, tl.where(masked, float("nan"), 0.5 * total), mask=row_mask)
+        if OVERLAP:
+            tl.store(overlap_ptr + rows, tl.where(masked, float("nan"), shared), mask=row_mask)
 
 
 def divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, targets: torch.Tensor | None = None, *,
-               beta: float = 1.0, js: bool = True) -> Divergence:
+               beta: float = 1.0, js: bool = True, overlap: bool = False) -> Divergence:
     """Same contract as `divergence_reference`; logits in fp32/bf16/fp16 on CUDA (or on CPU
     under TRITON_INTERPRET=1)."""
     check_pair(logits_p.shape, logits_q.shape, targets, beta)
@@ -163,7 +176,8 @@ def divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, targets: torch.Te
     fp32 = dict(dtype=torch.float32, device=logits_p.device)
     kl_pq, kl_qp = torch.empty(rows, **fp32), torch.empty(rows, **fp32)
     result = Divergence(kl_pq, kl_qp, torch.empty(rows, **fp32) if js else None,
-                        torch.empty(rows, **fp32) if targets is not None else None)
+                        torch.empty(rows, **fp32) if targets is not None else None,
+                        torch.empty(rows, **fp32) if overlap else None)
     if rows == 0:
         return result
     per_program = rows_per_program(rows, 1)
@@ -171,6 +185,7 @@ def divergence(logits_p: torch.Tensor, logits_q: torch.Tensor, targets: torch.Te
         logits_p, logits_p.stride(0), logits_q, logits_q.stride(0),
         targets.contiguous() if targets is not None else kl_pq, float(beta), rows, vocab,
         kl_pq, kl_qp, result.js if js else kl_pq, result.contrastive if targets is not None else kl_pq,
-        ROWS=per_program, HAS_TARGETS=targets is not None, JS=js, IGNORE=IGNORE_INDEX, LOG2=LN2,
+        result.overlap if overlap else kl_pq,
+        ROWS=per_program, HAS_TARGETS=targets is not None, JS=js, OVERLAP=overlap, IGNORE=IGNORE_INDEX, LOG2=LN2,
     )
     return result

@@ -9,8 +9,9 @@ triton_divergence.py: (m, s, a) for p and for q, (m, s) for the contrast
 c = (1 + beta) z_p - beta z_q. A merge kernel combines the splits into KL(p||q), KL(q||p),
 the contrastive score, and lse_p, lse_q. JS needs those lse first: a second launch of the
 same kernel (JS_PASS) recomputes the logits and sums each split's share of
-p log(2p / (p + q)) + q log(2q / (p + q)); the shares add up to 2 JS. Cost: 4 T d V FLOP
-for the KLs and the score, twice that with JS.
+p log(2p / (p + q)) + q log(2q / (p + q)) (the shares add up to 2 JS) and, when asked, of
+the overlap sum_v min(p_v, q_v). Cost: 4 T d V FLOP for the KLs and the score, twice that
+with JS or the overlap.
 
 The target's contrast c_y comes from the diagonal of a [BLOCK_T, BLOCK_T] tile with the
 same dot as the vocabulary tiles (BLOCK_V = BLOCK_T on GPUs), as in linear_vocab_stats.
@@ -23,12 +24,12 @@ import triton.language as tl
 
 from .divergence import LN2, Divergence, check_pair
 from .linear_vocab_stats import check_head
-from .triton_divergence import contrast, fold_tile, js_share, merge_states
+from .triton_divergence import contrast, fold_tile, js_share, merge_states, overlap_share
 from .triton_linear_vocab_stats import dot_precision, logits_tile, target_logits, vocab_splits
 from .triton_online import INTERPRETED, rows_per_program, tuned
 from .vocab_stats import IGNORE_INDEX
 
-FIELDS = 8  # per split and row: m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c (pass 1); the JS share (pass 2)
+FIELDS = 8  # per split and row: m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c (pass 1); the JS and overlap shares (pass 2)
 
 
 @triton.autotune(
@@ -36,7 +37,7 @@ FIELDS = 8  # per split and row: m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c (pass 1)
     configs=tuned([triton.Config({"BLOCK_T": b, "BLOCK_V": b, "BLOCK_K": 64}, num_warps=w, num_stages=s)
                    for b, w, s in ((64, 4, 3), (64, 4, 4), (128, 16, 3))],
                   triton.Config({"BLOCK_T": 16, "BLOCK_V": 256, "BLOCK_K": 32}, num_warps=1, num_stages=1)),
-    key=["V", "DP", "DQ", "HAS_TARGETS", "JS_PASS"],
+    key=["V", "DP", "DQ", "HAS_TARGETS", "JS_PASS", "JS", "OVERLAP"],
     cache_results=True,
 )
 @triton.jit
@@ -45,7 +46,8 @@ def _pair_kernel(hp_ptr, hp_stride, wp_ptr, wp_stride, bp_ptr, hq_ptr, hq_stride
                  T, V, DP, DQ, softcap_p, softcap_q, beta, split_cols, S,
                  BLOCK_T: tl.constexpr, BLOCK_V: tl.constexpr, BLOCK_K: tl.constexpr,
                  HAS_BIAS_P: tl.constexpr, HAS_BIAS_Q: tl.constexpr, SOFTCAP_P: tl.constexpr, SOFTCAP_Q: tl.constexpr,
-                 HAS_TARGETS: tl.constexpr, JS_PASS: tl.constexpr, DOT_FP32: tl.constexpr,
+                 HAS_TARGETS: tl.constexpr, JS_PASS: tl.constexpr, JS: tl.constexpr, OVERLAP: tl.constexpr,
+                 DOT_FP32: tl.constexpr,
                  PRECISION_P: tl.constexpr, PRECISION_Q: tl.constexpr, IGNORE: tl.constexpr, LOG2: tl.constexpr):
     split = tl.program_id(1)
     rows = tl.program_id(0).to(tl.int64) * BLOCK_T + tl.arange(0, BLOCK_T)  # [BT]
@@ -70,7 +72,8 @@ def _pair_kernel(hp_ptr, hp_stride, wp_ptr, wp_stride, bp_ptr, hq_ptr, hq_stride
     m_p, s_p, a_p = zero + float("-inf"), zero, zero
     m_q, s_q, a_q = zero + float("-inf"), zero, zero
     m_c, s_c = zero + float("-inf"), zero
-    share = zero
+    share = zero  # this split's part of 2 JS
+    shared = zero  # this split's part of sum min(p, q)
     v_begin = split * split_cols
     v_end = tl.minimum(V, v_begin + split_cols)
     for start in range(v_begin, v_end, BLOCK_V):
@@ -84,7 +87,12 @@ def _pair_kernel(hp_ptr, hp_stride, wp_ptr, wp_stride, bp_ptr, hq_ptr, hq_stride
         z_p = tl.where(in_range, z_p, float("-inf"))
         z_q = tl.where(in_range, z_q, float("-inf"))
         if JS_PASS:
-            share += js_share(z_p - lse_p[:, None], z_q - lse_q[:, None], LOG2)
+            log_p = z_p - lse_p[:, None]
+            log_q = z_q - lse_q[:, None]
+            if JS:
+                share += js_share(log_p, log_q, LOG2)
+            if OVERLAP:
+                shared += overlap_share(log_p, log_q)
         else:
             m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c = fold_tile(z_p, z_q, beta, m_p, s_p, a_p, m_q, s_q, a_q, m_c, s_c,
                                                                HAS_TARGETS)
@@ -92,6 +100,7 @@ def _pair_kernel(hp_ptr, hp_stride, wp_ptr, wp_stride, bp_ptr, hq_ptr, hq_stride
     out = part_ptr + split * T + rows  # field f of this split: out + f * S * T
     if JS_PASS:
         tl.store(out, share, mask=row_mask)
+        tl.store(out + S * T, shared, mask=row_mask)
     else:
         tl.store(out, m_p, mask=row_mask)
         tl.store(out + S * T, s_p, mask=row_mask)
@@ -138,7 +147,8 @@ def _pair_merge_kernel(part_ptr, contrast_y_ptr, targets_ptr, T, S, kl_pq_ptr, k
 def linear_divergence(hidden_p: torch.Tensor, weight_p: torch.Tensor, hidden_q: torch.Tensor, weight_q: torch.Tensor,
                       targets: torch.Tensor | None = None, *, bias_p: torch.Tensor | None = None,
                       bias_q: torch.Tensor | None = None, softcap_p: float | None = None,
-                      softcap_q: float | None = None, beta: float = 1.0, js: bool = True) -> Divergence:
+                      softcap_q: float | None = None, beta: float = 1.0, js: bool = True,
+                      overlap: bool = False) -> Divergence:
     """Same contract as `linear_divergence_reference`; CUDA tensors (or CPU under
     TRITON_INTERPRET=1)."""
     check_head(hidden_p, weight_p, bias_p, softcap_p)
@@ -152,6 +162,7 @@ def linear_divergence(hidden_p: torch.Tensor, weight_p: torch.Tensor, hidden_q: 
                         torch.empty(rows, **fp32) if targets is not None else None)
     if rows == 0:
         result.js = torch.empty(0, **fp32) if js else None
+        result.overlap = torch.empty(0, **fp32) if overlap else None
         return result
     splits, split_cols = vocab_splits(rows, vocab, hidden_p.device)
     part = torch.empty(FIELDS, splits, rows, **fp32)
@@ -167,7 +178,8 @@ def linear_divergence(hidden_p: torch.Tensor, weight_p: torch.Tensor, hidden_q: 
             rows, vocab, hidden_p.shape[1], hidden_q.shape[1], float(softcap_p or 1.0), float(softcap_q or 1.0),
             float(beta), split_cols, splits,
             HAS_BIAS_P=bias_p is not None, HAS_BIAS_Q=bias_q is not None, SOFTCAP_P=bool(softcap_p),
-            SOFTCAP_Q=bool(softcap_q), HAS_TARGETS=targets is not None, JS_PASS=js_pass, DOT_FP32=INTERPRETED,
+            SOFTCAP_Q=bool(softcap_q), HAS_TARGETS=targets is not None, JS_PASS=js_pass, JS=js, OVERLAP=overlap,
+            DOT_FP32=INTERPRETED,
             PRECISION_P=dot_precision(hidden_p.dtype), PRECISION_Q=dot_precision(hidden_q.dtype),
             IGNORE=IGNORE_INDEX, LOG2=LN2,
         )
@@ -179,8 +191,11 @@ def linear_divergence(hidden_p: torch.Tensor, weight_p: torch.Tensor, hidden_q: 
         result.contrastive if targets is not None else placeholder, lse_p, lse_q,
         ROWS=merge_rows, HAS_TARGETS=targets is not None, IGNORE=IGNORE_INDEX, num_warps=1 if INTERPRETED else 2,
     )
-    if js:
-        launch(js_pass=True)  # each split's share of 2 JS lands in part[0]
+    if js or overlap:
+        launch(js_pass=True)  # each split's share of 2 JS lands in part[0], of the overlap in part[1]
         masked = torch.isnan(lse_p) | torch.isnan(lse_q)
-        result.js = torch.where(masked, float("nan"), 0.5 * part[0].sum(0))
+        if js:
+            result.js = torch.where(masked, float("nan"), 0.5 * part[0].sum(0))
+        if overlap:
+            result.overlap = torch.where(masked, float("nan"), part[1].sum(0))
     return result

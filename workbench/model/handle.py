@@ -131,6 +131,35 @@ class Model:
         return rollouts(self, prompt, messages=messages, n=n, reward=reward, sampler=sampler,
                         max_new_tokens=max_new_tokens, seed=seed, chat=chat, thr=thr, progress=progress)
 
+    def compare(
+        self,
+        text: str | None = None,
+        *,
+        messages: Sequence[dict] | None = None,
+        reference: "Model | None" = None,
+        context: str | None = None,
+        reference_context: str | None = None,
+        beta: float = 0.1,
+        cdpo_beta: float = 1.0,
+        top_k: int = 5,
+        commitment: bool = False,
+        branches: int = 8,
+        branch_tokens: int = 6,
+        progress: bool = True,
+    ):
+        """Compare the same tokens under this model (p) and a reference (q): another model with
+        the same vocabulary (`reference=`), or this model reading another context
+        (`context=` / `reference_context=`: texts before the scored text, or system prompts
+        with `messages=`). Returns a `Run` with per-token KL both ways, JS, speculative
+        acceptance, log-ratio (DPO implicit reward, RHO-1 excess loss), cDPO weight, top-1
+        agreement and ranks; optionally commitment layers and branches at divergent positions.
+        See `workbench.pipelines.compare.compare`."""
+        from ..pipelines.compare import compare
+
+        return compare(self, text, messages=messages, reference=reference, context=context,
+                       reference_context=reference_context, beta=beta, cdpo_beta=cdpo_beta, top_k=top_k,
+                       commitment=commitment, branches=branches, branch_tokens=branch_tokens, progress=progress)
+
     def __repr__(self) -> str:
         params = sum(p.numel() for p in self.hf.parameters())
         return (

@@ -26,7 +26,7 @@ from ..errors import WorkbenchError
 
 TABLE_FILE, ARRAYS_FILE, META_FILE, TEXT_FILE = "table.parquet", "arrays.safetensors", "meta.json", "text.txt"
 # Columns that hold one list per token (top-k alternatives); None where there is no prediction.
-LIST_COLUMNS = ("topk_ids", "topk_tokens", "topk_probs", "experts")
+LIST_COLUMNS = ("topk_ids", "topk_tokens", "topk_probs", "experts", "ref_topk_ids", "ref_topk_tokens", "ref_topk_probs")
 
 
 class Run:
