@@ -12,7 +12,7 @@ import torch
 
 import workbench as wb
 from workbench.compare import commitment_layers, expected_accepted_tokens, implicit_reward
-from workbench.errors import WorkbenchError
+from workbench.errors import MemoryEstimateExceeded, WorkbenchError
 from workbench.model.handle import Model
 from workbench.model.tiny import tiny_model
 
@@ -168,7 +168,7 @@ def test_save_load_and_views(pair, tmp_path):
     assert "kl_pq" in run.strip("kl_pq").html
 
 
-def test_bad_input_is_one_clear_line(pair):
+def test_bad_input_is_one_clear_line(pair, monkeypatch):
     model, reference = pair
     other_tokenizer = copy.deepcopy(model.tokenizer)
     other_tokenizer.add_tokens(["<|another-token|>"])
@@ -185,6 +185,11 @@ def test_bad_input_is_one_clear_line(pair):
         model.compare(messages=[{"role": "system", "content": "a"}, {"role": "user", "content": "b"}], context="c")
     with pytest.raises(WorkbenchError, match="at most"):
         model.compare(TEXT * 200, reference=reference)
+    from workbench.forward import memory
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 2**20)  # 1 MiB free: refused before the forwards
+    with pytest.raises(MemoryEstimateExceeded, match="comparing .* tokens needs about"):
+        model.compare(TEXT, reference=reference)
 
 
 def test_design_vectors():
@@ -198,3 +203,26 @@ def test_design_vectors():
     # commitment: top-1 per layer (7, 3, 5, 3, 3) -> final 3, committed from layer 3; no prediction -> -1
     assert commitment_layers(np.array([[7, -1], [3, -1], [5, -1], [3, -1], [3, -1]])).tolist() == [3, -1]
     assert commitment_layers(np.array([[3], [3]])).tolist() == [0]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the interpreter evaluates both sides of tl.where
+def test_fused_triton_route_matches_the_blocks_of_rows(pair):
+    """The route CUDA takes (Triton `linear_vocab_stats` per side, `linear_divergence` for the pair),
+    run under TRITON_INTERPRET=1 on the tiny pair's hidden states, against the CPU route."""
+    from workbench.compare import pair_stats
+    from workbench.forward.capture import run_forward
+
+    model, reference = pair
+    ids = model.tokenizer(TEXT)["input_ids"]
+    hidden_p = run_forward(model, ids, {"final_hidden"}).final_hidden[:-1]
+    hidden_q = run_forward(reference, ids, {"final_hidden"}).final_hidden[:-1]
+    targets = torch.tensor(ids[1:])
+    fused, blocks = (pair_stats(model, hidden_p, reference, hidden_q, targets, vocab_size=model.vocab_size, top_k=2,
+                                beta=1.0, backend=backend) for backend in ("triton", "torch"))
+    for name in ("kl_pq", "kl_qp", "js", "overlap", "contrastive"):
+        torch.testing.assert_close(getattr(fused.divergence, name), getattr(blocks.divergence, name), rtol=1e-4,
+                                   atol=1e-5, msg=name)
+    for side in ("model", "reference"):
+        got, want = getattr(fused, side), getattr(blocks, side)
+        torch.testing.assert_close(got.target_logprob, want.target_logprob, rtol=1e-4, atol=1e-5)
+        assert torch.equal(got.topk_ids, want.topk_ids) and torch.equal(got.target_rank, want.target_rank)

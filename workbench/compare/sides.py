@@ -82,7 +82,9 @@ def _chat_pair(tokenizer, messages: Sequence[dict], context: str | None, referen
                              "message out of messages")
     sides = [tokenize_messages(tokenizer, ([{"role": "system", "content": prompt}] if prompt is not None else [])
                                + list(messages)) for prompt in (context, reference_context)]
-    common = _common_ending(sides[0].ids, sides[1].ids)
+    # the common ending, without the last tokens of the system prompts (two prompts may both end in ".")
+    common = min(_common_ending(sides[0].ids, sides[1].ids),
+                 *(_tokens_after(side, prompt) for side, prompt in zip(sides, (context, reference_context))))
     text = sides[0].text
     after_system = text.find(context) + len(context) if context is not None else 0
     first = text.find(next(m["content"] for m in messages if m.get("content")), after_system)  # the conversation
@@ -99,6 +101,15 @@ def _common_ending(a: list[int], b: list[int]) -> int:
     while n < min(len(a), len(b)) and a[-1 - n] == b[-1 - n]:
         n += 1
     return n
+
+
+def _tokens_after(tokens: Tokens, prompt: str | None) -> int:
+    """The number of tokens that start after the system prompt `prompt` in the rendered text
+    (all of them without one)."""
+    if prompt is None:
+        return len(tokens.ids)
+    end = tokens.text.find(prompt) + len(prompt)
+    return int((tokens.starts >= end).sum())
 
 
 def _last_tokens(tokens: Tokens, n: int) -> Tokens:

@@ -43,24 +43,27 @@ def pair_bytes(vocab_size: int) -> int:
 
 
 def pair_stats(model: "Model", hidden_p: torch.Tensor, reference: "Model", hidden_q: torch.Tensor,
-               targets: torch.Tensor, *, vocab_size: int, top_k: int, beta: float) -> PairStats:
+               targets: torch.Tensor, *, vocab_size: int, top_k: int, beta: float, backend: str = "auto") -> PairStats:
     """hidden_p [N, d_p], hidden_q [N, d_q]: final hidden states (after the final norm) that
     predict the N scored tokens `targets` [N]; vocab_size: the logits the two share (the
-    first `vocab_size` of each head); top_k >= 1; beta: the cDPO contrast's beta."""
+    first `vocab_size` of each head); top_k >= 1; beta: the cDPO contrast's beta. backend:
+    "auto" (the fused kernels on CUDA), "triton" (the fused kernels anywhere: on CPU under
+    TRITON_INTERPRET=1) or "torch" (blocks of rows)."""
     if hidden_p.device != hidden_q.device:
         raise WorkbenchError(f"the model and the reference must be on one device, got {hidden_p.device} and "
                              f"{hidden_q.device}; load both with the same device=")
     head_p, head_q = _head(model, vocab_size), _head(reference, vocab_size)
     with torch.inference_mode():
-        if hidden_p.is_cuda and head_p is not None and head_q is not None:
-            return _fused(hidden_p, head_p, hidden_q, head_q, targets, top_k, beta)
+        fused = backend == "triton" or (backend == "auto" and hidden_p.is_cuda)
+        if fused and head_p is not None and head_q is not None:
+            return _fused(hidden_p, head_p, hidden_q, head_q, targets, top_k, beta, backend)
         parts = []
         for block in row_blocks(hidden_p.shape[0], chunk_rows(vocab_size)):
             z_p = _logits(model, head_p, hidden_p[block], vocab_size)  # [rows, V]
             z_q = _logits(reference, head_q, hidden_q[block], vocab_size)
-            parts.append(PairStats(vocab_stats(z_p, targets[block], top_k=top_k),
-                                   vocab_stats(z_q, targets[block], top_k=top_k),
-                                   divergence(z_p, z_q, targets[block], beta=beta, overlap=True)))
+            parts.append(PairStats(vocab_stats(z_p, targets[block], top_k=top_k, backend=backend),
+                                   vocab_stats(z_q, targets[block], top_k=top_k, backend=backend),
+                                   divergence(z_p, z_q, targets[block], beta=beta, overlap=True, backend=backend)))
     return PairStats(VocabStats.cat([p.model for p in parts]), VocabStats.cat([p.reference for p in parts]),
                      Divergence.cat([p.divergence for p in parts]))
 
@@ -81,11 +84,11 @@ def _logits(model: "Model", head, hidden: torch.Tensor, vocab_size: int) -> torc
     return head_logits(hidden, *head)
 
 
-def _fused(hidden_p, head_p, hidden_q, head_q, targets, top_k, beta) -> PairStats:
+def _fused(hidden_p, head_p, hidden_q, head_q, targets, top_k, beta, backend) -> PairStats:
     (weight_p, bias_p, softcap_p), (weight_q, bias_q, softcap_q) = head_p, head_q
     return PairStats(
-        linear_vocab_stats(hidden_p, weight_p, targets, bias=bias_p, softcap=softcap_p, top_k=top_k),
-        linear_vocab_stats(hidden_q, weight_q, targets, bias=bias_q, softcap=softcap_q, top_k=top_k),
+        linear_vocab_stats(hidden_p, weight_p, targets, bias=bias_p, softcap=softcap_p, top_k=top_k, backend=backend),
+        linear_vocab_stats(hidden_q, weight_q, targets, bias=bias_q, softcap=softcap_q, top_k=top_k, backend=backend),
         linear_divergence(hidden_p, weight_p, hidden_q, weight_q, targets, bias_p=bias_p, bias_q=bias_q,
-                          softcap_p=softcap_p, softcap_q=softcap_q, beta=beta, overlap=True),
+                          softcap_p=softcap_p, softcap_q=softcap_q, beta=beta, overlap=True, backend=backend),
     )
