@@ -21,6 +21,8 @@ from ..errors import NonFiniteWarning, WorkbenchError
 from ..sampler_parameters import BY_NAME, DEFAULT_SAMPLER
 
 FORMATS = ("table", "json", "parquet", "run")
+# `workbench.compare.signals.PAIR_SIGNALS`, named here so that --help needs no torch import
+PAIR_SIGNAL_NAMES = ("kl_pq", "kl_qp", "js", "acceptance", "log_ratio", "implicit_reward", "excess_loss", "cdpo_weight")
 FILE_FORMATS = ("parquet", "run")  # formats that need --out
 
 
@@ -69,6 +71,32 @@ def build_parser() -> argparse.ArgumentParser:
                                "fits), none (default: auto)")
     rollouts.add_argument("--raw", action="store_true", help="continue the prompt as raw text, not as a chat message")
     _output_options(rollouts)
+
+    compare = commands.add_parser("compare", help="the same tokens under two predictors: two models, or two contexts")
+    _input_options(compare, "text", "the text to score")
+    _chat_option(compare)
+    _model_options(compare)
+    compare.add_argument("--reference", default=None,
+                         help="the reference model (same tokenizer vocabulary; default: the model itself, with "
+                              "--context / --reference-context)")
+    compare.add_argument("--context", default=None,
+                         help="text the model reads before the scored text (with --chat: its system prompt)")
+    compare.add_argument("--reference-context", default=None,
+                         help="text the reference reads before the scored text (with --chat: its system prompt)")
+    compare.add_argument("--signal", default="js", choices=sorted(PAIR_SIGNAL_NAMES),
+                         help="what colors the table's text (default: js)")
+    compare.add_argument("--beta", type=float, default=0.1, help="the DPO implicit reward's beta (default: 0.1)")
+    compare.add_argument("--cdpo-beta", type=float, default=1.0, help="the cDPO contrast's beta (default: 1)")
+    compare.add_argument("--gamma", type=int, default=4,
+                         help="draft length for the expected tokens per speculative step in the table (default: 4)")
+    compare.add_argument("--commitment", action="store_true",
+                         help="each side's commitment layer from the logit lens (one lens pass per layer and side)")
+    compare.add_argument("--branches", type=int, default=8,
+                         help="divergent positions (largest JS first) that get both greedy continuations (default: 8; "
+                              "0: none)")
+    compare.add_argument("--branch-tokens", type=int, default=6, help="tokens per continuation (default: 6)")
+    _alternatives_option(compare)
+    _output_options(compare)
 
     serve = commands.add_parser("serve", help="the dashboard in a browser (Panel)")
     _model_options(serve)
@@ -203,6 +231,18 @@ def cmd_analyze(args) -> int:
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
     run = model.analyze(**_as_input(text, args.chat, "text"), signals=args.signals, top_k=args.alternatives,
                         truncate=args.truncate, progress=sys.stderr.isatty())
+    return _output_run(run, args, _analysis_table, shown=("lens_rank",))
+
+
+def _analysis_table(run, color: bool) -> str:
+    from .terminal import render_lens, render_table
+
+    return render_table(run, color=color) + (render_lens(run) if "lens_rank" in run.arrays else "")
+
+
+def _output_run(run, args, table, shown=()) -> int:
+    """One run in --format: saved (parquet, run), JSON with its arrays, or `table(run, color)`
+    (the arrays not `shown` there are named on standard error)."""
     _check_finite(run.meta)
     if args.format in FILE_FORMATS:
         _save(run, args.format, args.out, f"{len(run)} tokens")
@@ -210,11 +250,8 @@ def cmd_analyze(args) -> int:
     if args.format == "json":
         output = run.to_json(arrays=True) + "\n"
     else:
-        from .terminal import render_lens, render_table
-
-        color = args.out is None and _wants_color()
-        output = render_table(run, color=color) + (render_lens(run) if "lens_rank" in run.arrays else "")
-        _note_arrays_left_out(run, shown=("lens_rank",))
+        output = table(run, args.out is None and _wants_color())
+        _note_arrays_left_out(run, shown=shown)
     _write(output, args.out)
     return 0
 
@@ -404,6 +441,29 @@ def cmd_rollouts(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    text = _read_text(args, "text")
+    _check_output(args)
+    _check_positive(args, "--gamma", "--branch-tokens", "--alternatives")
+    if args.branches < 0:
+        raise WorkbenchError(f"--branches must be 0 or more, got {args.branches}")
+    if args.reference is None and args.context == args.reference_context:
+        raise WorkbenchError("nothing to compare: give --reference MODEL (same tokenizer vocabulary), or a --context "
+                             "and a --reference-context that differ")
+    import workbench as wb
+
+    model = wb.load(args.model, dtype=args.dtype, device=args.device)
+    reference = None if args.reference is None else wb.load(args.reference, dtype=args.dtype, device=args.device)
+    given = _as_input(text, args.chat, "text")
+    run = model.compare(**given, reference=reference, context=args.context, reference_context=args.reference_context,
+                        beta=args.beta, cdpo_beta=args.cdpo_beta, top_k=args.alternatives, commitment=args.commitment,
+                        branches=args.branches, branch_tokens=args.branch_tokens, progress=sys.stderr.isatty())
+    from .compare_table import render_compare
+
+    return _output_run(run, args, lambda run, color: render_compare(run, color=color, signal=args.signal,
+                                                                      gamma=args.gamma))
+
+
 def _write(output: str, out: Path | None) -> None:
     if out is None:
         sys.stdout.write(output)
@@ -490,8 +550,8 @@ def cmd_bench(args) -> int:
     return bench_main(args)
 
 
-COMMANDS = {"analyze": cmd_analyze, "generate": cmd_generate, "rollouts": cmd_rollouts, "serve": cmd_serve,
-            "models": cmd_models, "bench": cmd_bench}
+COMMANDS = {"analyze": cmd_analyze, "generate": cmd_generate, "rollouts": cmd_rollouts, "compare": cmd_compare,
+            "serve": cmd_serve, "models": cmd_models, "bench": cmd_bench}
 
 if __name__ == "__main__":
     sys.exit(main())
