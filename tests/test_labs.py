@@ -66,7 +66,23 @@ def top_h_without_renormalizing(logits, alpha):
     return sorted_kept(logits, max(int((prefix_entropy <= alpha * entropy).sum()), 1))
 
 
+def kl_the_other_way(z_p, z_q):
+    p, q = log_probs(z_p).exp(), log_probs(z_q).exp()
+    return (q * (q.log() - p.log())).sum()
+
+
+def acceptance_as_total_variation(z_p, z_q):
+    return 0.5 * (log_probs(z_p).exp() - log_probs(z_q).exp()).abs().sum()
+
+
+def expected_tokens_without_the_bonus(a, gamma):
+    return (1 - a ** gamma) / (1 - a)
+
+
 WRONG_ANSWERS = {
+    "check_kl": kl_the_other_way,
+    "check_acceptance": acceptance_as_total_variation,
+    "check_expected_tokens": expected_tokens_without_the_bonus,
     "check_entropy": entropy_in_bits,
     "check_varentropy": varentropy_with_wrong_sign,
     "check_surprisal": surprisal_of_raw_logit,
@@ -90,7 +106,8 @@ def test_checker_rejects_a_wrong_answer(checker, capsys):
         getattr(labs, checker)(WRONG_ANSWERS[checker])
     message = str(caught.value)
     assert "expected" in message and "got" in message, message
-    assert " z " in message or "z = " in message, f"the message does not name the input: {message}"
+    named = " z " in message or "z = " in message or "a = " in message  # logits z, or an acceptance rate a
+    assert named, f"the message does not name the input: {message}"
     assert "correct" not in capsys.readouterr().out
 
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import kept_set_reference, vocab_stats_reference
+from .kernels import divergence_reference, kept_set_reference, vocab_stats_reference
 
 __all__ = [
     "LabCheckError", "check_entropy", "check_varentropy", "check_surprisal", "check_rank", "check_margin",
-    "check_temperature", "check_top_p", "check_min_p", "check_top_h",
+    "check_temperature", "check_top_p", "check_min_p", "check_top_h", "check_kl", "check_acceptance",
+    "check_expected_tokens",
 ]
 
 EXAMPLE_LOGITS = (2.0, 1.0, 0.0, -1.0)  # the worked example of docs/signals.md: z, with y = 1
@@ -199,3 +200,52 @@ def check_kept_set(rule: str, fn, example_cases, random_values, example=None) ->
         expected = kept_set_reference(logits[None], **{rule: value})[0][0]
         expect_kept(rule, fn(logits.clone(), value), expected, f"{describe(logits)}, {rule} = {value}")
     passed(rule, "workbench.kernels.kept_set_reference")
+
+
+# ----- lab 07: comparing two predictors ---------------------------------------------------------
+PAIR_EXAMPLES = (  # the worked examples of docs/signals.md: (z_p, z_q, statistic -> value)
+    ((2.0, 1.0, 0.0, -1.0), (0.0, 2.0, 0.0, -1.0), {"kl": 0.888734}),
+    (tuple(torch.tensor([0.5, 0.3, 0.2]).log().tolist()), tuple(torch.tensor([0.2, 0.3, 0.5]).log().tolist()),
+     {"acceptance": 0.7}),
+)
+
+
+def check_pair_statistic(name: str, fn, field: str) -> None:
+    """fn(z_p [V], z_q [V]) -> a number against the worked examples that give `name` and against
+    `divergence_reference` (its `field`) on random pairs of logits."""
+    for z_p, z_q, values in PAIR_EXAMPLES:
+        if name in values:
+            z_p, z_q = torch.tensor(z_p), torch.tensor(z_q)
+            expect_number(name, fn(z_p.clone(), z_q.clone()), values[name],
+                          f"the worked example with p from {describe(z_p)} and q from {describe(z_q)}")
+    randoms = random_logits(1)
+    for z_p, z_q in zip(random_logits(), randoms[1:] + randoms[:1]):
+        expected = getattr(divergence_reference(z_p[None], z_q[None], js=False, overlap=True), field)[0]
+        expect_number(name, fn(z_p.clone(), z_q.clone()), float(expected), f"p from {describe(z_p)} and q from another {describe(z_q)}")
+    passed(name, "workbench.kernels.divergence_reference")
+
+
+def check_kl(kl) -> None:
+    """kl(z_p [V], z_q [V]) -> KL(p||q) = sum_v p_v log(p_v / q_v), p = softmax(z_p), q = softmax(z_q).
+    docs/signals.md: p = softmax(2, 1, 0, -1), q = softmax(0, 2, 0, -1) -> .888734."""
+    check_pair_statistic("kl", kl, "kl_pq")
+
+
+def check_acceptance(acceptance) -> None:
+    """acceptance(z_p [V], z_q [V]) -> sum_v min(p_v, q_v) = 1 - TV(p, q): the probability that
+    speculative sampling accepts a token drafted from q for the target p (Leviathan et al. 2023).
+    docs/signals.md: p = (.5, .3, .2), q = (.2, .3, .5) -> .7."""
+    check_pair_statistic("acceptance", acceptance, "overlap")
+
+
+def check_expected_tokens(expected_tokens) -> None:
+    """expected_tokens(a, gamma) -> (1 - a^(gamma+1)) / (1 - a): tokens per speculative step with
+    gamma drafted tokens, each accepted with probability a (gamma + 1 at a = 1).
+    docs/signals.md: a = .7, gamma = 4 -> 2.7731."""
+    from .compare.signals import expected_accepted_tokens
+
+    expect_number("expected_tokens", expected_tokens(0.7, 4), 2.7731, "the worked example a = 0.7, gamma = 4")
+    for a, gamma in ((0.0, 4), (0.35, 1), (0.9, 8), (0.999, 3)):
+        expect_number("expected_tokens", expected_tokens(a, gamma), float(expected_accepted_tokens(a, gamma)),
+                      f"a = {a}, gamma = {gamma}")
+    passed("expected_tokens", "workbench.compare.expected_accepted_tokens")
