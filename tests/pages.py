@@ -93,6 +93,18 @@ def start_server(log_path: Path, command: list[str] | None = None):
         time.sleep(0.5)
 
 
+@contextmanager
+def served(log_path: Path, command: list[str] | None = None):
+    """The base URL of a `serve` process (`start_server`) for the block; stopped after it, and
+    its log must show no traceback."""
+    process, url = start_server(log_path, command)
+    try:
+        yield url
+    finally:
+        stop_server(process)
+    assert "Traceback" not in log_path.read_text(), log_path.read_text()
+
+
 def stop_server(process) -> None:
     process.terminate()
     try:

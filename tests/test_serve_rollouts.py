@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from pages import (FIND, LATENCY_LIMIT_MS, MARKED, WORKBENCH_SERVE, artifact, click_and_time, click_latencies,
-                   click_point, fill, report_latencies, start_server, stop_server, watched_page)
+                   click_point, fill, report_latencies, served, watched_page)
 from workbench.results.group import Group
 from workbench.widgets import credit as views
 
@@ -74,12 +74,9 @@ def embedded_server(tmp_path_factory):
     log_path = tmp_path_factory.mktemp("serve-rollouts") / "server.log"
     with pytest.MonkeyPatch.context() as environment:
         environment.setenv("OMP_NUM_THREADS", "1")
-        process, url = start_server(log_path, WORKBENCH_SERVE)
-    try:
-        yield url
-    finally:
-        stop_server(process)
-    assert "Traceback" not in log_path.read_text(), log_path.read_text()
+        with served(log_path, WORKBENCH_SERVE) as url:
+            environment.undo()  # only the server's process computes on one thread
+            yield url
 
 
 def picker(page):

@@ -100,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="the dashboard in a browser (Panel)")
     _model_options(serve)
+    serve.add_argument("--reference", default=None,
+                       help="a second model with the same tokenizer vocabulary for the compare mode (which also "
+                            "compares the model under two contexts without one)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=5006, help="port to listen on (default: 5006)")
 
@@ -477,7 +480,13 @@ def cmd_serve(args) -> int:
     import workbench as wb
     from ..widgets import serve
 
-    serve(wb.load(args.model, dtype=args.dtype, device=args.device), host=args.host, port=args.port)
+    model = wb.load(args.model, dtype=args.dtype, device=args.device)
+    reference = None if args.reference is None else wb.load(args.reference, dtype=args.dtype, device=args.device)
+    if reference is not None:
+        from ..model.vocabulary import check_same_vocabulary
+
+        check_same_vocabulary(model, reference, "--reference")
+    serve(model, reference=reference, host=args.host, port=args.port)
     return 0
 
 

@@ -75,7 +75,7 @@ def pair_distributions(run, selected: int | None = None) -> go.Figure:
              f"acceptance {row['acceptance']:.3f}")
     figure.update_layout(figure_layout(title, height=300, margin=dict(l=90, r=20, t=60, b=40), annotations=titles))
     figure.update_yaxes(autorange="reversed", automargin=True)
-    figure.update_xaxes(tickformat=".0%", rangemode="tozero")
+    figure.update_xaxes(tickformat=".2~%", rangemode="tozero")
     return figure
 
 
@@ -138,8 +138,8 @@ def acceptance_chart(run, selected: int | None = None, gamma: int = DEFAULT_GAMM
                                 connectgaps=False,
                                 hovertemplate="#%{x} %{customdata}<br>E = %{y:.2f} tokens<extra></extra>"))
     mean = np.nanmean(acceptance) if np.isfinite(acceptance).any() else np.nan
-    title = (f"Speculative acceptance (q drafts for p): mean {mean:.3f}, E = {float(expected_accepted_tokens(mean, gamma)):.2f}"
-             f" tokens per step at γ = {gamma}")
+    title = (f"Acceptance (q drafts for p): mean {mean:.3f} · E = {float(expected_accepted_tokens(mean, gamma)):.2f}"
+             f" tokens/step at γ = {gamma}")
     figure.update_layout(figure_layout(
         title, "x", xaxis=dict(title="position", range=[-0.5, len(acceptance) - 0.5]),
         yaxis=dict(title="acceptance Σ min(p, q)", range=[0, 1]),
@@ -156,4 +156,5 @@ def acceptance_chart(run, selected: int | None = None, gamma: int = DEFAULT_GAMM
 register_panel(Panel("compare.distributions", "Both next-token distributions", applies=is_comparison,
                      figure=pair_distributions))
 register_panel(Panel("compare.branches", "Where the greedy choices differ", applies=is_comparison, figure=branch_view))
-register_panel(Panel("compare.acceptance", "Speculative acceptance", applies=is_comparison, figure=acceptance_chart))
+register_panel(Panel("compare.acceptance", "Speculative acceptance", applies=is_comparison, figure=acceptance_chart,
+                     settings=("gamma",)))  # the dashboard's compare mode sets gamma

@@ -32,12 +32,14 @@ log = logging.getLogger(__name__)
 
 
 class Dashboard:
-    """One browser session's page. The model is called only in `worker` (holding `lock`)."""
+    """One browser session's page. The model (and the reference model, served beside it for the
+    compare mode) is called only in `worker` (holding `lock`)."""
 
-    def __init__(self, model, lock: threading.Lock):
+    def __init__(self, model, lock: threading.Lock, reference=None):
         import panel as pn
 
-        self.model = model
+        self.model, self.reference = model, reference
+        self.view_settings: dict = {}  # settings a mode gives the panels that declare them (compare: gamma)
         self.worker = Worker(model, lock)
         self.run = None  # this session's latest Run (in rollouts mode: the response on show)
         self.group = None  # rollouts mode: this session's latest Group
@@ -323,6 +325,10 @@ class Dashboard:
             self.page = page_of(position)
         self._redraw(strip=turn)
 
+    def redraw(self) -> None:
+        """Draw the views again (a view setting changed)."""
+        self._redraw(strip=False)
+
     def _turn(self, step: int) -> None:
         self.page = min(max(self.page + step, 0), page_count(len(self.run.table)) - 1)
         self._redraw(strip=True)
@@ -350,7 +356,8 @@ class Dashboard:
             for view, pane in self.group_views:
                 self._draw(view, pane, lambda: view.figure(self.group, token, self.response))
             for panel, pane in self.views:
-                self._draw(panel, pane, lambda: panel.render(self.run, self.selected, signal=signal))
+                self._draw(panel, pane, lambda: panel.render(self.run, self.selected, signal=signal,
+                                                             **self.view_settings))
 
     def _strip_html(self, signal: str) -> str:
         """The strip's current page; a response of a group on its own scale, as its heatmap row."""
