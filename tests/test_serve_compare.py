@@ -90,3 +90,19 @@ def test_compare_mode_in_a_browser(pair_server, browser):
         page.locator("textarea").nth(1).fill("")
         page.get_by_role("button", name="Compare").click()
         status(page, "Error: nothing to compare", timeout_ms=10_000)
+
+
+def test_cancel_stops_the_reference_model_too():
+    """A session's Cancel stops the compare mode's work within the reference model's forward too."""
+    import threading
+
+    import torch
+
+    from workbench.widgets.dashboard.worker import Cancelled, Worker
+
+    model, reference = wb.load("tiny:llama"), wb.load("tiny:qwen2")
+    worker = Worker(model, threading.Lock(), reference)
+    worker.cancel.set()
+    with pytest.raises(Cancelled), worker.holding("comparing"):
+        reference.hf(input_ids=torch.tensor([[1, 2, 3]]))
+    assert not worker.lock.locked()

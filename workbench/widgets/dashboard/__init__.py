@@ -21,6 +21,10 @@ them; clicking another response's token in a group view shows that response. A c
 the strip and the five views of a 4-response group in about 200 ms on a busy 2-core machine
 (measured by tests/test_serve_rollouts.py).
 
+Compare mode: the same tokens under two predictors (`model.compare`), the model against the
+reference model the server was started with (`serve(model, reference=...)`, `workbench serve
+--reference MODEL`) or under two contexts; its views are the compare panels (widgets/compare.py).
+
 Safety: each browser session gets its own `Dashboard` (its runs, selection and settings);
 the one model is shared read-only and called only under a lock, from a worker thread,
 while the page shows progress and which page's work it waits for. A session's work stops

@@ -40,7 +40,7 @@ class Dashboard:
 
         self.model, self.reference = model, reference
         self.view_settings: dict = {}  # settings a mode gives the panels that declare them (compare: gamma)
-        self.worker = Worker(model, lock)
+        self.worker = Worker(model, lock, reference)
         self.run = None  # this session's latest Run (in rollouts mode: the response on show)
         self.group = None  # rollouts mode: this session's latest Group
         self.selected: int | None = None

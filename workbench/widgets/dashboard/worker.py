@@ -1,4 +1,5 @@
-"""A session's long work: run in a worker thread, holding the one model's lock, cancellable.
+"""A session's long work: run in a worker thread, holding the one model's lock (which also
+guards the compare mode's reference model), cancellable.
 
 Each browser session has its own `Worker`; the model is shared read-only and called only
 while holding `lock`. A session's work stops at the model's next module call when it is
@@ -24,8 +25,9 @@ class Worker:
     """One session's access to the model: `holding(stage)` in a thread started by
     `in_background`; `cancel` set stops the work."""
 
-    def __init__(self, model, lock: threading.Lock):
+    def __init__(self, model, lock: threading.Lock, reference=None):
         self.model, self.lock = model, lock
+        self.networks = [m.hf for m in (model, reference) if getattr(m, "hf", None) is not None]  # (cancellable)
         self.stage = ""  # what the background work is doing (written by the worker thread)
         self.holding_since = 0.0  # when the work began to hold the model (time.monotonic)
         self.cancel = threading.Event()  # set: the work stops at the model's next module call
@@ -56,8 +58,7 @@ class Worker:
             if self.cancel.is_set():
                 raise Cancelled
 
-        network = getattr(self.model, "hf", None)
-        handles = [] if network is None else [module.register_forward_pre_hook(check) for module in network.modules()]
+        handles = [module.register_forward_pre_hook(check) for network in self.networks for module in network.modules()]
         try:
             yield
         finally:
