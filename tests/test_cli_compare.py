@@ -60,3 +60,10 @@ def test_two_contexts_as_parquet_and_a_foreign_vocabulary(tmp_path, capsys):
     np.testing.assert_allclose(rows["js"].astype(float), want.table["js"].astype(float), rtol=1e-6)
     assert main(["compare", TEXT, "--model", "tiny:llama", "--reference", "workbench:tiny-moe"]) == 2
     assert "same tokenizer vocabulary" in capsys.readouterr().err
+
+
+def test_the_signal_flag_offers_every_pair_signal():
+    from workbench.cli.main import PAIR_SIGNAL_NAMES
+    from workbench.compare.signals import PAIR_SIGNALS
+
+    assert set(PAIR_SIGNAL_NAMES) == set(PAIR_SIGNALS)

@@ -13,7 +13,7 @@ import pytest
 
 import workbench as wb
 from pages import ALL_MARKED, FIND, WORKBENCH_SERVE, artifact, fill, served, wait_until, watched_page
-from workbench.widgets.dashboard.modes.compare import TWO_CONTEXTS
+from workbench.widgets.dashboard.modes.compare import CONTEXT_LABEL, TWO_CONTEXTS
 
 TEXT = "The capital of France is Paris."
 CONTEXT = "Paris is in France. "
@@ -46,7 +46,7 @@ def test_compare_mode_in_a_browser(pair_server, browser):
     with watched_page(browser, pair_server, viewport={"width": 1280, "height": 1000}, accept_downloads=True) as page:
         page.get_by_text("compare", exact=True).click()
         page.get_by_role("button", name="Compare").wait_for(timeout=10_000)
-        page.locator("textarea").first.fill(TEXT)
+        page.locator("textarea").fill(TEXT)  # the page's one text area
         fill(page, "Branches", 2)
         page.get_by_role("button", name="Compare").click()
         said = status(page, r"tokens compared: tiny:llama \(p\) against the reference tiny:qwen2")
@@ -79,7 +79,7 @@ def test_compare_mode_in_a_browser(pair_server, browser):
 
         # The same model under two contexts.
         page.locator("select", has=page.locator("option", has_text=TWO_CONTEXTS)).select_option(label=TWO_CONTEXTS)
-        page.locator("textarea").nth(1).fill(CONTEXT)
+        fill(page, CONTEXT_LABEL, CONTEXT)
         page.get_by_role("button", name="Compare").click()
         status(page, r"tokens compared: tiny:llama \(p\) against itself under the other context")
         want = model.compare(TEXT, context=CONTEXT, branches=2, progress=False)
@@ -87,7 +87,7 @@ def test_compare_mode_in_a_browser(pair_server, browser):
                                    rtol=1e-6)
 
         # Nothing to compare is one clear line.
-        page.locator("textarea").nth(1).fill("")
+        fill(page, CONTEXT_LABEL, "")
         page.get_by_role("button", name="Compare").click()
         status(page, "Error: nothing to compare", timeout_ms=10_000)
 

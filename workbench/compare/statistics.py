@@ -50,8 +50,8 @@ def pair_stats(model: "Model", hidden_p: torch.Tensor, reference: "Model", hidde
     "auto" (the fused kernels on CUDA), "triton" (the fused kernels anywhere: on CPU under
     TRITON_INTERPRET=1) or "torch" (blocks of rows)."""
     if hidden_p.device != hidden_q.device:
-        raise WorkbenchError(f"the model and the reference must be on one device, got {hidden_p.device} and "
-                             f"{hidden_q.device}; load both with the same device=")
+        raise WorkbenchError(f"the two sides' hidden states are on {hidden_p.device} and {hidden_q.device}; "
+                             "both models must be on one device")
     head_p, head_q = _head(model, vocab_size), _head(reference, vocab_size)
     with torch.inference_mode():
         fused = backend == "triton" or (backend == "auto" and hidden_p.is_cuda)

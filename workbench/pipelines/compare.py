@@ -70,8 +70,8 @@ def compare(model: Model, text: str | None = None, *, messages: Sequence[dict] |
     hidden = [c.final_hidden[torch.as_tensor(s.positions[rows] - 1, device=c.final_hidden.device)]
               for c, s in zip(captures, (pair.model, pair.reference))]  # [N, d] each
     targets = torch.tensor([pair.tokens.ids[r] for r in rows], dtype=torch.long, device=hidden[0].device)
-    stats = pair_stats(model, hidden[0], reference, hidden[1].to(hidden[0].device), targets, vocab_size=vocab_size,
-                       top_k=top_k, beta=cdpo_beta)
+    stats = pair_stats(model, hidden[0], reference, hidden[1], targets, vocab_size=vocab_size, top_k=top_k,
+                       beta=cdpo_beta)
 
     table = token_table(pair.tokens, model.tokenizer)
     for name, values in pair_columns(stats, rows, len(table), model.tokenizer, beta=beta).items():
@@ -107,6 +107,9 @@ def _check_arguments(model, text, messages, reference, context, reference_contex
     if reference is model and context == reference_context:
         raise WorkbenchError("nothing to compare: give reference= (another model with the same vocabulary), or a "
                              "context and a reference_context that differ")
+    if model.device != reference.device:
+        raise WorkbenchError(f"the model is on {model.device} and the reference on {reference.device}; load both "
+                             "with the same device=")
     if not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
         raise WorkbenchError(f"top_k must be an integer in [1, {MAX_TOP_K}], got {top_k!r}")
     if not beta > 0 or not cdpo_beta >= 0:

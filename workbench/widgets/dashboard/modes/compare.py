@@ -14,6 +14,8 @@ from . import Mode, register, seconds_said
 
 TWO_CONTEXTS = "this model under two contexts"
 DEFAULT_CONTEXT = "Paris is the capital and largest city of France. "
+CONTEXT_LABEL = "Context of p, the model (with chat messages: its system prompt)"
+REFERENCE_CONTEXT_LABEL = "Context of q, the reference (empty: none)"
 BRANCHES = Range(0, 64, whole=True)  # divergent positions continued by both sides
 GAMMA = Range(1, 64, whole=True)  # drafted tokens per speculative step, for the acceptance view
 DEFAULT_GAMMA = 4
@@ -32,11 +34,12 @@ class CompareControls:
         options = [TWO_CONTEXTS] + ([] if page.reference is None else [reference_choice(page.reference)])
         self.against = pn.widgets.Select(label="Compare with", options=options, value=options[-1], width=280)
         two_contexts = page.reference is None
-        self.context = pn.widgets.TextAreaInput(
-            label="Context of p, the model (with chat messages: its system prompt)",
-            value=DEFAULT_CONTEXT if two_contexts else "", rows=2, sizing_mode="stretch_width")
-        self.reference_context = pn.widgets.TextAreaInput(
-            label="Context of q, the reference (empty: none)", value="", rows=2, sizing_mode="stretch_width")
+        # one-line fields: the page keeps one text area, the text's (a context is one paragraph here;
+        # the API and the CLI take any text)
+        self.context = pn.widgets.TextInput(label=CONTEXT_LABEL, value=DEFAULT_CONTEXT if two_contexts else "",
+                                            sizing_mode="stretch_width")
+        self.reference_context = pn.widgets.TextInput(label=REFERENCE_CONTEXT_LABEL, value="",
+                                                      sizing_mode="stretch_width")
         number = number_field_class()
         self.branches = number(label="Branches", value=4, width=90)
         self.gamma = number(label="γ (draft length)", value=DEFAULT_GAMMA, width=120)
