@@ -1,7 +1,11 @@
 """Sequence-level uncertainty estimators (workbench/estimators/): each against a direct
 computation from the model's full-softmax float64 logits, eager attention or the similarity
 model run by hand; DESIGN.md's SAR vector; AUROC and PRR against plain implementations."""
-import itertools
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -204,3 +208,45 @@ def test_clear_errors(llama):
         register_estimator("msp", family="probability", description="again")(lambda tokens, context: None)
     with pytest.raises(WorkbenchError, match="need the 'uncertainty' signal"):
         estimate(llama.analyze(TEXT, signals=["attention"], progress=False))
+
+
+def test_views_show_the_contributions(llama):
+    from workbench.widgets.estimators import contribution_strip, sequence_scores
+    from workbench.widgets.panels import load_builtin_panels, panels_for
+
+    run = llama.analyze(TEXT, progress=False)
+    found = estimate(run, ["msp", "surprisal_max"])
+    wb.estimators.annotate(run, found)
+    surprisal = run.table["surprisal"].to_numpy(float, na_value=np.nan)
+    np.testing.assert_array_equal(run.table["contrib_msp"].to_numpy(float, na_value=np.nan), surprisal)  # <NA> at 0
+    strip = contribution_strip(run, "msp")
+    assert strip.signal == "contrib_msp" and strip.n_tokens == len(run)
+    load_builtin_panels()
+    assert "estimators.scores" in [p.name for p in panels_for(run)]
+    figure = sequence_scores(run, selected=4)
+    heat = figure.data[0]
+    assert list(heat.y) == [f"msp = {found['msp'].score:.4g}", f"surprisal_max = {found['surprisal_max'].score:.4g}"]
+    np.testing.assert_allclose(np.asarray(heat.z, float)[0, 1:], surprisal[1:] / np.nanmax(surprisal))
+    assert figure.layout.shapes[0].name == "selection" and figure.layout.shapes[0].x0 == 3.5
+    assert figure.layout.meta["workbench"]["position_axis"] == "x"
+    assert wb.Run.load(run.save(Path(tempfile.mkdtemp()) / "run")).equals(run)  # estimates survive save / load
+    with pytest.raises(WorkbenchError, match="carries no 'rauq' estimate; it has: msp, surprisal_max"):
+        contribution_strip(run, "rauq")
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "workbench", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_cli_prints_estimates():
+    result = cli("analyze", TEXT, "--model", "tiny:llama", "--estimators", "msp,surprisal_q90", "--format", "json")
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    surprisal = np.array([row["surprisal"] for row in data["tokens"][1:]])
+    assert data["meta"]["estimators"]["msp"]["score"] == pytest.approx(surprisal.sum(), rel=1e-9)
+    assert data["meta"]["estimators"]["surprisal_q90"]["score"] == pytest.approx(np.quantile(surprisal, 0.9), rel=1e-9)
+    np.testing.assert_allclose([row["contrib_msp"] for row in data["tokens"][1:]], surprisal)
+    table = cli("generate", "Once upon", "--model", "tiny:llama", "--sampler", "greedy", "--max-new-tokens", "4",
+                "--estimators", "all")
+    assert table.returncode == 0, table.stderr
+    assert "estimators: msp " in table.stdout and "rauq " in table.stdout and "token_sar" in table.stdout

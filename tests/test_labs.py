@@ -66,6 +66,18 @@ def top_h_without_renormalizing(logits, alpha):
     return sorted_kept(logits, max(int((prefix_entropy <= alpha * entropy).sum()), 1))
 
 
+def perplexity_without_exp(s):
+    return s.mean()
+
+
+def token_sar_unnormalized(nll, relevance):
+    return (relevance * nll).mean()
+
+
+def auroc_without_ties(u, correct):
+    return (u[~correct][:, None] > u[correct][None, :]).double().mean()
+
+
 WRONG_ANSWERS = {
     "check_entropy": entropy_in_bits,
     "check_varentropy": varentropy_with_wrong_sign,
@@ -76,6 +88,9 @@ WRONG_ANSWERS = {
     "check_top_p": top_p_stopping_short,
     "check_min_p": min_p_absolute,
     "check_top_h": top_h_without_renormalizing,
+    "check_perplexity": perplexity_without_exp,
+    "check_token_sar": token_sar_unnormalized,
+    "check_auroc": auroc_without_ties,
 }
 
 
@@ -90,7 +105,7 @@ def test_checker_rejects_a_wrong_answer(checker, capsys):
         getattr(labs, checker)(WRONG_ANSWERS[checker])
     message = str(caught.value)
     assert "expected" in message and "got" in message, message
-    assert " z " in message or "z = " in message, f"the message does not name the input: {message}"
+    assert " z " in message or "z = " in message or " = (" in message, f"the message does not name the input: {message}"
     assert "correct" not in capsys.readouterr().out
 
 
