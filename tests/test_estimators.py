@@ -224,10 +224,10 @@ def test_views_show_the_contributions(llama):
     load_builtin_panels()
     assert "estimators.scores" in [p.name for p in panels_for(run)]
     figure = sequence_scores(run, selected=4)
-    heat = figure.data[0]
-    assert list(heat.y) == [f"msp = {found['msp'].score:.4g}", f"surprisal_max = {found['surprisal_max'].score:.4g}"]
-    np.testing.assert_allclose(np.asarray(heat.z, float)[0, 1:], surprisal[1:] / np.nanmax(surprisal))
-    assert figure.layout.shapes[0].name == "selection" and figure.layout.shapes[0].x0 == 3.5
+    assert [t.name for t in figure.data] == [f"msp = {found['msp'].score:.4g}",
+                                             f"surprisal_max = {found['surprisal_max'].score:.4g}"]
+    np.testing.assert_allclose(np.asarray(figure.data[0].y, float)[1:], surprisal[1:] / np.nanmax(surprisal))
+    assert figure.layout.shapes[0].name == "selection" and figure.layout.shapes[0].x0 == 4
     assert figure.layout.meta["workbench"]["position_axis"] == "x"
     assert wb.Run.load(run.save(Path(tempfile.mkdtemp()) / "run")).equals(run)  # estimates survive save / load
     with pytest.raises(WorkbenchError, match="carries no 'rauq' estimate; it has: msp, surprisal_max"):

@@ -5,6 +5,7 @@ score, and their evaluation against answer correctness (AUROC, prediction-reject
     wb.estimators.estimate(run, ["msp", "token_sar"]) # {name: Estimate(score, contributions, ...)}
     wb.estimators.estimate_group(group, ["sentence_sar", "msp"])
     wb.estimators.contributions_table(run, estimates) # one row per scored token, one column each
+    wb.estimators.annotate(run, estimates)            # into the run, for the views (annotate_group: a group)
 
 One module per family registers its estimators (registry.py): probability.py (msp, perplexity,
 mean_entropy), cascades.py (quantiles and max of token uncertainty), sar.py (token_sar,
@@ -80,10 +81,32 @@ def annotate(run: "Run", estimates: dict[str, Estimate]) -> "Run":
         column = pd.array([pd.NA] * len(run.table), dtype="Float64")
         column[np.flatnonzero(rows)] = e.contributions
         run.table[CONTRIBUTION_PREFIX + name] = column
-        details = {k: v for k, v in e.details.items() if isinstance(v, (int, float, str))}
-        record[name] = {"score": None if not np.isfinite(e.score) else e.score, "combine": e.combine,
-                        "family": ESTIMATORS[name].family, "details": details}
+        record[name] = _record(name, e)
     return run
+
+
+def annotate_group(group: "Group", estimates: dict[str, Estimate]) -> "Group":
+    """Put `estimate_group` results into `group` for the views: for each single-sequence
+    estimator a table column contrib_<name> (each response's per-token contributions), and
+    meta["estimators"] = {"group": {name: record}, "responses": [{name: record} per response]},
+    records as `annotate` writes them. Returns the group, for chaining."""
+    record = group.meta.setdefault("estimators", {"group": {}, "responses": [{} for _ in range(len(group))]})
+    for name, e in estimates.items():
+        record["group"][name] = _record(name, e)
+        for i, each in enumerate(e.details.get("responses", [])):
+            record["responses"][i][name] = _record(name, each)
+        if "responses" in e.details:
+            index = np.concatenate([group.rows(i).index.to_numpy() for i in range(len(group))])
+            values = np.concatenate([each.contributions for each in e.details["responses"]])
+            group.add(pd.Series(pd.array(values, dtype="Float64"), index=index, name=CONTRIBUTION_PREFIX + name))
+    return group
+
+
+def _record(name: str, e: Estimate) -> dict:
+    """An estimate as JSON-ready metadata: score (None when not finite), rule, family, details."""
+    details = {k: v for k, v in e.details.items() if isinstance(v, (int, float, str))}
+    return {"score": e.score if np.isfinite(e.score) else None, "combine": e.combine,
+            "family": ESTIMATORS[name].family, "details": details}
 
 
 def contributions_table(run: "Run", estimates: dict[str, Estimate]) -> pd.DataFrame:
@@ -96,6 +119,6 @@ def contributions_table(run: "Run", estimates: dict[str, Estimate]) -> pd.DataFr
     return table
 
 
-__all__ = ["CONTRIBUTION_PREFIX", "ESTIMATORS", "Context", "Estimate", "Estimator", "ScoredTokens", "annotate", "auroc", "combine", "contributions_table",
+__all__ = ["CONTRIBUTION_PREFIX", "ESTIMATORS", "Context", "Estimate", "Estimator", "ScoredTokens", "annotate", "annotate_group", "auroc", "combine", "contributions_table",
            "estimate", "estimate_group", "from_response", "from_run", "list_estimators", "prr", "register_estimator",
            "resolve", "scores"]

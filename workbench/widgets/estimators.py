@@ -2,10 +2,10 @@
 carries them (`workbench.estimators.annotate`: columns contrib_<name>, meta["estimators"]).
 
 - `contribution_strip`: the token strip colored by one estimator's per-token contributions.
-- `sequence_scores`: the sequence-score panel: one row per estimator, its score in the row's
-  label, and its per-token contributions along the positions, each row scaled to its own
+- `sequence_scores`: the sequence-score panel: one line per estimator, its score in the
+  legend, its per-token contributions along the positions, each line scaled to its own
   largest contribution (the estimators' scores have different units); the selected token is
-  boxed and its share of each score named in the hover. Registered as the panel
+  marked and its share of each score named in the hover. Registered as the panel
   "estimators.scores", linked to the selected token like every view.
 - `evaluation_bars`: AUROC and prediction-rejection ratio per estimator (which one predicts
   errors), from `workbench.pipelines.error_prediction.evaluation_table`.
@@ -20,7 +20,7 @@ from workbench.errors import WorkbenchError
 from workbench.estimators import CONTRIBUTION_PREFIX
 from workbench.results.run import Run
 
-from .figures import BAR_COLOR, LINE_COLOR, figure_layout, selection_box
+from .figures import BAR_COLOR, HEIGHT, LINE_COLOR, figure_layout, selection_line
 from .panels import Panel, register_panel
 from .token_strip import TokenStrip, token_strip
 
@@ -44,42 +44,36 @@ def sequence_scores(run: Run, selected: int | None = None) -> go.Figure:
     """The sequence-score panel (see the module docstring)."""
     names = estimator_names(run)
     records = run.meta["estimators"]
-    contributions = np.stack([run.table[CONTRIBUTION_PREFIX + n].to_numpy(np.float64, na_value=np.nan)
-                              for n in names])  # [estimators, T]
-    scale = np.nanmax(np.abs(contributions), axis=1, keepdims=True)
-    scaled = contributions / np.where(scale > 0, scale, 1.0)
-    labels = [f"{n} = {_number(records[n]['score'])}" for n in names]
-    share = _shares(contributions, names, records)
-    trace = go.Heatmap(
-        z=scaled, x=np.arange(contributions.shape[1]), y=labels, colorscale="Viridis", zmin=0, zmax=1,
-        customdata=np.dstack([contributions, share]), showscale=False, xgap=1, ygap=2,
-        hovertemplate="#%{x}  %{y}<br>contribution %{customdata[0]:.4g}<br>%{customdata[1]}<extra></extra>",
-    )
-    layout = figure_layout("Sequence scores and each token's contribution", "x", xaxis=dict(title="position"),
-                           yaxis=dict(autorange="reversed"), height=max(200, 60 + 26 * len(names)))
-    if selected is not None and 0 <= selected < contributions.shape[1]:
-        layout["shapes"] = [selection_box(selected - 0.5, selected + 0.5)]
-    return go.Figure(trace, layout=layout)
+    positions = run.table["position"].to_numpy()
+    traces = []
+    for name in names:
+        contributions = run.table[CONTRIBUTION_PREFIX + name].to_numpy(np.float64, na_value=np.nan)  # [T]
+        scale = np.nanmax(np.abs(contributions)) if np.isfinite(contributions).any() else 0.0
+        traces.append(go.Scatter(
+            x=positions, y=contributions / (scale if scale > 0 else 1.0), mode="lines+markers", marker=dict(size=5),
+            name=f"{name} = {_number(records[name]['score'])}", customdata=np.stack(
+                [contributions, _shares(contributions, records[name]["combine"])], axis=-1),
+            hovertemplate=f"#%{{x}}  {name}<br>contribution %{{customdata[0]:.4g}}<br>%{{customdata[1]}}<extra></extra>",
+        ))
+    layout = figure_layout("Sequence scores: each token's contribution (scaled to each estimator's largest)", "x",
+                           xaxis=dict(title="position"), yaxis=dict(title="contribution / largest"), showlegend=True,
+                           legend=dict(orientation="h", y=-0.25), height=HEIGHT + 40)
+    if selected is not None and 0 <= selected < len(positions):
+        layout["shapes"] = [selection_line(selected)]
+    return go.Figure(traces, layout=layout)
 
 
 def _number(value) -> str:
     return "not finite" if value is None else f"{value:.4g}"
 
 
-def _shares(contributions: np.ndarray, names: list[str], records: dict) -> np.ndarray:
-    """Hover text [estimators, T]: the token's share of a score that its contributions sum to,
-    or the rule by which they give it."""
-    out = np.full(contributions.shape, "", dtype=object)
-    for row, name in enumerate(names):
-        rule, total = records[name]["combine"], np.nansum(contributions[row])
-        for t, value in enumerate(contributions[row]):
-            if np.isnan(value):
-                out[row, t] = "not scored"
-            elif rule == "sum" and total:
-                out[row, t] = f"{value / total:.1%} of the score (sum)"
-            else:
-                out[row, t] = f"score = {rule} of the contributions"
-    return out
+def _shares(contributions: np.ndarray, rule: str) -> np.ndarray:
+    """Hover text [T]: each token's share of a score its contributions sum to, or the rule by
+    which they give it."""
+    total = np.nansum(contributions)
+    return np.array(["not scored" if np.isnan(value) else f"{value / total:.1%} of the score (sum)"
+                     if rule == "sum" and total else f"score = {rule} of the contributions" for value in contributions],
+                    dtype=object)
 
 
 def evaluation_bars(table: pd.DataFrame) -> go.Figure:
