@@ -250,3 +250,26 @@ def test_cli_prints_estimates():
                 "--estimators", "all")
     assert table.returncode == 0, table.stderr
     assert "estimators: msp " in table.stdout and "rauq " in table.stdout and "token_sar" in table.stdout
+
+
+def test_error_prediction_on_a_handful_of_questions(llama):
+    """Greedy answers are reproducible: a problem whose expected answer is the model's own final
+    answer is right, the others wrong; the table's AUROC / PRR are those of the scores."""
+    from workbench.pipelines.error_prediction import answer, evaluation_table, scores_table
+    from workbench.rewards import Problem, final_answer
+
+    questions = ["What is 2 plus 3?", "What is 7 times 8?", "Name a color.", "What is 10 minus 4?"]
+    first = answer(llama, [Problem(q, "none") for q in questions], ["msp", "surprisal_max"], max_new_tokens=4,
+                   progress=False)
+    problems = [Problem(q, final_answer(a.response) if k % 2 == 0 else "no such answer")
+                for k, (q, a) in enumerate(zip(questions, first))]
+    answered = answer(llama, problems, ["msp", "surprisal_max"], max_new_tokens=4, progress=False)
+    assert [a.correct for a in answered] == [True, False, True, False]
+    scores = scores_table(answered)
+    for a, row in zip(answered, scores.itertuples()):
+        assert row.msp == pytest.approx(-reference_logprobs(llama.hf, a.run.table["token_id"].tolist())[
+            a.run.table["generated"].to_numpy()[1:]].sum(), rel=1e-5)
+    table = evaluation_table(answered).set_index("estimator")
+    for name in ("msp", "surprisal_max"):
+        assert table.loc[name, "auroc"] == pairwise_auroc(scores[name].tolist(), scores["correct"].tolist())
+        assert table.loc[name, "prr"] == pytest.approx(plain_prr(scores[name].tolist(), scores["correct"].tolist()))
