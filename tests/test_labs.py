@@ -79,6 +79,18 @@ def expected_tokens_without_the_bonus(a, gamma):
     return (1 - a ** gamma) / (1 - a)
 
 
+def perplexity_without_exp(s):
+    return s.mean()
+
+
+def token_sar_unnormalized(nll, relevance):
+    return (relevance * nll).mean()
+
+
+def auroc_without_ties(u, correct):
+    return (u[~correct][:, None] > u[correct][None, :]).double().mean()
+
+
 WRONG_ANSWERS = {
     "check_kl": kl_the_other_way,
     "check_acceptance": acceptance_as_total_variation,
@@ -92,6 +104,9 @@ WRONG_ANSWERS = {
     "check_top_p": top_p_stopping_short,
     "check_min_p": min_p_absolute,
     "check_top_h": top_h_without_renormalizing,
+    "check_perplexity": perplexity_without_exp,
+    "check_token_sar": token_sar_unnormalized,
+    "check_auroc": auroc_without_ties,
 }
 
 
@@ -106,7 +121,7 @@ def test_checker_rejects_a_wrong_answer(checker, capsys):
         getattr(labs, checker)(WRONG_ANSWERS[checker])
     message = str(caught.value)
     assert "expected" in message and "got" in message, message
-    named = " z " in message or "z = " in message or "a = " in message  # logits z, or an acceptance rate a
+    named = " z " in message or "z = " in message or "a = " in message or " = (" in message  # logits z, an acceptance rate a, a vector
     assert named, f"the message does not name the input: {message}"
     assert "correct" not in capsys.readouterr().out
 

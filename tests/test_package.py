@@ -21,7 +21,8 @@ def test_import_does_not_import_torch():
 
 @pytest.mark.parametrize("name, attribute", [("samplers", "TopH"), ("rewards", "exact_answer"), ("credit", "d3s_priority"),
                                              ("kv", "heavy_hitters"), ("routing_stats", "expert_load"),
-                                             ("kernels", "vocab_stats"), ("widgets", "token_strip"), ("labs", "check_entropy")])
+                                             ("kernels", "vocab_stats"), ("widgets", "token_strip"), ("labs", "check_entropy"),
+                                             ("estimators", "estimate")])
 def test_submodules_are_attributes_on_first_use(name, attribute):
     code = f"import workbench as wb; print(wb.{name}.__name__, callable(wb.{name}.{attribute}))"
     assert fresh_python(code) == f"workbench.{name} True"

@@ -24,7 +24,7 @@ def generate(page, new_tokens: int, sampler: str | None = None, **fields) -> pd.
         fill(page, label, value)
     page.get_by_role("button", name="Generate").click()
     page.locator(".tw-status", has_text=f"{new_tokens} tokens generated").wait_for(timeout=60_000)
-    page.wait_for_function(f"() => ({FIND})().plots.length === 4", timeout=20_000)
+    page.wait_for_function(f"() => ({FIND})().plots.length === 5", timeout=20_000)
     with page.expect_download() as download:
         page.get_by_role("button", name="Table (CSV)").click()
     return pd.read_csv(download.value.path())

@@ -47,7 +47,7 @@ ROLLOUT_MARKED = f"""
     if ('response' in m) return m.response !== response || marked(plot, position);
     return marked(plot, position);
   }};
-  return strips.length === 1 && strips[0].dataset.selected === String(position) && plots.length === 5
+  return strips.length === 1 && strips[0].dataset.selected === String(position) && plots.length === 6
     && plots.every(ok);
 }}
 """
@@ -126,7 +126,7 @@ def test_rollouts_mode_in_a_browser(embedded_server, browser):
         assert mixed or "every advantage and THR is 0" in status, status
 
         # The credit views and the response's per-position chart appear.
-        page.wait_for_function(f"() => ({FIND})().plots.length === 5", timeout=20_000)
+        page.wait_for_function(f"() => ({FIND})().plots.length === 6", timeout=20_000)
         titles = page.evaluate(TITLES)
         for expected in ("heatmap: thr per token", "heatmap: d3s per token", "success rate after each prefix",
                          "icicle: prefix tree", "scatter: thr per token"):

@@ -249,3 +249,73 @@ def check_expected_tokens(expected_tokens) -> None:
         expect_number("expected_tokens", expected_tokens(a, gamma), float(expected_accepted_tokens(a, gamma)),
                       f"a = {a}, gamma = {gamma}")
     passed("expected_tokens", "workbench.compare.expected_accepted_tokens")
+
+
+# ----- Lab 10 · Uncertainty estimators (notebooks/10_uncertainty.ipynb) -------------------------
+# Sequence scores from per-token values, against workbench.estimators (DESIGN.md's SAR vector).
+import math  # noqa: E402  (this lab's block stands alone at the end of the file)
+
+__all__ += ["check_perplexity", "check_token_sar", "check_auroc"]
+
+SAR_EXAMPLE = ((0.1, 2.0, 0.5), (0.1, 0.8, 0.1), 1.66)  # NLL, relevance -> TokenSAR (docs/signals.md)
+
+
+def random_surprisals(seed: int = 0) -> list[torch.Tensor]:
+    """A few surprisal vectors s [N] (nats), of lengths 3, 8 and 20, the same in every run."""
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.rand(n, generator=generator, dtype=torch.float64) * 4 for n in (3, 8, 20)]
+
+
+def describe_values(name: str, values) -> str:
+    values = torch.as_tensor(values, dtype=torch.float64).tolist()
+    shown = ", ".join(f"{v:.3g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
+    return f"{name} = ({shown}) [{len(values)}]"
+
+
+def check_perplexity(perplexity) -> None:
+    """perplexity(s [N]) -> exp((1/N) sum_t s_t), s_t = -log p(y_t | y_<t) the surprisal of each token.
+    Two tokens of probability 1/2 each: s = (log 2, log 2) -> 2."""
+    from .estimators import combine
+
+    halves = torch.full((2,), math.log(2), dtype=torch.float64)
+    expect_number("perplexity", perplexity(halves.clone()), 2.0, f"the worked example {describe_values('s', halves)}")
+    for s in random_surprisals():
+        expect_number("perplexity", perplexity(s.clone()), combine("exp mean", s.numpy()), describe_values("s", s))
+    passed_estimator("perplexity", "workbench.estimators.perplexity")
+
+
+def check_token_sar(token_sar) -> None:
+    """token_sar(nll [N], relevance [N]) -> sum_t (R_t / sum_k R_k) nll_t (Duan et al. 2024).
+    docs/signals.md: NLL (.1, 2, .5), R (.1, .8, .1) -> 1.66."""
+    from .estimators.sar import relevance_weighted
+
+    nll, relevance = (torch.tensor(v, dtype=torch.float64) for v in SAR_EXAMPLE[:2])
+    cases = [(nll, relevance, SAR_EXAMPLE[2], "the worked example ")]
+    generator = torch.Generator().manual_seed(1)
+    for s in random_surprisals(1):
+        r = torch.rand(len(s), generator=generator, dtype=torch.float64)
+        cases.append((s, r, float(relevance_weighted(s.numpy(), r.numpy()).sum()), ""))
+    for nll, relevance, expected, source in cases:
+        where = f"{source}{describe_values('nll', nll)}, {describe_values('R', relevance)}"
+        expect_number("token_sar", token_sar(nll.clone(), relevance.clone()), expected, where)
+    passed_estimator("token_sar", "workbench.estimators.sar.relevance_weighted")
+
+
+def check_auroc(auroc) -> None:
+    """auroc(u [n], correct [n] bool) -> the probability that a wrong answer has a higher
+    uncertainty u than a right one, ties counting 1/2."""
+    from .estimators import auroc as reference
+
+    generator = torch.Generator().manual_seed(2)
+    cases = [(torch.tensor([0.0, 1.0, 2.0, 3.0]), torch.tensor([True, True, False, False])),
+             (torch.tensor([1.0, 1.0, 2.0]), torch.tensor([True, False, False]))]  # a tie
+    for n in (10, 30):
+        cases.append((torch.randint(0, 5, (n,), generator=generator).double(), torch.rand(n, generator=generator) < 0.5))
+    for u, correct in cases:
+        where = f"{describe_values('u', u)}, correct = {correct.int().tolist()}"
+        expect_number("auroc", auroc(u.clone(), correct.clone()), reference(u.numpy(), correct.numpy()), where)
+    passed_estimator("auroc", "workbench.estimators.auroc")
+
+
+def passed_estimator(name: str, reference: str) -> None:
+    print(f"{name}: correct on the worked examples and random inputs (compared with {reference})")

@@ -19,6 +19,7 @@ from typing import Sequence
 from .. import __version__
 from ..errors import NonFiniteWarning, WorkbenchError
 from ..sampler_parameters import BY_NAME, DEFAULT_SAMPLER
+from .estimates import add_estimates, check_names, estimators_option, render_estimates
 
 FORMATS = ("table", "json", "parquet", "run")
 # `workbench.compare.signals.PAIR_SIGNALS`, named here so that --help needs no torch import
@@ -40,6 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "attention, keyformer, routing")
     _alternatives_option(analyze)
     analyze.add_argument("--truncate", action="store_true", help="keep the first context-length tokens of a long text")
+    estimators_option(analyze)
     _output_options(analyze)
 
     generate = commands.add_parser("generate", help="sample a continuation, recording each step's signals")
@@ -54,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--max-new-tokens", type=int, default=64, help="tokens to generate (default: 64)")
     generate.add_argument("--seed", type=int, default=None, help="same seed, same output")
     generate.add_argument("--stop", action="append", default=None, help="stop once this string appears (repeatable)")
+    estimators_option(generate)
     _output_options(generate)
 
     rollouts = commands.add_parser("rollouts", help="a group of sampled responses: rewards, GRPO advantages, token credit")
@@ -229,18 +232,20 @@ def main(argv=None) -> int:
 def cmd_analyze(args) -> int:
     text = _read_text(args, "text")
     _check_output(args)
+    check_names(args)
     import workbench as wb
 
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
     run = model.analyze(**_as_input(text, args.chat, "text"), signals=args.signals, top_k=args.alternatives,
                         truncate=args.truncate, progress=sys.stderr.isatty())
-    return _output_run(run, args, _analysis_table, shown=("lens_rank",))
+    return _output_run(add_estimates(args, model, run), args, _analysis_table, shown=("lens_rank",))
 
 
 def _analysis_table(run, color: bool) -> str:
     from .terminal import render_lens, render_table
 
-    return render_table(run, color=color) + (render_lens(run) if "lens_rank" in run.arrays else "")
+    return (render_table(run, color=color) + (render_lens(run) if "lens_rank" in run.arrays else "")
+            + render_estimates(run))
 
 
 def _output_run(run, args, table, shown=()) -> int:
@@ -346,6 +351,7 @@ def cmd_generate(args) -> int:
     named = _named_samplers(args)
     _check_output(args, folders=[_folder_name(name) for name, _ in named] if len(named) > 1 else ())
     _check_positive(args, "--max-new-tokens")
+    check_names(args)
     import workbench as wb
 
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
@@ -356,6 +362,7 @@ def cmd_generate(args) -> int:
             for name, sampler in named]
     for _, run in runs:
         _check_finite(run.meta)
+        add_estimates(args, model, run)
     if args.format == "parquet":
         import pandas as pd
 
@@ -382,7 +389,8 @@ def cmd_generate(args) -> int:
     else:
         from .terminal import render_generations
 
-        output = render_generations(runs, color=args.out is None and _wants_color())
+        output = render_generations(runs, color=args.out is None and _wants_color()) + "".join(
+            render_estimates(run) for _, run in runs)
     _write(output, args.out)
     return 0
 

@@ -20,7 +20,7 @@ from typing import Callable
 import torch
 
 from ..errors import WorkbenchError
-from ..kernels import AttentionStats, attention_rows, attention_stats
+from ..kernels import AttentionStats, attention_rows, attention_stats, previous_key_mass
 
 NAME = "workbench_stats"
 _LOCK = threading.Lock()  # the interface registry is global: one capture at a time
@@ -46,6 +46,11 @@ class AttentionInputs:
         """Exact attention probabilities of the chosen query positions: [B, Hq, len(queries), T]."""
         return attention_rows(self.query, self.key, queries, causal=self.causal, mask=self.mask, scale=self.scale,
                               sink_logits=self.sink_logits)
+
+    def previous_mass(self, lse: torch.Tensor) -> torch.Tensor:
+        """Each query's attention on the key before it, [B, Hq, T], from this layer's streamed
+        lse [B, Hq, T] (`kernels.previous_key_mass`)."""
+        return previous_key_mass(self.query, self.key, lse, mask=self.mask, scale=self.scale)
 
 
 @dataclass

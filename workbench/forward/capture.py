@@ -32,8 +32,8 @@ class Capture:
     final_hidden: torch.Tensor | None = None  # [T, d], after the final norm
     layer_hidden: list[torch.Tensor] | None = None  # L+1 x [T, d], embeddings first, before the final norm
     routing: dict[int, Routing] | None = None  # MoE layer index -> its router's call, normalized
-    # layer index -> {"entropy", "sink_mass", "received" (need "attention"), "keyformer" (need
-    # "keyformer")} -> [H, T] float32
+    # layer index -> {"entropy", "sink_mass", "received", "previous" (need "attention"), "keyformer"
+    # (need "keyformer")} -> [H, T] float32
     attention: dict[int, dict[str, np.ndarray]] | None = None
     attention_rows: np.ndarray | None = None  # [T, T] exact attention summed over layers, mean over heads
 
@@ -106,7 +106,7 @@ def _attention_capture(model: Model, capture: Capture, needs: set[str]):
         if "attention" in needs:
             stats = inputs.stats(sink=ATTENTION_SINK)
             layer.update(entropy=_head_rows(stats.entropy), sink_mass=_head_rows(stats.sink_mass),
-                         received=_head_rows(stats.received))
+                         received=_head_rows(stats.received), previous=_head_rows(inputs.previous_mass(stats.lse)))
             if keep_rows:
                 capture.attention_rows += _head_mean_rows(inputs)
         if "keyformer" in needs:

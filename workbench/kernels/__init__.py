@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .attention_stats import AttentionStats, attention_rows, attention_stats_reference
+from .attention_stats import AttentionStats, attention_rows, attention_stats_reference, previous_key_mass
 from .dispatch import choose
 from .divergence import Divergence, divergence_reference, linear_divergence_reference
 from .linear_vocab_stats import linear_vocab_stats_reference
@@ -105,6 +105,6 @@ def attention_stats(q, k, *, causal=True, mask=None, sink=1, key_subset=None, to
 
 
 __all__ = ["AttentionStats", "attention_rows", "attention_stats", "attention_stats_reference", "Divergence", "divergence",
-           "divergence_reference", "IGNORE_INDEX", "kept_counts", "kept_set_reference", "linear_divergence",
+           "divergence_reference", "previous_key_mass", "IGNORE_INDEX", "kept_counts", "kept_set_reference", "linear_divergence",
            "linear_divergence_reference", "linear_vocab_stats", "linear_vocab_stats_reference", "SampleResult", "sample",
            "sample_reference", "VocabStats", "vocab_stats", "vocab_stats_reference"]

@@ -141,3 +141,25 @@ def attention_rows(q, k, queries, *, causal=True, mask=None, scale=None, sink_lo
     if sink_logits is not None:
         lse = torch.logaddexp(lse, sink_logits.float().view(1, heads, 1, 1))
     return torch.where(allowed, (scores - lse).exp(), 0.0)
+
+
+def previous_key_mass(q, k, lse, *, mask=None, scale=None) -> torch.Tensor:
+    """Each query's attention on the key just before it, A_i,i-1 = exp(s_i,i-1 - lse_i), from the
+    streamed lse: O(T d) per head, no row of scores. q: [B, Hq, Tq, d] (the last Tq positions);
+    k: [B, Hkv, Tk, d]; lse: [B, Hq, Tq] (learned sinks, if any, already in it). Returns
+    [B, Hq, Tq] float32; 0 for a query with no previous key or one the mask hides from it.
+    RAUQ's signal (Vazhentsev et al. 2025): uncertainty-aware heads look away from the previous
+    token where the model errs."""
+    batch, heads, t_q, dim = q.shape
+    kv_heads, t_k = k.shape[1], k.shape[2]
+    scale = dim ** -0.5 if scale is None else scale
+    previous = torch.arange(t_q, device=q.device) + (t_k - t_q) - 1  # [Tq] key index of each query's predecessor
+    has_previous = previous >= 0
+    keys = k[:, :, previous.clamp(min=0)].float()  # [B, Hkv, Tq, d]
+    grouped = q.float().view(batch, kv_heads, heads // kv_heads, t_q, dim)
+    scores = torch.einsum("bhgqd,bhqd->bhgq", grouped, keys).reshape(batch, heads, t_q) * scale
+    allowed = has_previous.expand(batch, heads, t_q)
+    if mask is not None:
+        query_rows = torch.arange(t_q, device=q.device)
+        allowed = allowed & attends(mask[..., query_rows, previous.clamp(min=0)])
+    return torch.where(allowed & torch.isfinite(lse), (scores - lse.float()).exp(), 0.0)

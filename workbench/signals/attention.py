@@ -7,11 +7,13 @@ Signal "attention". With A the attention of one layer and head (rows: queries q,
     attn_sink_mass [L, H, T]  A_q0, each query's mass on the first key (attention sink; Xiao et al. 2023)
     attn_received  [L, H, T]  sum_q A_qj, the attention key j receives (H2O's heavy-hitter score;
                               Zhang et al. 2023); early keys are seen by more queries
+    attn_previous  [L, H, T]  A_q,q-1, each query's mass on the key just before it (0 for the first
+                              token); RAUQ's uncertainty-aware heads (Vazhentsev et al. 2025)
     attn_head_entropy [L, H]  head summary: mean attention entropy over queries 1..T-1
     attn_head_sink    [L, H]  head summary: mean sink mass over queries 1..T-1 (the head's sink share)
     attn_rows         [T, T]  exact attention A averaged over layers and heads, row q = query q;
                               only for inputs of at most ATTENTION_ROWS_MAX_T (512) tokens
-Table columns: attn_entropy, attn_sink_mass, attn_received, each averaged over layers and heads.
+Table columns: attn_entropy, attn_sink_mass, attn_received, attn_previous, each averaged over layers and heads.
 The head summaries leave out query 0: it sees only key 0, so its entropy 0 and sink mass 1 (or,
 with learned sinks, its split between key 0 and the sink) say nothing about the head, and on a
 short text they would pull the entropy mean toward 0 and the sink mean toward 1 (by 1 / T of the
@@ -34,7 +36,8 @@ from ..kv import KEYFORMER_TAU
 from .registry import SignalOutput, register
 
 FLOAT32 = 4
-STATISTICS = (("attn_entropy", "entropy"), ("attn_sink_mass", "sink_mass"), ("attn_received", "received"))
+STATISTICS = (("attn_entropy", "entropy"), ("attn_sink_mass", "sink_mass"), ("attn_received", "received"),
+              ("attn_previous", "previous"))
 
 
 def _heads(model) -> int:
@@ -42,7 +45,7 @@ def _heads(model) -> int:
 
 
 def _attention_bytes(model, n_tokens: int) -> int:
-    """Three stored [L, H, T] float32 arrays; one layer's working set, two [H, block, T] float32
+    """Four stored [L, H, T] float32 arrays; one layer's working set, two [H, block, T] float32
     slabs (scores, their exponentials); and, only when T <= ATTENTION_ROWS_MAX_T, the exact rows
     (the [T, T] sum, one layer's [T, T] and its host copy)."""
     heads = _heads(model)
@@ -77,7 +80,8 @@ def _column(values: np.ndarray):
 
 @register(
     "attention",
-    description="attention entropy, sink mass and received attention (H2O) per layer, head and position",
+    description="attention entropy, sink mass, received attention (H2O) and previous-token attention per layer, head "
+                "and position",
     needs=("attention",),
     columns=tuple(name for name, _ in STATISTICS),
     arrays=tuple(name for name, _ in STATISTICS) + ("attn_head_entropy", "attn_head_sink", "attn_rows"),

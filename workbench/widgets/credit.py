@@ -164,6 +164,8 @@ def response_run(group: Group, i: int) -> Run:
     table = rows.drop(columns=[c for c in ("response", "reward", "advantage") if c in rows]).reset_index(drop=True)
     meta = {"model": group.meta.get("model"), "response": i, "reward": float(group.rewards[i]),
             "advantage": float(group.advantages[i])}
+    if "estimators" in group.meta:  # this response's sequence scores (workbench.estimators.annotate_group)
+        meta["estimators"] = group.meta["estimators"]["responses"][i]
     return Run(group.responses[i], table, {}, meta)
 
 

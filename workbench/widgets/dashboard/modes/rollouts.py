@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from workbench import estimators
 from workbench.errors import WorkbenchError
 from workbench.sampler_parameters import DEFAULT_SAMPLER, Range
 
 from ..controls import SEED, field_value, resolved
 from . import Mode, register, seconds_said, template_note
+from .generate import DASHBOARD_ESTIMATORS
 
 DEFAULT_QUESTION, DEFAULT_ANSWER = "What is 7 times 8? Answer with a number.", "56"
 REWARDS = ("exact answer", "numeric answer")
@@ -95,7 +97,8 @@ async def rollouts(page):
             wrong = np.flatnonzero(~group.correct())
             if critical is not None and len(wrong):
                 group.add(critical_columns(worker, group, int(wrong[0]), critical))
-            return group
+            worker.stage = "uncertainty estimators"
+            return estimators.annotate_group(group, estimators.estimate_group(group, DASHBOARD_ESTIMATORS, model=model))
 
     return await worker.in_background(work, page.say)
 
