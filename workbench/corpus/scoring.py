@@ -1,0 +1,103 @@
+"""Token rows for a set of segments: batched forwards, the registered signals, the reference.
+
+Segments are sorted by length and grouped into batches of at most `batch_size` sequences
+and `max_batch_tokens` padded tokens (batch x longest), each checked against the memory
+estimate before it runs (`forward.memory.check_batch_fits`). One forward per batch
+(`forward.capture.run_forward_batch`: right padding with an attention mask) gives each
+segment its own `Capture`, and each requested signal computes its columns from it exactly as
+in `analyze`. Signals that stream attention statistics run one segment per forward.
+
+Token rows: doc_id, segment, position (in the document), token_id, role, then the signals'
+columns (their scalar columns, and list columns of numbers such as `experts`; the decoded
+`topk_tokens` are left out: `topk_ids` holds the same). With a reference model:
+    reference_surprisal  -log q(y_t | y_<t) under the reference
+    excess_loss          surprisal - reference_surprisal, RHO-1's score (Lin et al. 2024,
+                         "Not All Tokens Are What You Need"): tokens the model finds much harder
+                         than a reference trained on clean data are the ones worth training on.
+"""
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import pandas as pd
+
+from ..errors import WorkbenchError
+from ..forward import memory
+from ..forward.capture import run_forward_batch
+from ..signals import SIGNALS, Signal
+from .segments import Segment
+
+ATTENTION_NEEDS = {"attention", "keyformer"}
+LEFT_OUT = ("topk_tokens",)
+KEY_COLUMNS = ("doc_id", "segment", "position", "token_id", "role")
+BATCH_ADVICE = "lower batch_size or max_batch_tokens (CLI: --batch-size, --max-batch-tokens)"
+
+
+def check_reference(model, reference) -> None:
+    """The reference must score the same token ids: the same vocabulary."""
+    if model.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
+        raise WorkbenchError(f"the reference {reference.name} has another vocabulary than {model.name}; "
+                             "excess loss compares the same tokens, so use a reference with the same tokenizer")
+
+
+def batches(segments: Sequence[Segment], batch_size: int, max_batch_tokens: int) -> Iterator[list[Segment]]:
+    """Segments longest first, in batches of at most batch_size and max_batch_tokens padded
+    tokens (a segment longer than max_batch_tokens goes alone)."""
+    ordered = sorted(segments, key=lambda s: (-len(s.ids), s.doc_id, s.segment))
+    batch: list[Segment] = []
+    for segment in ordered:
+        width = len(batch[0].ids) if batch else len(segment.ids)  # the first is the longest
+        if batch and (len(batch) == batch_size or (len(batch) + 1) * width > max_batch_tokens):
+            yield batch
+            batch = []
+        batch.append(segment)
+    if batch:
+        yield batch
+
+
+def score(model, segments: Sequence[Segment], specs: Sequence[Signal], params: dict, reference=None) -> pd.DataFrame:
+    """Token rows of `segments` (see the module docstring), sorted by doc_id and position.
+    params: top_k, batch_size, max_batch_tokens."""
+    needs = {need for spec in specs for need in spec.needs}
+    batch_size = 1 if needs & ATTENTION_NEEDS else params["batch_size"]
+    parts = []
+    for batch in batches(segments, batch_size, params["max_batch_tokens"]):
+        parts.append(_score_batch(model, batch, specs, needs, params["top_k"], reference))
+    if not parts:
+        return pd.DataFrame({name: pd.Series(dtype="int64") for name in KEY_COLUMNS[:-1]} | {"role": pd.Series(dtype=str)})
+    return pd.concat(parts, ignore_index=True).sort_values(["doc_id", "position"], ignore_index=True)
+
+
+def _score_batch(model, batch: list[Segment], specs, needs, top_k: int, reference) -> pd.DataFrame:
+    ids = [segment.ids for segment in batch]
+    memory.check_batch_fits(model, len(batch), len(ids[0]), specs, BATCH_ADVICE)
+    captures = run_forward_batch(model, ids, needs)
+    reference_surprisal = _reference_surprisal(reference, ids) if reference is not None else None
+    tables = []
+    for row, (segment, capture) in enumerate(zip(batch, captures)):
+        table = pd.DataFrame({
+            "doc_id": pd.array([segment.doc_id] * len(segment.ids), dtype="int64"),
+            "segment": pd.array([segment.segment] * len(segment.ids), dtype="int64"),
+            "position": pd.array(range(segment.offset, segment.offset + len(segment.ids)), dtype="int64"),
+            "token_id": pd.array(segment.ids, dtype="int64"),
+            "role": segment.roles,
+        })
+        for spec in specs:
+            output = spec.compute(capture, {"top_k": top_k, "progress": False})
+            for name, values in output.columns.items():
+                if name not in LEFT_OUT and not (top_k == 0 and name.startswith("topk_")):
+                    table[name] = values
+        if reference_surprisal is not None:
+            table["reference_surprisal"] = reference_surprisal[row]
+            table["excess_loss"] = table["surprisal"] - table["reference_surprisal"]
+        tables.append(table)
+    return pd.concat(tables, ignore_index=True)
+
+
+def _reference_surprisal(reference, ids: list[list[int]]) -> list:
+    """-log q(y_t | y_<t) of each sequence under the reference: the uncertainty signal's
+    surprisal column, from one batched forward of the reference."""
+    uncertainty = SIGNALS["uncertainty"]
+    memory.check_batch_fits(reference, len(ids), len(ids[0]), [uncertainty], BATCH_ADVICE)
+    captures = run_forward_batch(reference, ids, set(uncertainty.needs))
+    return [uncertainty.compute(capture, {"top_k": 0, "progress": False}).columns["surprisal"] for capture in captures]
