@@ -33,6 +33,18 @@ DOCUMENTS = [
 SIGNAL_COLUMNS = ["entropy", "varentropy", "surprisal", "target_logprob", "margin", "rank"]
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run faster on one thread than on two on a shared machine (7x here: no
+    threads waiting for each other on a busy CPU); the setting is put back afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def llama():
     return wb.load("tiny:llama")
