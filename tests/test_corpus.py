@@ -253,3 +253,28 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, capsys):
         assert len(names) == 30 and names == sorted(p.name for p in (killed / folder).iterdir())
         for name in names:
             assert pq.read_table(tmp_path / "whole" / folder / name).equals(pq.read_table(killed / folder / name)), name
+
+
+def test_views_show_the_aggregates_and_open_a_document(llama, scored):
+    from workbench.widgets.corpus import (CorpusOverview, distribution_chart, document_ranking_chart,
+                                          selection_chart, token_ranking_chart)
+
+    tokens = full_tokens(scored)
+    surprisal = tokens["surprisal"].dropna().astype(float)
+    histogram = distribution_chart(scored, "surprisal", bins=10).data[0]
+    assert sum(histogram.y) == len(surprisal)
+    assert np.histogram(surprisal, 10)[0].tolist() == list(histogram.y)
+    ranking = token_ranking_chart(scored, "surprisal", min_count=2, tokenizer=llama.tokenizer).data[0]
+    means = tokens.astype({"surprisal": float}).groupby("token_id")["surprisal"].agg(["mean", "size"])
+    top = means[means["size"] >= 2].sort_values("mean", ascending=False).head(20)
+    np.testing.assert_allclose(ranking.x, top["mean"], rtol=1e-12)
+    assert ranking.y[0].endswith(f"#{top.index[0]}")
+    documents = document_ranking_chart(scored, "perplexity").data[0]
+    assert list(documents.customdata) == scored.documents().sort_values("perplexity", ascending=False)[
+        "doc_id"].dropna().head(len(documents.customdata)).tolist()
+    assert "of %d tokens" % scored.selection(0.1).n_scored in selection_chart(scored, 0.1).layout.title.text.replace(
+        ",", "")
+    overview = CorpusOverview(scored, llama)
+    run = overview.open_document(3)
+    rows = tokens[tokens["doc_id"] == 3]
+    assert run.text == DOCUMENTS[3] and run.table["token_id"].tolist() == rows["token_id"].tolist()

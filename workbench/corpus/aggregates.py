@@ -10,6 +10,8 @@ token table is never loaded whole.
                      tokens. The threshold is the k-th largest excess loss, k = ceil(fraction *
                      n), found with a running top-k (memory k values); tokens tied with the
                      threshold are all selected. Also each token id's selected share.
+    histogram        the distribution of one signal over every token: counts in equal bins
+                     between its smallest and largest value (two passes).
     expert_share     OpenMoE's token-id specialization (Xue et al. 2024) over the corpus: for
                      each token id, the share of its occurrences routed (top-1) to each expert
                      at one MoE layer and the std of those shares
@@ -80,6 +82,30 @@ def _stats_of(rows: pd.DataFrame, signals, quantiles) -> pd.DataFrame:
         for q in quantiles:
             stats[f"{signal}_q{round(100 * q):g}"] = groups[signal].quantile(q)
     return stats
+
+
+def histogram(out: Path, signal: str, bins: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """(counts [bins], edges [bins + 1]) of `signal` over every token row that has a value."""
+    paths = _token_files(out)
+    _require(paths[0], [signal])
+    low, high = np.inf, -np.inf
+    for path in paths:
+        values = _values(path, signal)
+        if len(values):
+            low, high = min(low, values.min()), max(high, values.max())
+    if low > high:
+        raise WorkbenchError(f"no token has a finite {signal}")
+    edges = np.linspace(low, high if high > low else low + 1, bins + 1)
+    counts = np.zeros(bins, dtype=np.int64)
+    for path in paths:
+        counts += np.histogram(_values(path, signal), edges)[0]
+    return counts, edges
+
+
+def _values(path: Path, signal: str) -> np.ndarray:
+    """The finite values of `signal` in one shard, float64."""
+    column = pq.read_table(path, columns=[signal])[signal].drop_null().to_numpy().astype(np.float64)
+    return column[np.isfinite(column)]
 
 
 @dataclass

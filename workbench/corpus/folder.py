@@ -5,6 +5,8 @@ rows as Parquet datasets, and the aggregates (`corpus.aggregates`) computed from
     folder.documents()                         # one row per document (pandas)
     folder.tokens(columns=["token_id", "surprisal"])   # a pyarrow Dataset: scan, filter, to_table
     folder.token_stats(["surprisal"])          # per token id: count, mean, quantiles
+    folder.histogram("entropy")                # counts and bin edges over every token
+    folder.document(3)                         # document 3, read again from the source
     folder.selection(0.1)                      # RHO-1: the top 10% excess-loss tokens
     folder.expert_share()                      # OpenMoE: top-1 expert shares per token id
 """
@@ -46,6 +48,21 @@ class CorpusFolder:
 
         parts = [pq.read_table(p).to_pandas() for p in files(self.path, DOCUMENTS)]
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    def document(self, doc_id: int):
+        """Document `doc_id` read again from the source the manifest names (`corpus.sources.Document`)."""
+        from .sources import open_source
+
+        source = self.manifest["settings"]["source"]
+        if "path" not in source:
+            raise WorkbenchError("this corpus was read from a datasets.Dataset object; index that dataset instead")
+        document = next(open_source(source["path"], source["text_field"]).documents(start=doc_id), None)
+        if document is None or document.doc_id != doc_id:
+            raise WorkbenchError(f"the source has no document {doc_id}")
+        return document
+
+    def histogram(self, signal: str = "surprisal", bins: int = 50):
+        return aggregates.histogram(self.path, signal, bins)
 
     def token_stats(self, signals: Sequence[str] = ("surprisal",), quantiles=(0.1, 0.5, 0.9)) -> pd.DataFrame:
         return aggregates.token_id_stats(self.path, signals, quantiles)
