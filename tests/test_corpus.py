@@ -278,3 +278,17 @@ def test_views_show_the_aggregates_and_open_a_document(llama, scored):
     run = overview.open_document(3)
     rows = tokens[tokens["doc_id"] == 3]
     assert run.text == DOCUMENTS[3] and run.table["token_id"].tolist() == rows["token_id"].tolist()
+
+
+def test_a_first_shard_of_skipped_documents_only(llama, tmp_path):
+    """Shard 0 holds only empty documents (no token rows, fewer columns): the dataset and the
+    aggregates still see every column."""
+    path = tmp_path / "docs.txt"
+    path.write_text("\n   \nThe cat sat on the mat.\nthe the the the\n")
+    folder = wb.corpus(llama, path, out=tmp_path / "out", shard_size=2, progress=False)
+    assert folder.manifest["counts"]["skipped"] == {"empty": 2}
+    tokens = full_tokens(folder)
+    assert "surprisal" in tokens and set(tokens["doc_id"]) == {2, 3}
+    stats = folder.token_stats()
+    np.testing.assert_allclose(stats["surprisal_mean"],
+                               tokens.astype({"surprisal": float}).groupby("token_id")["surprisal"].mean(), rtol=1e-12)

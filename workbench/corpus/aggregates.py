@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from ..errors import WorkbenchError
 from ..routing_stats import specialization_of_counts
-from .shards import TOKENS, files
+from .shards import TOKENS, files, schema
 
 MAX_ROWS = 4_000_000  # token rows one pass of token_id_stats holds
 
@@ -44,8 +44,19 @@ def _token_files(out: Path) -> list[Path]:
     return found
 
 
-def _require(path: Path, columns: Sequence[str]) -> None:
-    names = pq.ParquetFile(path).schema_arrow.names
+def _read(path: Path, columns: Sequence[str]) -> pa.Table:
+    """`columns` of one token shard; a shard without one of them (only skipped documents)
+    gives nulls."""
+    names = pq.read_schema(path).names
+    table = pq.read_table(path, columns=[c for c in columns if c in names])
+    for column in columns:
+        if column not in names:
+            table = table.append_column(column, pa.nulls(len(table), type=pa.float64()))
+    return table.select(list(columns))
+
+
+def _require(out: Path, columns: Sequence[str]) -> None:
+    names = schema(out, TOKENS).names
     missing = [c for c in columns if c not in names]
     if missing:
         raise WorkbenchError(f"the corpus has no column {', '.join(missing)} (columns: {', '.join(names)}); "
@@ -58,14 +69,14 @@ def token_id_stats(out: Path, signals: Sequence[str] = ("surprisal",), quantiles
     `s_mean` and `s_q<100 q>` over the occurrences where s has a value (pandas' linear
     quantiles)."""
     paths = _token_files(out)
-    _require(paths[0], ["token_id", *signals])
+    _require(out, ["token_id", *signals])
     n_rows = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
     n_passes = max(1, math.ceil(n_rows / max_rows))
     parts = []
     for bucket in range(n_passes):
         frames = []
         for path in paths:
-            table = pq.read_table(path, columns=["token_id", *signals])
+            table = _read(path, ["token_id", *signals])
             if n_passes > 1:
                 table = table.filter(pa.array(table["token_id"].to_numpy() % n_passes == bucket))
             frames.append(table.to_pandas())
@@ -87,7 +98,7 @@ def _stats_of(rows: pd.DataFrame, signals, quantiles) -> pd.DataFrame:
 def histogram(out: Path, signal: str, bins: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """(counts [bins], edges [bins + 1]) of `signal` over every token row that has a value."""
     paths = _token_files(out)
-    _require(paths[0], [signal])
+    _require(out, [signal])
     low, high = np.inf, -np.inf
     for path in paths:
         values = _values(path, signal)
@@ -104,7 +115,7 @@ def histogram(out: Path, signal: str, bins: int = 50) -> tuple[np.ndarray, np.nd
 
 def _values(path: Path, signal: str) -> np.ndarray:
     """The finite values of `signal` in one shard, float64."""
-    column = pq.read_table(path, columns=[signal])[signal].drop_null().to_numpy().astype(np.float64)
+    column = _read(path, [signal])[signal].drop_null().to_numpy().astype(np.float64)
     return column[np.isfinite(column)]
 
 
@@ -122,7 +133,7 @@ def rho1_selection(out: Path, fraction: float = 0.1) -> Selection:
     if not 0 < fraction <= 1:
         raise WorkbenchError(f"fraction must be in (0, 1], got {fraction}")
     paths = _token_files(out)
-    _require(paths[0], ["token_id", "excess_loss"])
+    _require(out, ["token_id", "excess_loss"])
     n_scored = sum(len(_scored_excess(path)[1]) for path in paths)
     if n_scored == 0:
         raise WorkbenchError("the corpus has no token with an excess loss")
@@ -147,7 +158,7 @@ def rho1_selection(out: Path, fraction: float = 0.1) -> Selection:
 
 def _scored_excess(path: Path) -> tuple[np.ndarray, np.ndarray]:
     """(token ids [n], excess losses [n] float64) of the rows of one shard that have one."""
-    table = pq.read_table(path, columns=["token_id", "excess_loss"])
+    table = _read(path, ["token_id", "excess_loss"])
     table = table.filter(pc.is_valid(table["excess_loss"]))
     return table["token_id"].to_numpy(), table["excess_loss"].to_numpy().astype(np.float64)
 
@@ -158,13 +169,13 @@ def expert_share(out: Path, n_experts: int, moe_layer: int = -1, min_count: int 
     `top_share`, `std` (`routing_stats.specialization_of_counts`); ids seen fewer than
     `min_count` times are left out."""
     paths = _token_files(out)
-    _require(paths[0], ["token_id", "experts"])
+    _require(out, ["token_id", "experts"])
     counts = pd.Series(dtype="int64")
     for path in paths:
-        table = pq.read_table(path, columns=["token_id", "experts"])
-        lengths = pc.list_value_length(table["experts"]).to_numpy(zero_copy_only=False)
-        if len(lengths) == 0:
+        table = _read(path, ["token_id", "experts"])
+        if table.num_rows == 0:
             continue
+        lengths = pc.list_value_length(table["experts"]).to_numpy(zero_copy_only=False)
         n_layers = int(lengths[0])
         if not -n_layers <= moe_layer < n_layers:
             raise WorkbenchError(f"moe_layer {moe_layer} is out of range for {n_layers} MoE layers")

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import WorkbenchError
 from . import aggregates, manifest
-from .shards import DOCUMENTS, TOKENS, files
+from .shards import DOCUMENTS, TOKENS, files, schema
 
 
 class CorpusFolder:
@@ -39,7 +39,8 @@ class CorpusFolder:
         """The token rows as a pyarrow Dataset (nothing read until scanned)."""
         import pyarrow.dataset as ds
 
-        dataset = ds.dataset([str(p) for p in files(self.path, TOKENS)], format="parquet")
+        dataset = ds.dataset([str(p) for p in files(self.path, TOKENS)], format="parquet",
+                             schema=schema(self.path, TOKENS))
         return dataset if columns is None else dataset.to_table(columns=list(columns))
 
     def documents(self) -> pd.DataFrame:

@@ -67,6 +67,12 @@ def rows_of(table: pa.Table) -> pd.DataFrame:
     return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype(), pa.float64(): pd.Float64Dtype()}.get)
 
 
+def schema(out: Path, folder: str) -> pa.Schema:
+    """The schema of all of `folder`'s files together (a shard of skipped documents only has
+    fewer columns), read from their footers."""
+    return pa.unify_schemas([pq.read_schema(path) for path in files(out, folder)])
+
+
 def files(out: Path, folder: str) -> list[Path]:
     """The finished Parquet files of `folder`, in shard order."""
     return sorted((Path(out) / folder).glob("part-*.parquet"))
