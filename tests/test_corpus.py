@@ -292,3 +292,10 @@ def test_a_first_shard_of_skipped_documents_only(llama, tmp_path):
     stats = folder.token_stats()
     np.testing.assert_allclose(stats["surprisal_mean"],
                                tokens.astype({"surprisal": float}).groupby("token_id")["surprisal"].mean(), rtol=1e-12)
+
+
+def test_ray_engine_without_ray_says_how_to_install(llama, text_file, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed
+    with pytest.raises(WorkbenchError, match=r"engine='ray' needs Ray Data: pip install 'token-workbench\[ray\]'"):
+        wb.corpus(llama, text_file, out=tmp_path / "out", engine="ray", progress=False)
+    assert not (tmp_path / "out" / "tokens").exists()
