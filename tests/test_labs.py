@@ -132,7 +132,7 @@ def test_corpus_checkers_accept_the_definitions_and_catch_typical_mistakes():
     labs.check_selected_share(share)
     with pytest.raises(labs.LabCheckError, match=r"selected_share of token id 9 on the worked example: expected 0.666667, got 0"):
         labs.check_selected_share(share_strictly_above)
-    with pytest.raises(labs.LabCheckError, match=r"document_perplexity, document 0 on the worked example: expected 7.389"):
+    with pytest.raises(labs.LabCheckError, match=r"document_perplexity of document 0 on the worked example: expected 7.389"):
         labs.check_document_perplexity(perplexity_counting_first_tokens_as_zero)
     with pytest.raises(labs.LabCheckError, match=r"rho1_threshold on the worked example .*: expected 2, got 0"):
         labs.check_rho1_threshold(threshold_of_the_bottom)

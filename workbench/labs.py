@@ -222,6 +222,19 @@ def random_token_rows(seed: int = 0):
     return pd.DataFrame({"doc_id": doc_ids, "surprisal": surprisal})
 
 
+def expect_series(name: str, got, expected, where: str, key: str) -> None:
+    """Raise LabCheckError unless `got` is a Series with `expected`'s index (each `key`) and,
+    key by key, its values within TOLERANCE."""
+    import pandas as pd
+
+    if not isinstance(got, pd.Series) or sorted(got.index) != sorted(expected.index):
+        raise LabCheckError(f"{name} on {where}: expected a Series indexed by {key} {list(expected.index)}, got "
+                            f"{type(got).__name__}" + (f" indexed by {list(got.index)}" if isinstance(got, pd.Series)
+                                                       else ""))
+    for index, value in expected.items():
+        expect_number(f"{name} of {key} {index}", got[index], float(value), where)
+
+
 def check_document_perplexity(document_perplexity) -> None:
     """document_perplexity(tokens) -> one perplexity per doc_id (a Series indexed by doc_id):
     exp of the mean surprisal over the document's tokens that have a prediction.
@@ -232,14 +245,8 @@ def check_document_perplexity(document_perplexity) -> None:
 
     for seed, tokens in [("the worked example", pd.DataFrame(CORPUS_EXAMPLE).astype({"surprisal": "Float64"})),
                          *((f"random rows (seed {s})", random_token_rows(s)) for s in range(3))]:
-        expected = document_figures(tokens)["perplexity"]
-        got = document_perplexity(tokens.copy())
-        if not isinstance(got, pd.Series) or sorted(got.index) != sorted(expected.index):
-            raise LabCheckError(f"document_perplexity on {seed}: expected a Series indexed by doc_id "
-                                f"{list(expected.index)}, got {type(got).__name__}"
-                                + (f" indexed by {list(got.index)}" if isinstance(got, pd.Series) else ""))
-        for doc_id, value in expected.items():
-            expect_number(f"document_perplexity, document {doc_id}", got[doc_id], float(value), seed)
+        expect_series("document_perplexity", document_perplexity(tokens.copy()),
+                      document_figures(tokens)["perplexity"], seed, "document")
     passed("document_perplexity", "workbench.corpus.documents.document_figures")
 
 
@@ -273,14 +280,8 @@ def check_selected_share(selected_share) -> None:
     cases = [("the worked example", np.array([7, 7, 9, 9, 9]), np.array([3.0, 0.0, 2.0, 2.0, -1.0]), 2.0),
              ("60 random tokens", generator.integers(0, 8, 60), generator.normal(size=60), 0.5)]
     for where, token_ids, excess, threshold in cases:
-        expected = pd.Series(excess >= threshold).groupby(token_ids).mean()
-        got = selected_share(token_ids.copy(), excess.copy(), threshold)
-        if not isinstance(got, pd.Series) or sorted(got.index) != sorted(expected.index):
-            raise LabCheckError(f"selected_share on {where}: expected a Series indexed by the token ids "
-                                f"{list(expected.index)}, got {type(got).__name__}"
-                                + (f" indexed by {list(got.index)}" if isinstance(got, pd.Series) else ""))
-        for token_id, share in expected.items():
-            expect_number(f"selected_share of token id {token_id}", got[token_id], float(share), where)
+        expect_series("selected_share", selected_share(token_ids.copy(), excess.copy(), threshold),
+                      pd.Series(excess >= threshold).groupby(token_ids).mean(), where, "token id")
     passed("selected_share", "pandas' groupby mean of (excess >= threshold), as rho1_selection's by_token_id")
 
 
