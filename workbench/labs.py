@@ -243,10 +243,10 @@ def check_document_perplexity(document_perplexity) -> None:
 
     from .corpus.documents import document_figures
 
-    for seed, tokens in [("the worked example", pd.DataFrame(CORPUS_EXAMPLE).astype({"surprisal": "Float64"})),
-                         *((f"random rows (seed {s})", random_token_rows(s)) for s in range(3))]:
+    for where, tokens in [("the worked example", pd.DataFrame(CORPUS_EXAMPLE).astype({"surprisal": "Float64"})),
+                          *((f"random rows (seed {s})", random_token_rows(s)) for s in range(3))]:
         expect_series("document_perplexity", document_perplexity(tokens.copy()),
-                      document_figures(tokens)["perplexity"], seed, "document")
+                      document_figures(tokens)["perplexity"], where, "document")
     passed("document_perplexity", "workbench.corpus.documents.document_figures")
 
 
