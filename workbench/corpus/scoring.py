@@ -4,8 +4,13 @@ Segments are sorted by length and grouped into batches of at most `batch_size` s
 and `max_batch_tokens` padded tokens (batch x longest), each checked against the memory
 estimate before it runs (`forward.memory.check_batch_fits`). One forward per batch
 (`forward.capture.run_forward_batch`: right padding with an attention mask) gives each
-segment its own `Capture`, and each requested signal computes its columns from it exactly as
-in `analyze`. Signals that stream attention statistics run one segment per forward.
+segment its own `Capture`; the batch's captures are packed end to end
+(`forward.capture.pack_captures`) and each requested signal computes its columns once for the
+batch, as in `analyze` (one lm_head pass per batch, not per document). The columns are cut
+back into segments; a column with no value at the first position (a prediction of the token
+from the ones before it) gets none at each segment's first position either, where the packed
+rows would hold the previous segment's last prediction. Signals that stream attention
+statistics run one segment per forward, unpacked.
 
 Token rows: doc_id, segment, position (in the document), token_id, role, then the signals'
 columns (their scalar columns, and list columns of numbers such as `experts`; the decoded
@@ -19,11 +24,12 @@ from __future__ import annotations
 
 from typing import Iterator, Sequence
 
+import numpy as np
 import pandas as pd
 
 from ..errors import WorkbenchError
 from ..forward import memory
-from ..forward.capture import run_forward_batch
+from ..forward.capture import pack_captures, run_forward_batch
 from ..signals import SIGNALS, Signal
 from .segments import Segment
 
@@ -71,33 +77,42 @@ def score(model, segments: Sequence[Segment], specs: Sequence[Signal], params: d
 def _score_batch(model, batch: list[Segment], specs, needs, top_k: int, reference) -> pd.DataFrame:
     ids = [segment.ids for segment in batch]
     memory.check_batch_fits(model, len(batch), len(ids[0]), specs, BATCH_ADVICE)
-    captures = run_forward_batch(model, ids, needs)
-    reference_surprisal = _reference_surprisal(reference, ids) if reference is not None else None
-    tables = []
-    for row, (segment, capture) in enumerate(zip(batch, captures)):
-        table = pd.DataFrame({
-            "doc_id": pd.array([segment.doc_id] * len(segment.ids), dtype="int64"),
-            "segment": pd.array([segment.segment] * len(segment.ids), dtype="int64"),
-            "position": pd.array(range(segment.offset, segment.offset + len(segment.ids)), dtype="int64"),
-            "token_id": pd.array(segment.ids, dtype="int64"),
-            "role": segment.roles,
-        })
-        for spec in specs:
-            output = spec.compute(capture, {"top_k": top_k, "progress": False})
-            for name, values in output.columns.items():
-                if name not in LEFT_OUT and not (top_k == 0 and name.startswith("topk_")):
-                    table[name] = values
-        if reference_surprisal is not None:
-            table["reference_surprisal"] = reference_surprisal[row]
-            table["excess_loss"] = table["surprisal"] - table["reference_surprisal"]
-        tables.append(table)
-    return pd.concat(tables, ignore_index=True)
+    capture = pack_captures(run_forward_batch(model, ids, needs))
+    lengths = [len(segment_ids) for segment_ids in ids]
+    table = pd.DataFrame({
+        "doc_id": pd.array([s.doc_id for s in batch for _ in s.ids], dtype="int64"),
+        "segment": pd.array([s.segment for s in batch for _ in s.ids], dtype="int64"),
+        "position": pd.array([s.offset + i for s in batch for i in range(len(s.ids))], dtype="int64"),
+        "token_id": pd.array([i for s in batch for i in s.ids], dtype="int64"),
+        "role": [role for s in batch for role in s.roles],
+    })
+    for spec in specs:
+        output = spec.compute(capture, {"top_k": top_k, "progress": False})
+        for name, values in output.columns.items():
+            if name not in LEFT_OUT and not (top_k == 0 and name.startswith("topk_")):
+                table[name] = _unpacked(values, lengths)
+    if reference is not None:
+        table["reference_surprisal"] = _reference_surprisal(reference, ids, lengths)
+        table["excess_loss"] = table["surprisal"] - table["reference_surprisal"]
+    return table
 
 
-def _reference_surprisal(reference, ids: list[list[int]]) -> list:
-    """-log q(y_t | y_<t) of each sequence under the reference: the uncertainty signal's
-    surprisal column, from one batched forward of the reference."""
+def _unpacked(values, lengths: list[int]):
+    """A packed column: when its first value is missing (a prediction from the tokens before),
+    each segment's first value is made missing too."""
+    first = values[0]
+    if not (first is None or first is pd.NA):
+        return values
+    values = values.copy()
+    for start in np.cumsum([0, *lengths[:-1]]):
+        values[int(start)] = first
+    return values
+
+
+def _reference_surprisal(reference, ids: list[list[int]], lengths: list[int]):
+    """-log q(y_t | y_<t) of each sequence under the reference, packed: the uncertainty
+    signal's surprisal column from one batched forward of the reference."""
     uncertainty = SIGNALS["uncertainty"]
     memory.check_batch_fits(reference, len(ids), len(ids[0]), [uncertainty], BATCH_ADVICE)
-    captures = run_forward_batch(reference, ids, set(uncertainty.needs))
-    return [uncertainty.compute(capture, {"top_k": 0, "progress": False}).columns["surprisal"] for capture in captures]
+    capture = pack_captures(run_forward_batch(reference, ids, set(uncertainty.needs)))
+    return _unpacked(uncertainty.compute(capture, {"top_k": 0, "progress": False}).columns["surprisal"], lengths)

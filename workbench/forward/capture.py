@@ -93,6 +93,30 @@ def run_forward_batch(model: Model, batch: list[list[int]], needs: set[str]) -> 
     return captures
 
 
+def pack_captures(captures: list[Capture]) -> Capture:
+    """Several sequences' captures as one, their positions end to end ([sum T_b] rows), for
+    signals that compute each position from its own row (vocabulary statistics, routing): one
+    lm_head pass for the batch instead of one per sequence. Attention statistics are not packed:
+    a batch of one (the only batch that has them) is returned as it is."""
+    first = captures[0]
+    if len(captures) == 1:
+        return first
+    packed = Capture(first.model, torch.cat([c.ids for c in captures]),
+                     final_hidden=torch.cat([c.final_hidden for c in captures]))
+    if first.layer_hidden is not None:
+        packed.layer_hidden = [torch.cat(layer) for layer in zip(*(c.layer_hidden for c in captures))]
+    if first.routing is not None:
+        packed.routing = {index: _cat_routing([c.routing[index] for c in captures]) for index in first.routing}
+    return packed
+
+
+def _cat_routing(routes: list[Routing]) -> Routing:
+    shared = None if routes[0].shared_weight is None else torch.cat([r.shared_weight for r in routes])
+    return replace(routes[0], logits=torch.cat([r.logits for r in routes]),
+                   expert_ids=torch.cat([r.expert_ids for r in routes]), weights=torch.cat([r.weights for r in routes]),
+                   shared_weight=shared, logits_recomputed=any(r.logits_recomputed for r in routes))
+
+
 def _routing_rows(route: Routing, rows: slice) -> Routing:
     shared = None if route.shared_weight is None else route.shared_weight[rows]
     return replace(route, logits=route.logits[rows], expert_ids=route.expert_ids[rows], weights=route.weights[rows],
