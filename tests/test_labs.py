@@ -135,3 +135,36 @@ def test_a_stub_that_returns_nothing_is_named():
 def test_a_kept_set_of_the_wrong_shape_is_named():
     with pytest.raises(labs.LabCheckError, match=r"returned shape \(2,\); expected one value per token, shape \(4,\)"):
         labs.check_min_p(lambda logits, m: torch.tensor([True, True]))
+
+
+def test_corpus_checkers_accept_the_definitions_and_catch_typical_mistakes():
+    import numpy as np
+    import pandas as pd
+
+    def perplexity(tokens):
+        return np.exp(tokens.dropna().astype({"surprisal": float}).groupby("doc_id")["surprisal"].mean())
+
+    def perplexity_counting_first_tokens_as_zero(tokens):
+        return np.exp(tokens.fillna({"surprisal": 0}).astype({"surprisal": float}).groupby("doc_id")["surprisal"].mean())
+
+    def threshold(values, fraction):
+        return np.sort(values)[::-1][math.ceil(fraction * len(values)) - 1]
+
+    def threshold_of_the_bottom(values, fraction):
+        return np.sort(values)[math.ceil(fraction * len(values)) - 1]
+
+    def share(token_ids, excess, threshold):
+        return pd.Series(excess >= threshold).groupby(token_ids).mean()
+
+    def share_strictly_above(token_ids, excess, threshold):
+        return pd.Series(excess > threshold).groupby(token_ids).mean()
+
+    labs.check_document_perplexity(perplexity)
+    labs.check_rho1_threshold(threshold)
+    labs.check_selected_share(share)
+    with pytest.raises(labs.LabCheckError, match=r"selected_share of token id 9 on the worked example: expected 0.666667, got 0"):
+        labs.check_selected_share(share_strictly_above)
+    with pytest.raises(labs.LabCheckError, match=r"document_perplexity of document 0 on the worked example: expected 7.389"):
+        labs.check_document_perplexity(perplexity_counting_first_tokens_as_zero)
+    with pytest.raises(labs.LabCheckError, match=r"rho1_threshold on the worked example .*: expected 2, got 0"):
+        labs.check_rho1_threshold(threshold_of_the_bottom)

@@ -19,10 +19,11 @@ except PackageNotFoundError:  # a source tree that is not installed
     __version__ = "0.0.0+local"
 
 _LAZY = {"load": "model.handle", "Model": "model.handle", "Run": "results.run", "Group": "results.group",
-         "explore": "widgets.explorer", "exact_attention": "forward.attention_rows"}
+         "explore": "widgets.explorer", "exact_attention": "forward.attention_rows", "CorpusFolder": "corpus.folder"}
 # Imported on first attribute access (wb.samplers.TopH, wb.kv.heavy_hitters, ...), so that
-# `import workbench` stays free of torch.
-_SUBMODULES = ("samplers", "rewards", "credit", "estimators", "kv", "routing_stats", "kernels", "widgets", "labs")
+# `import workbench` stays free of torch. `wb.corpus(model, source, out=...)` is the corpus
+# package called as a function (workbench/corpus/__init__.py says why).
+_SUBMODULES = ("samplers", "rewards", "credit", "estimators", "kv", "routing_stats", "kernels", "widgets", "labs", "corpus")
 
 
 def __getattr__(name):
@@ -33,5 +34,5 @@ def __getattr__(name):
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
 
 
-__all__ = ["Group", "MemoryEstimateExceeded", "Model", "Run", "SignalUnavailable", "WorkbenchError", "exact_attention",
-           "explore", "load", "__version__"]
+__all__ = ["CorpusFolder", "Group", "MemoryEstimateExceeded", "Model", "Run", "SignalUnavailable", "WorkbenchError", "corpus",
+           "exact_attention", "explore", "load", "__version__"]

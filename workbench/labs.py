@@ -319,3 +319,90 @@ def check_auroc(auroc) -> None:
 
 def passed_estimator(name: str, reference: str) -> None:
     print(f"{name}: correct on the worked examples and random inputs (compared with {reference})")
+
+
+# ----- Lab 11 · a corpus (notebooks/11_corpus.ipynb) ----------------------------------------
+# Each document's perplexity from token rows, and RHO-1's selection threshold; compared with the
+# corpus aggregates (`workbench.corpus.documents.document_figures`, `workbench.corpus.aggregates`).
+CORPUS_EXAMPLE = {"doc_id": [0, 0, 0, 1, 1], "surprisal": [None, 1.0, 3.0, None, 0.5]}  # -> exp(2), exp(0.5)
+
+
+def random_token_rows(seed: int = 0):
+    """Token rows (doc_id, surprisal) of a few documents of random lengths; each document's
+    first token has no prediction (<NA>), as in a corpus folder."""
+    import numpy as np
+    import pandas as pd
+
+    generator = np.random.default_rng(seed)
+    lengths = generator.integers(2, 12, size=6)
+    doc_ids = np.repeat(np.arange(len(lengths)), lengths)
+    surprisal = pd.array(generator.gamma(2.0, 1.5, size=len(doc_ids)), dtype="Float64")
+    firsts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    surprisal[firsts] = pd.NA
+    return pd.DataFrame({"doc_id": doc_ids, "surprisal": surprisal})
+
+
+def expect_series(name: str, got, expected, where: str, key: str) -> None:
+    """Raise LabCheckError unless `got` is a Series with `expected`'s index (each `key`) and,
+    key by key, its values within TOLERANCE."""
+    import pandas as pd
+
+    if not isinstance(got, pd.Series) or sorted(got.index) != sorted(expected.index):
+        raise LabCheckError(f"{name} on {where}: expected a Series indexed by {key} {list(expected.index)}, got "
+                            f"{type(got).__name__}" + (f" indexed by {list(got.index)}" if isinstance(got, pd.Series)
+                                                       else ""))
+    for index, value in expected.items():
+        expect_number(f"{name} of {key} {index}", got[index], float(value), where)
+
+
+def check_document_perplexity(document_perplexity) -> None:
+    """document_perplexity(tokens) -> one perplexity per doc_id (a Series indexed by doc_id):
+    exp of the mean surprisal over the document's tokens that have a prediction.
+    Worked example: surprisals (-, 1, 3) and (-, .5) -> exp(2) = 7.389, exp(.5) = 1.649."""
+    import pandas as pd
+
+    from .corpus.documents import document_figures
+
+    for where, tokens in [("the worked example", pd.DataFrame(CORPUS_EXAMPLE).astype({"surprisal": "Float64"})),
+                          *((f"random rows (seed {s})", random_token_rows(s)) for s in range(3))]:
+        expect_series("document_perplexity", document_perplexity(tokens.copy()),
+                      document_figures(tokens)["perplexity"], where, "document")
+    passed("document_perplexity", "workbench.corpus.documents.document_figures")
+
+
+def check_rho1_threshold(rho1_threshold) -> None:
+    """rho1_threshold(excess [n] numpy, fraction) -> the excess loss at or above which a token
+    is selected: the k-th largest value, k = ceil(fraction * n) (RHO-1, Lin et al. 2024).
+    Worked example: (.5, -1, 2, 0, 3), fraction .4 -> k = 2 -> 2.0."""
+    import math
+
+    import numpy as np
+
+    cases = [("the worked example (.5, -1, 2, 0, 3)", np.array([0.5, -1.0, 2.0, 0.0, 3.0]), 0.4)]
+    generator = np.random.default_rng(0)
+    cases += [(f"{n} random values, fraction {f}", generator.normal(size=n), f) for n, f in ((100, 0.1), (37, 0.6))]
+    for where, values, fraction in cases:
+        k = math.ceil(fraction * len(values))
+        expect_number("rho1_threshold", rho1_threshold(values.copy(), fraction), float(np.sort(values)[::-1][k - 1]),
+                      where)
+    passed("rho1_threshold", "the k-th largest excess loss, as workbench.corpus.aggregates.rho1_selection")
+
+
+def check_selected_share(selected_share) -> None:
+    """selected_share(token_ids [n], excess [n], threshold) -> a Series indexed by token id: the
+    share of each token id's occurrences whose excess loss is >= threshold (which token ids
+    RHO-1 keeps training on). Worked example: ids (7, 7, 9, 9, 9), excess (3, 0, 2, 2, -1),
+    threshold 2 -> 7: .5, 9: 2/3."""
+    import numpy as np
+    import pandas as pd
+
+    generator = np.random.default_rng(1)
+    cases = [("the worked example", np.array([7, 7, 9, 9, 9]), np.array([3.0, 0.0, 2.0, 2.0, -1.0]), 2.0),
+             ("60 random tokens", generator.integers(0, 8, 60), generator.normal(size=60), 0.5)]
+    for where, token_ids, excess, threshold in cases:
+        expect_series("selected_share", selected_share(token_ids.copy(), excess.copy(), threshold),
+                      pd.Series(excess >= threshold).groupby(token_ids).mean(), where, "token id")
+    passed("selected_share", "pandas' groupby mean of (excess >= threshold), as rho1_selection's by_token_id")
+
+
+__all__ += ["check_document_perplexity", "check_rho1_threshold", "check_selected_share"]

@@ -82,9 +82,16 @@ def specialization(keys: np.ndarray, experts: np.ndarray, n_experts: int, min_co
     keys, experts = np.asarray(keys, dtype=np.int64), np.asarray(experts, dtype=np.int64)
     unique, index = np.unique(keys, return_inverse=True)
     counts = np.bincount(index * n_experts + experts, minlength=len(unique) * n_experts).reshape(-1, n_experts)
+    return specialization_of_counts(unique, counts, min_count)
+
+
+def specialization_of_counts(keys: np.ndarray, counts: np.ndarray, min_count: int = 1) -> pd.DataFrame:
+    """`specialization` from counts already made: keys [K] sorted, counts [K, E] (how often
+    each key went to each expert), for corpora counted shard by shard."""
+    n_experts = counts.shape[1]
     totals = counts.sum(axis=1)
     shares = counts / totals[:, None]
-    table = pd.DataFrame(shares, index=pd.Index(unique, name="key"), columns=[f"expert_{e}" for e in range(n_experts)])
+    table = pd.DataFrame(shares, index=pd.Index(keys, name="key"), columns=[f"expert_{e}" for e in range(n_experts)])
     table.insert(0, "count", totals)
     table["top_expert"] = shares.argmax(axis=1)
     table["top_share"] = shares.max(axis=1)

@@ -19,6 +19,7 @@ from typing import Sequence
 from .. import __version__
 from ..errors import NonFiniteWarning, WorkbenchError
 from ..sampler_parameters import BY_NAME, DEFAULT_SAMPLER
+from . import corpus_command
 from .estimates import add_estimates, check_names, estimators_option, render_estimates
 
 FORMATS = ("table", "json", "parquet", "run")
@@ -121,6 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--runs", type=int, default=20,
                        help="timed calls per measurement, after warm-up (default: 20, the least allowed)")
     bench.add_argument("--no-compile", action="store_true", help="skip the torch.compile comparison")
+
+    corpus_command.add_parser(commands, _model_options)
     return parser
 
 
@@ -568,7 +571,7 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"analyze": cmd_analyze, "generate": cmd_generate, "rollouts": cmd_rollouts, "compare": cmd_compare,
-            "serve": cmd_serve, "models": cmd_models, "bench": cmd_bench}
+            "serve": cmd_serve, "models": cmd_models, "bench": cmd_bench, "corpus": corpus_command.cmd_corpus}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -9,7 +9,7 @@ T x T attention is kept (exact rows only for inputs of at most ATTENTION_ROWS_MA
 from __future__ import annotations
 
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -40,26 +40,87 @@ class Capture:
 
 def run_forward(model: Model, ids: list[int], needs: set[str]) -> Capture:
     """Run the backbone once on `ids` (batch of one) and keep what `needs` names."""
-    input_ids = torch.tensor([ids], device=model.device)
-    capture = Capture(model, input_ids[0])
+    return run_forward_batch(model, [ids], needs)[0]
+
+
+def run_forward_batch(model: Model, batch: list[list[int]], needs: set[str]) -> list[Capture]:
+    """Run the backbone once on several token sequences and keep what `needs` names, one
+    `Capture` per sequence holding only its own positions.
+
+    The sequences are right-padded to the longest, input_ids and attention_mask [B, T_max]
+    (no mask when all have one length): under a causal mask a real position never sees the
+    padding after it, so each sequence's values equal its forward alone up to kernel rounding.
+    Attention statistics are streamed for a batch of one only (`forward/attention.py` reduces
+    one sequence's heads)."""
+    if len(batch) > 1 and needs & {"attention", "keyformer"}:
+        raise ValueError("attention statistics are captured for one sequence at a time; run_forward each")
+    lengths = [len(ids) for ids in batch]
+    width = max(lengths)
+    input_ids = torch.zeros((len(batch), width), dtype=torch.long, device=model.device)  # [B, T_max]
+    attention_mask = torch.zeros_like(input_ids)
+    for row, ids in enumerate(batch):
+        input_ids[row, :len(ids)] = torch.tensor(ids, device=model.device)
+        attention_mask[row, :len(ids)] = 1
+    first = Capture(model, input_ids[0, :lengths[0]])  # attention capture (a batch of one) writes here
+    layer_hidden = [] if "layer_hidden" in needs else None  # L+1 x [B, T_max, d]
+    routing = {} if "routing" in needs else None  # MoE layer -> Routing of B * T_max rows
     hooks = []
-    if "layer_hidden" in needs:
-        capture.layer_hidden = []
+    if layer_hidden is not None:
         layers = model.adapter.layers(model.hf)
-        hooks.append(layers[0].register_forward_pre_hook(_keep_input(capture.layer_hidden), with_kwargs=True))
-        hooks += [layer.register_forward_hook(_keep_output(capture.layer_hidden)) for layer in layers]
-    if "routing" in needs:
-        capture.routing = {}
-        hooks += [router.register_forward_hook(_keep_routing(model, index, capture.routing), with_kwargs=True)
+        hooks.append(layers[0].register_forward_pre_hook(_keep_input(layer_hidden), with_kwargs=True))
+        hooks += [layer.register_forward_hook(_keep_output(layer_hidden)) for layer in layers]
+    if routing is not None:
+        hooks += [router.register_forward_hook(_keep_routing(model, index, routing), with_kwargs=True)
                   for index, router in model.adapter.routers(model.hf)]
+    padded = min(lengths) < width
     try:
-        with torch.inference_mode(), _attention_capture(model, capture, needs):
-            output = model.adapter.backbone(model.hf)(input_ids=input_ids, use_cache=False)
+        with torch.inference_mode(), _attention_capture(model, first, needs):
+            output = model.adapter.backbone(model.hf)(
+                input_ids=input_ids, attention_mask=attention_mask if padded else None, use_cache=False)
     finally:
         for hook in hooks:
             hook.remove()
-    capture.final_hidden = output.last_hidden_state[0]
-    return capture
+    captures = []
+    for row, n_tokens in enumerate(lengths):
+        capture = first if row == 0 else Capture(model, input_ids[row, :n_tokens])
+        capture.final_hidden = output.last_hidden_state[row, :n_tokens]
+        if layer_hidden is not None:
+            capture.layer_hidden = [hidden[row, :n_tokens] for hidden in layer_hidden]
+        if routing is not None:
+            rows = slice(row * width, row * width + n_tokens)  # the router saw [B * T_max, d], row-major
+            capture.routing = {index: _routing_rows(route, rows) for index, route in routing.items()}
+        captures.append(capture)
+    return captures
+
+
+def pack_captures(captures: list[Capture]) -> Capture:
+    """Several sequences' captures as one, their positions end to end ([sum T_b] rows), for
+    signals that compute each position from its own row (vocabulary statistics, routing): one
+    lm_head pass for the batch instead of one per sequence. Attention statistics are not packed:
+    a batch of one (the only batch that has them) is returned as it is."""
+    first = captures[0]
+    if len(captures) == 1:
+        return first
+    packed = Capture(first.model, torch.cat([c.ids for c in captures]),
+                     final_hidden=torch.cat([c.final_hidden for c in captures]))
+    if first.layer_hidden is not None:
+        packed.layer_hidden = [torch.cat(layer) for layer in zip(*(c.layer_hidden for c in captures))]
+    if first.routing is not None:
+        packed.routing = {index: _cat_routing([c.routing[index] for c in captures]) for index in first.routing}
+    return packed
+
+
+def _cat_routing(routes: list[Routing]) -> Routing:
+    shared = None if routes[0].shared_weight is None else torch.cat([r.shared_weight for r in routes])
+    return replace(routes[0], logits=torch.cat([r.logits for r in routes]),
+                   expert_ids=torch.cat([r.expert_ids for r in routes]), weights=torch.cat([r.weights for r in routes]),
+                   shared_weight=shared, logits_recomputed=any(r.logits_recomputed for r in routes))
+
+
+def _routing_rows(route: Routing, rows: slice) -> Routing:
+    shared = None if route.shared_weight is None else route.shared_weight[rows]
+    return replace(route, logits=route.logits[rows], expert_ids=route.expert_ids[rows], weights=route.weights[rows],
+                   shared_weight=shared)
 
 
 def _first_tensor(value) -> torch.Tensor:
@@ -69,14 +130,14 @@ def _first_tensor(value) -> torch.Tensor:
 def _keep_input(store: list):
     def hook(module, args, kwargs):
         hidden = args[0] if args else kwargs["hidden_states"]
-        store.append(hidden[0].detach())
+        store.append(hidden.detach())
 
     return hook
 
 
 def _keep_output(store: list):
     def hook(module, args, output):
-        store.append(_first_tensor(output)[0].detach())
+        store.append(_first_tensor(output).detach())
 
     return hook
 

@@ -58,9 +58,13 @@ def check_fits(what: str, needed: int, device: torch.device, advice: str) -> Non
 def check_signals_fit(model, n_tokens: int, specs) -> None:
     """Refuse a forward of `n_tokens` whose transient memory plus that of the signals `specs`
     (each `SignalSpec.memory_bytes`) would not fit."""
-    needed = forward_bytes(model, n_tokens) + sum(s.memory_bytes(model, n_tokens) for s in specs)
+    check_batch_fits(model, 1, n_tokens, specs, "analyze a shorter text (truncate) or request fewer signals")
+
+
+def check_batch_fits(model, batch: int, width: int, specs, advice: str) -> None:
+    """Refuse a forward of `batch` sequences padded to `width` tokens (`batch` times the
+    transient memory of one, `forward_bytes`) plus the signals `specs` on every position."""
+    needed = batch * forward_bytes(model, width) + sum(s.memory_bytes(model, batch * width) for s in specs)
     names = ", ".join(s.name for s in specs)
-    check_fits(
-        f"analyzing {n_tokens} tokens with {names}", needed, model.device,
-        "analyze a shorter text (truncate) or request fewer signals",
-    )
+    what = f"analyzing {width} tokens" if batch == 1 else f"a batch of {batch} x {width} tokens"
+    check_fits(f"{what} with {names}", needed, model.device, advice)
