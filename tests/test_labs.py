@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -91,6 +93,18 @@ def auroc_without_ties(u, correct):
     return (u[~correct][:, None] > u[correct][None, :]).double().mean()
 
 
+def perplexity_counting_first_tokens_as_zero(tokens):
+    return np.exp(tokens.fillna({"surprisal": 0}).astype({"surprisal": float}).groupby("doc_id")["surprisal"].mean())
+
+
+def threshold_of_the_bottom(values, fraction):
+    return np.sort(values)[math.ceil(fraction * len(values)) - 1]
+
+
+def share_strictly_above(token_ids, excess, threshold):
+    return pd.Series(excess > threshold).groupby(token_ids).mean()
+
+
 WRONG_ANSWERS = {
     "check_kl": kl_the_other_way,
     "check_acceptance": acceptance_as_total_variation,
@@ -107,6 +121,9 @@ WRONG_ANSWERS = {
     "check_perplexity": perplexity_without_exp,
     "check_token_sar": token_sar_unnormalized,
     "check_auroc": auroc_without_ties,
+    "check_document_perplexity": perplexity_counting_first_tokens_as_zero,
+    "check_rho1_threshold": threshold_of_the_bottom,
+    "check_selected_share": share_strictly_above,
 }
 
 
@@ -121,7 +138,8 @@ def test_checker_rejects_a_wrong_answer(checker, capsys):
         getattr(labs, checker)(WRONG_ANSWERS[checker])
     message = str(caught.value)
     assert "expected" in message and "got" in message, message
-    named = " z " in message or "z = " in message or "a = " in message or " = (" in message  # logits z, an acceptance rate a, a vector
+    # logits z, an acceptance rate a, a vector, or the worked example of a table
+    named = any(part in message for part in (" z ", "z = ", "a = ", " = (", "on the worked example"))
     assert named, f"the message does not name the input: {message}"
     assert "correct" not in capsys.readouterr().out
 
@@ -137,27 +155,15 @@ def test_a_kept_set_of_the_wrong_shape_is_named():
         labs.check_min_p(lambda logits, m: torch.tensor([True, True]))
 
 
-def test_corpus_checkers_accept_the_definitions_and_catch_typical_mistakes():
-    import numpy as np
-    import pandas as pd
-
+def test_corpus_checkers_accept_the_definitions_and_name_the_mistake():
     def perplexity(tokens):
         return np.exp(tokens.dropna().astype({"surprisal": float}).groupby("doc_id")["surprisal"].mean())
-
-    def perplexity_counting_first_tokens_as_zero(tokens):
-        return np.exp(tokens.fillna({"surprisal": 0}).astype({"surprisal": float}).groupby("doc_id")["surprisal"].mean())
 
     def threshold(values, fraction):
         return np.sort(values)[::-1][math.ceil(fraction * len(values)) - 1]
 
-    def threshold_of_the_bottom(values, fraction):
-        return np.sort(values)[math.ceil(fraction * len(values)) - 1]
-
     def share(token_ids, excess, threshold):
         return pd.Series(excess >= threshold).groupby(token_ids).mean()
-
-    def share_strictly_above(token_ids, excess, threshold):
-        return pd.Series(excess > threshold).groupby(token_ids).mean()
 
     labs.check_document_perplexity(perplexity)
     labs.check_rho1_threshold(threshold)
