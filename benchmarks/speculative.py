@@ -11,7 +11,9 @@
    predict (eq. 1 over the cost of gamma draft forwards and one target forward):
    (1 - alpha^(gamma+1)) / ((1 - alpha)(gamma c + 1)), c the draft's cost relative to the
    target's, counted in multiply-adds per token (layers and the tied head; attention over a
-   short context left out). k is the one with the best predicted speedup at its best gamma.
+   short context left out). On SmolLM2-135M no k predicts a speedup (the tied head alone costs
+   as much as 8 of its 30 layers, and the early layers' lens predicts poorly), so k is the
+   smallest with alpha >= MIN_ALPHA: a pair for comparison and for the trace, not for speed.
 2. Held out: on HELD_OUT_TEXT (not used for 1) the chosen draft's alpha, KL(p||q) and top-1
    agreement per token (teacher-forced, full softmaxes in float64: V = 49152 is small here).
 3. Reduced precision: the model in bf16 and with int8 dynamic quantization of its linear layers
@@ -51,6 +53,8 @@ HELD_OUT_TEXT = (
 )
 PROMPT = "Write a short paragraph about why the sky is blue."
 GAMMAS = (1, 2, 3, 4, 6, 8)
+MIN_ALPHA = 0.3  # the shipped draft: the smallest k whose acceptance rate (top-p 0.9) reaches this
+WALL_GAMMAS = (1, 4)
 SAMPLERS = {"top-p 0.9": TopP(0.9), "temperature 1": wb.samplers.Temperature(1.0)}
 
 
@@ -102,8 +106,12 @@ def choose_k(model) -> dict:
         best = max(GAMMAS, key=lambda g: predicted_speedup(alphas["top-p 0.9"], g, cost))
         rows.append({"k": k, "alpha": {n: round(a, 4) for n, a in alphas.items()}, "cost": round(cost, 4),
                      "best_gamma": best, "predicted_speedup": round(predicted_speedup(alphas["top-p 0.9"], best, cost), 4)})
-    chosen = max(rows, key=lambda row: row["predicted_speedup"])
-    return {"text_tokens": target.shape[0], "per_k": rows, "chosen_k": chosen["k"], "chosen_gamma": chosen["best_gamma"]}
+    fastest = max(rows, key=lambda row: row["predicted_speedup"])
+    chosen = next(row for row in rows if row["alpha"]["top-p 0.9"] >= MIN_ALPHA)
+    return {"text_tokens": target.shape[0], "rule": f"smallest k with alpha (top-p 0.9) >= {MIN_ALPHA}",
+            "chosen_k": chosen["k"], "best_predicted_speedup": {"k": fastest["k"], **{key: fastest[key] for key in
+                                                                  ("alpha", "best_gamma", "predicted_speedup")}},
+            "per_k": rows}
 
 
 def held_out(model, k: int) -> dict:
@@ -187,6 +195,7 @@ def main() -> None:
     torch.manual_seed(0)
     model = wb.load()
     selection = choose_k(model)
+    draft = wb.load(DRAFT_MODEL)
     report = {
         "benchmark": "SmolLM2-135M-Instruct: first-k-layers draft, reduced precision, speculative vs plain generation",
         "model": model.name, "draft": DRAFT_MODEL, "draft_layers_shipped": DRAFT_LAYERS,
@@ -196,12 +205,12 @@ def main() -> None:
         "choose_k": selection,
         "held_out": held_out(model, DRAFT_LAYERS),
         "precision": precision(model),
-        "wall_time": wall_time(model, wb.load(DRAFT_MODEL), selection["chosen_gamma"], args.new_tokens, args.repeats),
+        "wall_time": [wall_time(model, draft, gamma, args.new_tokens, args.repeats) for gamma in WALL_GAMMAS],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps({k: report[k] for k in ("held_out", "wall_time")}, indent=2))
-    print("chosen k", selection["chosen_k"], "gamma", selection["chosen_gamma"], "->", args.out)
+    print("chosen k", selection["chosen_k"], "shipped", DRAFT_LAYERS, "->", args.out)
 
 
 if __name__ == "__main__":

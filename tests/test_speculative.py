@@ -249,3 +249,49 @@ def test_first_layers_draft_is_the_logit_lens(pair):
         keep_first_layers(copy.deepcopy(target.hf), 3)
 
 
+
+
+def test_trace_view_marks_each_outcome(pair):
+    """The trace view draws every drafted token once, at the position it was drafted for:
+    accepted drafts at the positions of the tokens they became, one rejected draft per residual
+    step, and each step's own draw at the position of its token."""
+    from workbench.widgets.panels import load_builtin_panels, panels_for
+
+    target, draft = pair
+    run = target.generate(PROMPT, sampler=S.Temperature(1.0), max_new_tokens=12, seed=5, draft=draft, gamma=3,
+                          progress=False)
+    load_builtin_panels()
+    panel = next(p for p in panels_for(run) if p.name == "sampling.speculative")
+    fig = panel.render(run, selected=int(run.table.position.iloc[-1]))
+    traces = {trace.name: trace for trace in fig.data}
+    arrays = run.arrays
+    accepted = traces.get("accepted draft")
+    generated = run.table[run.table.generated]
+    assert len(accepted.x if accepted else ()) == int(arrays["spec_accepted"].sum())
+    drafted_at = dict(zip(generated.position, generated.drafted))
+    assert all(drafted_at[x] for x in (accepted.x if accepted else ()))
+    residual = traces.get("drawn from the residual")
+    assert len(residual.x if residual else ()) == int(arrays["spec_residual"].sum())
+    assert len(traces.get("rejected draft").x if "rejected draft" in traces else ()) == int(arrays["spec_residual"].sum())
+    token_at = dict(zip(generated.position, generated.token_id))
+    own = [x for name in ("drawn from the residual", "bonus token from the target") if name in traces
+           for x in traces[name].x]
+    assert sorted(token_at[x] for x in own) == sorted(arrays["spec_token"].tolist())
+    assert fig.layout.meta["workbench"]["position_axis"] == "x" and fig.layout.shapes[0].name == "selection"
+    assert f"{run.meta['speculative']['tokens_per_step']:.2f} tokens per step" in fig.layout.title.text
+
+
+def test_embedded_draft_is_smollm2_first_layers(smol):
+    """workbench:smollm2-first-k: the embedded model's first DRAFT_LAYERS layers with its norm and
+    head, i.e. its logit lens at that layer; and it drafts for it."""
+    import workbench as wb
+    from workbench.model.embedded import DRAFT_LAYERS, DRAFT_MODEL
+
+    draft = wb.load(DRAFT_MODEL)
+    assert draft.n_layers == DRAFT_LAYERS < smol.n_layers
+    ids = torch.tensor([smol.tokenizer("The capital of France is")["input_ids"]])
+    with torch.no_grad():
+        hidden = smol.hf(ids, output_hidden_states=True).hidden_states[DRAFT_LAYERS]
+        torch.testing.assert_close(draft.hf(ids).logits, smol.hf.lm_head(smol.hf.model.norm(hidden)))
+    run = smol.generate("The capital of France is", max_new_tokens=6, seed=0, draft=draft, progress=False)
+    assert run.meta["speculative"]["draft"] == DRAFT_MODEL and run.meta["n_generated"] >= 1

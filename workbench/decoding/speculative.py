@@ -100,8 +100,8 @@ def summary(trace: Sequence[DraftStep], gamma: int) -> dict:
     drafted = sum(len(step.drafted) for step in trace)
     alphas = [a for step in trace for a in step.alpha]
     mean_alpha = sum(alphas) / len(alphas) if alphas else None
-    analytic = (sum(expected_tokens_per_step(mean_alpha, len(step.drafted)) for step in trace) / len(trace)
-                if mean_alpha is not None else None)
+    # With no drafts at all every step makes one token, whatever alpha.
+    analytic = sum(expected_tokens_per_step(mean_alpha or 0.0, len(step.drafted)) for step in trace) / len(trace)
     tried = sum(min(step.accepted + 1, len(step.drafted)) for step in trace)
     return {
         "gamma": gamma,

@@ -63,12 +63,11 @@ def speculative_trace(run, position=None) -> go.Figure:
                                      marker=dict(color=color, symbol=symbol, size=11, line=dict(width=1, color=color))))
     if position is not None:
         fig.add_shape(selection_line(position))
-    info = run.meta.get("speculative", {})
-    title = (f"Speculative sampling, draft {info.get('draft', '?')}, gamma {info.get('gamma', '?')}: "
-             f"{info.get('tokens_per_step', float('nan')):.2f} tokens per step (expected "
-             f"{info.get('expected_tokens_given_drafts', float('nan')):.2f} given the drafts, "
-             f"{info.get('expected_tokens_analytic', float('nan')):.2f} from mean alpha "
-             f"{info.get('mean_alpha', float('nan')):.2f})")
+    info = run.meta["speculative"]
+    alpha = "" if info["mean_alpha"] is None else f" {info['mean_alpha']:.2f}"
+    title = (f"Speculative sampling, draft {info['draft']}, gamma {info['gamma']}: {info['tokens_per_step']:.2f} tokens "
+             f"per step (expected {info['expected_tokens_given_drafts']:.2f} given the drafts, "
+             f"{info['expected_tokens_analytic']:.2f} from the mean acceptance rate{alpha})")
     fig.update_layout(title=dict(text=title, font=dict(size=13)), xaxis_title="position", height=380,
                       yaxis=dict(title="step", autorange="reversed", dtick=max(1, len(run.arrays["spec_accepted"]) // 10)),
                       legend=dict(orientation="h", y=-0.25), margin=dict(t=50),
