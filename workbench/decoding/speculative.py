@@ -276,7 +276,7 @@ def _token_step(sampler: Sampler, logits: torch.Tensor, kept: torch.Tensor, p: t
     target = torch.tensor([token], device=logits.device)
     stats = vocab_stats(rows, target, top_k=min(top_k, logits.shape[-1]))
     temperature = sampler.temperatures(rows)
-    full = torch.softmax(rows / temperature.clamp_min(1e-6)[:, None], dim=-1)
+    full = torch.softmax(rows / torch.where(temperature > 0, temperature, 1.0)[:, None], dim=-1)  # greedy: T = 1, as the kernel
     draw = SampleResult(ids=target, kept=kept.sum()[None], entropy=torch.special.entr(full).sum(-1),
                         kept_entropy=torch.special.entr(p[None]).sum(-1), prob=p[token][None])
     return Step([0], stats, temperature, draw)
