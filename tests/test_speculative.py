@@ -3,8 +3,6 @@ first tokens enumerated with full forwards (chi-square), plain greedy decoding, 
 probability recomputed from full forwards of both models without a cache."""
 import copy
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -201,18 +199,21 @@ def test_residual_draw_is_the_normalized_difference():
     assert chi_square_pvalue(counts[:2], residual[:2].numpy() * 3000) > 1e-3
 
 
-def test_identical_draft_is_always_accepted():
+def test_identical_draft_is_always_accepted(capsys):
     """A draft equal to the target has p = q: every draft is accepted (alpha 1), gamma + 1 tokens a
-    full step, through the command line."""
-    completed = subprocess.run(
-        [sys.executable, "-m", "workbench", "generate", "Hello there", "--model", "tiny:llama", "--draft", "tiny:llama",
-         "--gamma", "3", "--max-new-tokens", "9", "--seed", "2", "--format", "json"],
-        capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr
-    run = json.loads(completed.stdout)
+    full step, through the command line (in this process: the flags, not the start-up, are tested)."""
+    from workbench.cli.main import main
+
+    code = main(["generate", "Hello there", "--model", "tiny:llama", "--draft", "tiny:llama", "--gamma", "3",
+                 "--max-new-tokens", "9", "--seed", "2", "--format", "json"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    run = json.loads(captured.out)
     info = run["meta"]["speculative"]
     assert info["acceptance_rate"] == 1.0 and info["mean_alpha"] == pytest.approx(1.0)
     assert info["steps"] <= 3 and info["drafted"] == info["accepted"]
+    assert main(["generate", "Hello", "--model", "tiny:llama", "--draft", "tiny:llama", "--gamma", "0"]) == 2
+    assert "--gamma must be a positive integer" in capsys.readouterr().err
 
 
 def test_rejects_a_draft_with_another_vocabulary(pair):
