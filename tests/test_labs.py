@@ -129,7 +129,7 @@ WRONG_ANSWERS = {
 
 def test_every_checker_has_a_wrong_answer():
     checkers = {name for name in labs.__all__ if name.startswith("check_")}
-    assert checkers == WRONG_ANSWERS.keys()
+    assert checkers == WRONG_ANSWERS.keys() | SPECULATIVE_WRONG_ANSWERS.keys()
 
 
 @pytest.mark.parametrize("checker", WRONG_ANSWERS, ids=list(WRONG_ANSWERS))
@@ -174,3 +174,24 @@ def test_corpus_checkers_accept_the_definitions_and_name_the_mistake():
         labs.check_document_perplexity(perplexity_counting_first_tokens_as_zero)
     with pytest.raises(labs.LabCheckError, match=r"rho1_threshold on the worked example .*: expected 2, got 0"):
         labs.check_rho1_threshold(threshold_of_the_bottom)
+
+
+# Lab 08 (speculative sampling): its checkers name p, q or alpha rather than logits z.
+SPECULATIVE_WRONG_ANSWERS = {
+    "check_accept_probability": lambda p, q, token: float(p[token] / q[token]),  # no cap at 1
+    "check_acceptance_rate": lambda p, q: float((p * q).sum()),  # an overlap, but not the acceptance rate
+    "check_expected_tokens": lambda alpha, gamma: sum(alpha ** i for i in range(1, gamma + 1)),  # accepted drafts only
+}
+
+
+@pytest.mark.parametrize("checker", SPECULATIVE_WRONG_ANSWERS, ids=list(SPECULATIVE_WRONG_ANSWERS))
+def test_speculative_checker_rejects_a_wrong_answer(checker, capsys):
+    with pytest.raises(labs.LabCheckError, match=r"expected .*, got ") as caught:
+        getattr(labs, checker)(SPECULATIVE_WRONG_ANSWERS[checker])
+    assert any(word in str(caught.value) for word in ("token", "tokens)", "alpha =")), str(caught.value)
+    assert "correct" not in capsys.readouterr().out
+
+
+def test_expected_tokens_at_alpha_one_is_named():
+    with pytest.raises(labs.LabCheckError, match=r"divides by zero; at alpha = 1 .* gamma \+ 1"):
+        labs.check_expected_tokens(lambda alpha, gamma: (1 - alpha ** (gamma + 1)) / (1 - alpha))

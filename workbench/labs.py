@@ -238,19 +238,6 @@ def check_acceptance(acceptance) -> None:
     check_pair_statistic("acceptance", acceptance, "overlap")
 
 
-def check_expected_tokens(expected_tokens) -> None:
-    """expected_tokens(a, gamma) -> (1 - a^(gamma+1)) / (1 - a): tokens per speculative step with
-    gamma drafted tokens, each accepted with probability a (gamma + 1 at a = 1).
-    docs/signals.md: a = .7, gamma = 4 -> 2.7731."""
-    from .compare.signals import expected_accepted_tokens
-
-    expect_number("expected_tokens", expected_tokens(0.7, 4), 2.7731, "the worked example a = 0.7, gamma = 4")
-    for a, gamma in ((0.0, 4), (0.35, 1), (0.9, 8), (0.999, 3)):
-        expect_number("expected_tokens", expected_tokens(a, gamma), float(expected_accepted_tokens(a, gamma)),
-                      f"a = {a}, gamma = {gamma}")
-    passed("expected_tokens", "workbench.compare.expected_accepted_tokens")
-
-
 # ----- Lab 10 · Uncertainty estimators (notebooks/10_uncertainty.ipynb) -------------------------
 # Sequence scores from per-token values, against workbench.estimators (DESIGN.md's SAR vector).
 import math  # noqa: E402  (this lab's block stands alone at the end of the file)
@@ -406,3 +393,60 @@ def check_selected_share(selected_share) -> None:
 
 
 __all__ += ["check_document_perplexity", "check_rho1_threshold", "check_selected_share"]
+
+
+# ----- Lab 08: speculative sampling (notebooks/08_speculative.ipynb) -----------------------------
+SPECULATIVE_P = (0.5, 0.3, 0.2)  # docs/signals.md's worked example: target p and draft q
+SPECULATIVE_Q = (0.2, 0.3, 0.5)
+
+
+def random_pairs(seed: int = 1) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """(p, q) distributions [V] of the random logits, each with a perturbed copy as the draft."""
+    generator = torch.Generator().manual_seed(seed)
+    return [(torch.softmax(z, -1), torch.softmax(z + torch.randn(z.shape, generator=generator), -1))
+            for z in random_logits(seed)]
+
+
+def check_accept_probability(accept_probability) -> None:
+    """accept_probability(p [V], q [V], token) -> min(1, p[token] / q[token]): the chance that a
+    drafted token, drawn from q, is kept (Leviathan et al. 2023). docs/signals.md: p = (.5, .3, .2),
+    q = (.2, .3, .5): token 0 -> 1, token 1 -> 1, token 2 -> .4."""
+    p, q = torch.tensor(SPECULATIVE_P), torch.tensor(SPECULATIVE_Q)
+    cases = [(p, q, token, expected, "the worked example") for token, expected in enumerate((1.0, 1.0, 0.4))]
+    cases += [(p, q, token, min(1.0, float(p[token] / q[token])), "random p, q") for p, q in random_pairs()
+              for token in q.argsort(descending=True)[:3].tolist()]
+    for p, q, token, expected, where in cases:
+        expect_number("accept_probability", accept_probability(p.clone(), q.clone(), token), expected,
+                      f"{where}, token {token} (p = {float(p[token]):.4g}, q = {float(q[token]):.4g})")
+    passed("accept_probability", "min(1, p / q)")
+
+
+def check_acceptance_rate(acceptance_rate) -> None:
+    """acceptance_rate(p [V], q [V]) -> alpha = sum_v min(p_v, q_v): the probability that a token
+    drawn from q is accepted, E_q[min(1, p/q)]. docs/signals.md: p = (.5, .3, .2), q = (.2, .3, .5)
+    -> .7. Compared with 1 - TV(p, q) = 1 - sum |p - q| / 2."""
+    pairs = [(torch.tensor(SPECULATIVE_P), torch.tensor(SPECULATIVE_Q), "the worked example")]
+    pairs += [(p, q, "random p, q") for p, q in random_pairs()] + [(p, p, "p = q") for p, _ in random_pairs()[:1]]
+    for p, q, where in pairs:
+        expected = 1.0 - float((p - q).abs().sum()) / 2
+        expect_number("acceptance_rate", acceptance_rate(p.clone(), q.clone()), expected, f"{where} ({len(p)} tokens)")
+    passed("acceptance_rate", "1 - TV(p, q)")
+
+
+def check_expected_tokens(expected_tokens) -> None:  # labs 07 and 08
+    """expected_tokens(alpha, gamma) -> (1 - alpha^(gamma+1)) / (1 - alpha): tokens per step with gamma
+    drafts accepted independently at rate alpha, the bonus or residual token included (Leviathan et al.
+    2023, eq. 1); gamma + 1 at alpha = 1. docs/signals.md: alpha .7, gamma 4 -> 2.7731."""
+    cases = [(0.7, 4, 2.7731), (0.0, 4, 1.0), (1.0, 4, 5.0)]
+    cases += [(alpha, gamma, sum(alpha ** i for i in range(gamma + 1))) for alpha, gamma in ((0.3, 1), (0.55, 3), (0.9, 8))]
+    for alpha, gamma, expected in cases:
+        try:
+            got = expected_tokens(alpha, gamma)
+        except ZeroDivisionError:
+            raise LabCheckError(f"expected_tokens(alpha = {alpha}, gamma = {gamma}) divides by zero; at alpha = 1 "
+                                "every draft is accepted: the limit is gamma + 1") from None
+        expect_number("expected_tokens", got, expected, f"alpha = {alpha}, gamma = {gamma}")
+    passed("expected_tokens", "sum_{i=0..gamma} alpha^i")
+
+
+__all__ += ["check_accept_probability", "check_acceptance_rate"]  # check_expected_tokens: lab 07 lists it

@@ -58,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     generate.add_argument("--seed", type=int, default=None, help="same seed, same output")
     generate.add_argument("--stop", action="append", default=None, help="stop once this string appears (repeatable)")
     estimators_option(generate)
+    generate.add_argument("--draft", default=None,
+                          help="speculative sampling with this draft model (same vocabulary; e.g. workbench:smollm2-first-k "
+                               "for the default model): the same output distribution, traced per step")
+    generate.add_argument("--gamma", type=int, default=4, help="with --draft: tokens drafted per step (default: 4)")
     _output_options(generate)
 
     rollouts = commands.add_parser("rollouts", help="a group of sampled responses: rewards, GRPO advantages, token credit")
@@ -353,15 +357,17 @@ def cmd_generate(args) -> int:
     prompt = _read_text(args, "prompt")
     named = _named_samplers(args)
     _check_output(args, folders=[_folder_name(name) for name, _ in named] if len(named) > 1 else ())
-    _check_positive(args, "--max-new-tokens")
+    _check_positive(args, "--max-new-tokens", "--gamma")
     check_names(args)
     import workbench as wb
 
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
+    draft = wb.load(args.draft, dtype=model.dtype, device=model.device) if args.draft else None
     progress = sys.stderr.isatty()
     given = _as_input(prompt, args.chat, "prompt")
     runs = [(name, model.generate(**given, sampler=sampler, max_new_tokens=args.max_new_tokens, seed=args.seed,
-                                  stop=args.stop, top_k=args.alternatives, progress=progress))
+                                  stop=args.stop, top_k=args.alternatives, progress=progress, draft=draft,
+                                  gamma=args.gamma))
             for name, sampler in named]
     for _, run in runs:
         _check_finite(run.meta)

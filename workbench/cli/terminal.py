@@ -135,7 +135,7 @@ def render_generations(runs, *, color: bool) -> str:
         blocks.append(
             f"[{name}] {run.meta.get('sampler')} · {_seed(run.meta)} · {len(generated)} tokens "
             f"({run.meta.get('stop_reason')}) · mean entropy {generated.entropy.mean():.2f} · "
-            f"mean kept {generated.kept.mean():.1f}\n{sequence_line(run.meta)}\n{strip}\n"
+            f"mean kept {generated.kept.mean():.1f}\n{sequence_line(run.meta)}\n{_speculative_line(run.meta)}{strip}\n"
         )
         if len(runs) == 1:
             header = f"{'pos':>5}  {'token':<18}{'entropy':>9}{'kept':>6}{'kept H':>8}{'rank':>6}{'prob':>7}"
@@ -145,6 +145,21 @@ def render_generations(runs, *, color: bool) -> str:
             ]
             blocks.append("\n".join(rows) + "\n")
     return "\n".join(blocks)
+
+
+def _speculative_line(meta: dict) -> str:
+    """For a generation made with a draft: its measured tokens per step beside the expected ones."""
+    info = meta.get("speculative")
+    if not info:
+        return ""
+    return (f"speculative: draft {info['draft']}, gamma {info['gamma']} · {info['steps']} steps · accepted "
+            f"{info['accepted']} of {info['drafted']} drafts · {info['tokens_per_step']:.2f} tokens per step (expected "
+            f"{info['expected_tokens_given_drafts']:.2f} given the drafts, {info['expected_tokens_analytic']:.2f} from "
+            f"the mean acceptance rate{_alpha(info['mean_alpha'])})\n")
+
+
+def _alpha(mean_alpha) -> str:
+    return "" if mean_alpha is None else f" {mean_alpha:.2f}"
 
 
 # Diverging ramps for signed signals (THR): red below zero, blue above, white at zero.

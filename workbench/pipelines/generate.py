@@ -11,6 +11,13 @@ prediction after the last generated token goes to meta["next_token"], as `analyz
 it (none when generation ended with the end-of-sequence token). For chat messages,
 meta["template_system_prompt"] is the system prompt the chat template added on its own
 (`workbench.tokens.template_system_prompt`; None when it added none).
+
+With a `draft` model the tokens come from exact speculative sampling instead
+(`workbench.decoding.speculative`): the same distribution, fewer target forwards. The table
+then also says per generated token which step made it (`spec_step`), whether it was an
+accepted draft (`drafted`) and its acceptance probability min(1, p/q) (`accept_prob`); the
+arrays hold the trace per step (`spec_*`, [steps, gamma] padded with -1 / NaN) and
+meta["speculative"] the measured and expected tokens per step (`speculative.summary`).
 """
 from __future__ import annotations
 
@@ -21,13 +28,14 @@ import pandas as pd
 import torch
 
 from ..decoding.engine import Decoded, check_context_room, decode, seeded_generator
+from ..decoding.speculative import DraftStep, speculative_decode, summary
 from ..errors import WorkbenchError
 from ..finite import flag
 from ..forward import memory
 from ..forward.capture import Capture
 from ..forward.vocab_stats import hidden_vocab_stats
 from ..kernels import VocabStats
-from ..model.handle import Model
+from ..model.handle import Model, load
 from ..results.run import Run
 from ..samplers import Sampler, as_sampler, default_spec, from_spec
 from ..signals import resolve
@@ -56,13 +64,17 @@ def generate(
     stop: Sequence[str] | str | None = None,
     top_k: int = 5,
     progress: bool = True,
+    draft: Model | str | None = None,
+    gamma: int = 4,
 ) -> Run:
     """Continue `prompt` (or chat `messages`, with the assistant turn opened) by sampling.
 
     sampler: a `workbench.samplers` sampler or a spec string such as "top-p:0.9" (see
     `workbench.samplers.from_spec`; default `default_sampler()`, top-p 0.9); seed: the draws are
     reproducible for a given seed; stop: strings that end generation once they appear in
-    the generated text (the end-of-sequence token always does).
+    the generated text (the end-of-sequence token always does). draft: a model sharing this
+    one's vocabulary (or its name, loaded with this model's dtype and device) that proposes
+    `gamma` tokens per step for speculative sampling; the output has the same distribution.
     """
     if (prompt is None) == (messages is None):
         raise WorkbenchError("give either prompt or messages (exactly one)")
@@ -76,11 +88,21 @@ def generate(
     memory.check_signals_fit(model, len(tokens.ids) + max_new_tokens, resolve(["uncertainty"], model))
 
     generator = seeded_generator(model.device, seed)
-    decoded = decode(model, [tokens.ids], sampler=sampler, max_new_tokens=max_new_tokens, generator=generator,
-                     stops=stops, top_k=max(top_k, VIEW_TOP), final_hidden=True, keep_prefill=True, progress=progress,
-                     desc="generating")
+    if draft is None:
+        decoded = decode(model, [tokens.ids], sampler=sampler, max_new_tokens=max_new_tokens, generator=generator,
+                         stops=stops, top_k=max(top_k, VIEW_TOP), final_hidden=True, keep_prefill=True,
+                         progress=progress, desc="generating")
+    else:
+        if isinstance(draft, str):
+            draft = load(draft, dtype=model.dtype, device=model.device)
+        check_context_room(draft, tokens, max_new_tokens)
+        decoded, trace = speculative_decode(model, draft, tokens.ids, sampler=sampler, gamma=gamma,
+                                            max_new_tokens=max_new_tokens, generator=generator, stops=stops,
+                                            top_k=max(top_k, VIEW_TOP), final_hidden=True, progress=progress)
     role = "generated" if messages is None else "response"
     run = _as_run(model, tokens, decoded, top_k, role)
+    if draft is not None:
+        _add_trace(run, trace, model.tokenizer, len(tokens.ids), len(decoded.ids[0]), draft.name, gamma)
     run.meta.update({"sampler": sampler.describe(), "seed": seed, "max_new_tokens": max_new_tokens,
                      "stop_reason": decoded.stop[0], "n_generated": len(decoded.ids[0])})
     if decoded.final_hidden[0] is not None:
@@ -89,6 +111,44 @@ def generate(
         flag(run.meta, model, "the generation", run.table["token_id"].tolist())
     run.meta["sequence"] = sequence_figures(run.table.loc[run.table["generated"], "surprisal"], "the generated tokens")
     return run
+
+
+def _add_trace(run: Run, trace: list[DraftStep], tokenizer, n_prompt: int, n_generated: int, draft_name: str,
+               gamma: int) -> None:
+    """The speculative trace into `run`: per generated token its step, whether it was an
+    accepted draft and its acceptance probability; per step the drafted tokens, their
+    probabilities, acceptance probabilities and alphas ([steps, gamma], padded with -1 / NaN),
+    the accepted count, the token drawn after them and whether it came from the residual."""
+    step_of, drafted, accept = [], [], []
+    for index, step in enumerate(trace):
+        step_of += [index] * step.tokens
+        drafted += [True] * step.accepted + [False]
+        accept += step.accept_prob[:step.accepted] + [None]
+    pad = [None] * n_prompt
+    run.table["spec_step"] = pd.array(pad + step_of[:n_generated], dtype="Int64")
+    run.table["drafted"] = pd.array(pad + drafted[:n_generated], dtype="boolean")
+    run.table["accept_prob"] = pd.array(pad + accept[:n_generated], dtype="Float64")
+
+    def padded(field: str, fill, dtype) -> np.ndarray:
+        values = np.full((len(trace), gamma), fill, dtype=dtype)
+        for row, step in enumerate(trace):
+            values[row, :len(step.drafted)] = getattr(step, field)
+        return values
+
+    run.arrays.update({
+        "spec_drafted": padded("drafted", -1, np.int64),
+        "spec_draft_prob": padded("draft_prob", np.nan, np.float64),
+        "spec_target_prob": padded("target_prob", np.nan, np.float64),
+        "spec_accept_prob": padded("accept_prob", np.nan, np.float64),
+        "spec_alpha": padded("alpha", np.nan, np.float64),
+        "spec_accepted": np.array([step.accepted for step in trace], dtype=np.int64),
+        "spec_token": np.array([step.token for step in trace], dtype=np.int64),
+        "spec_residual": np.array([step.residual for step in trace], dtype=bool),
+    })
+    run.meta["speculative"] = {"draft": draft_name, **summary(trace, gamma)}
+    drafted = run.arrays["spec_drafted"]
+    pieces = decode_pieces(tokenizer, np.concatenate([drafted[drafted >= 0], run.arrays["spec_token"]]))
+    run.meta["spec_tokens"] = {str(i): piece for i, piece in pieces.items()}  # id -> text, for the trace view
 
 
 def _next_token(model, hidden: torch.Tensor, top_k: int) -> dict:

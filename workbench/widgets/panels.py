@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 # Modules that register panels when imported; optional ones may not exist yet.
 BUILTIN_MODULES = ("workbench.widgets.figures",)
 OPTIONAL_MODULES = ("workbench.widgets.routing", "workbench.widgets.attention", "workbench.widgets.sampling",
-                    "workbench.widgets.compare", "workbench.widgets.estimators")
+                    "workbench.widgets.compare", "workbench.widgets.estimators", "workbench.widgets.speculative")
 
 
 @dataclass(frozen=True)
