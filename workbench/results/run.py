@@ -26,7 +26,6 @@ from ..errors import WorkbenchError
 
 TABLE_FILE, ARRAYS_FILE, META_FILE, TEXT_FILE = "table.parquet", "arrays.safetensors", "meta.json", "text.txt"
 # Columns that hold one list per token (top-k alternatives); None where there is no prediction.
-LIST_COLUMNS = ("topk_ids", "topk_tokens", "topk_probs", "experts")
 
 
 class Run:
@@ -198,7 +197,9 @@ def read_folder(path: str | Path) -> Run:
 
     path = Path(path)
     table = read_saved(path / TABLE_FILE, pd.read_parquet)
-    for column in LIST_COLUMNS:  # parquet lists come back as numpy arrays
+    from ..signals import list_columns  # (imported here: the signals import torch)
+
+    for column in list_columns():  # parquet lists come back as numpy arrays
         if column in table:
             table[column] = [None if v is None else v.tolist() for v in table[column]]
     arrays = read_saved(path / ARRAYS_FILE, lambda file: load_file(str(file)))
