@@ -19,6 +19,7 @@ from workbench.tokens import generated_spans
 from workbench.results.group import Group
 from workbench.model.tiny import tiny_model
 from workbench.widgets import credit as views
+from workbench.widgets.panels import panels_for
 
 PROMPT = "What is seven times eight?"
 
@@ -397,7 +398,8 @@ def test_views_show_the_group_data():
     strips = group.show()
     assert strips.html.count('class="tw-strip"') == 3 and "critical token #1" in strips.html
     assert "http" not in strips.html
-    assert [view.name for view in views.views_for(group)] == ["credit.thr", "credit.success", "credit.prefix_tree"]
+    assert [view.name for view in panels_for(group, of="group")] == ["credit.thr", "credit.success",
+                                                                      "credit.prefix_tree"]
     with pytest.raises(WorkbenchError, match="no 'nope' column"):
         views.token_heatmap(group, signal="nope")
 

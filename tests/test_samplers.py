@@ -114,3 +114,21 @@ def test_as_sampler_accepts_objects_specs_and_none():
     with pytest.raises(WorkbenchError, match=r"or a spec string such as 'top-p:0.9' or 'greedy' \(names: greedy, "
                                              r"temperature, gumbel, top-k, top-p, min-p, top-h\); got dict"):
         S.as_sampler({"top_p": 0.9}, S.Greedy())
+
+
+@pytest.mark.parametrize("spec, named, rules", [
+    ("greedy", S.Greedy, {"temperature": 0.0}), ("gumbel:0.5", S.Gumbel, {"temperature": 0.5}),
+    ("top-k:5", S.TopK, {"top_k": 5}), ("top-p:0.9", S.TopP, {"top_p": 0.9}), ("min-p:0.1", S.MinP, {"min_p": 0.1}),
+    ("top-h:0.4", S.TopH, {"top_h": 0.4}),
+])
+def test_named_samplers_are_classes_equal_to_their_rules(spec, named, rules):
+    """Issue 17: `TopP(0.9)` and the others are classes (a spec string gives that class), and
+    a sampler equals the plain `Sampler` with the same rules, whatever its class: the same
+    draws from the same seed."""
+    sampler, plain = S.from_spec(spec), S.Sampler(**rules)
+    assert isinstance(sampler, named) and isinstance(sampler, S.Sampler) and not isinstance(plain, named)
+    assert sampler == plain and hash(sampler) == hash(plain)
+    assert sampler != S.Sampler(**{**rules, "min_p": 0.2 if "min_p" in rules else 0.05})  # another rule differs
+    logits = torch.randn(4, 100, generator=torch.Generator().manual_seed(0))
+    draws = [s.sample(logits, torch.Generator().manual_seed(7)).ids for s in (sampler, plain)]
+    assert torch.equal(*draws)

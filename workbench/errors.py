@@ -20,3 +20,9 @@ class MemoryEstimateExceeded(WorkbenchError):
 class NonFiniteWarning(UserWarning):
     """A run's values are NaN or infinite: its `meta["non_finite"]` says where and why
     (`workbench.finite`)."""
+
+
+def check_positive_int(value, name: str) -> None:
+    """Refuse `value` (the argument `name`) unless it is an integer of at least 1."""
+    if not isinstance(value, int) or value < 1:
+        raise WorkbenchError(f"{name} must be a positive integer, got {value!r}")

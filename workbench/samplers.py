@@ -26,7 +26,9 @@ NEUTRAL = {"temperature": 1.0, "top_k": 0, "top_p": 1.0, "min_p": 0.0, "top_h": 
 
 @dataclass(frozen=True)
 class Sampler:
-    """Temperature and truncation rules; a rule at its neutral value is off."""
+    """Temperature and truncation rules; a rule at its neutral value is off. The named
+    samplers below (`TopP(0.9)`, ...) are subclasses that set one rule; a sampler equals
+    any other with the same rules, whatever its class (`TopP(0.9) == Sampler(top_p=0.9)`)."""
 
     temperature: float = 1.0
     top_k: int = 0
@@ -46,6 +48,11 @@ class Sampler:
         for ok, message in checks:
             if not ok:
                 raise WorkbenchError(message)
+
+    def __eq__(self, other) -> bool:
+        if not isinstance(other, Sampler):
+            return NotImplemented
+        return all(getattr(self, name) == getattr(other, name) for name in (*NEUTRAL, "adaptive"))
 
     def __add__(self, other: "Sampler") -> "Sampler":
         """Combine two samplers: each rule set to a non-neutral value in either applies."""
@@ -95,41 +102,56 @@ class Sampler:
         return ", ".join([*rules, temperature])
 
 
-def Greedy() -> Sampler:
+class Greedy(Sampler):
     """Always the most likely token (temperature 0)."""
-    return Sampler(temperature=0.0)
+
+    def __init__(self):
+        super().__init__(temperature=0.0)
 
 
-def Temperature(temperature: float) -> Sampler:
+class Temperature(Sampler):
     """Sample from softmax(z / T)."""
-    return Sampler(temperature=temperature)
+
+    def __init__(self, temperature: float):
+        super().__init__(temperature=temperature)
 
 
-def Gumbel(temperature: float = 1.0) -> Sampler:
+class Gumbel(Sampler):
     """Gumbel-max: argmax(z / T + g), g ~ Gumbel(0, 1) from the seeded generator; exactly a
     draw from softmax(z / T). (Every sampler here draws this way on its kept set.)"""
-    return Sampler(temperature=temperature)
+
+    def __init__(self, temperature: float = 1.0):
+        super().__init__(temperature=temperature)
 
 
-def TopK(k: int, temperature: float = 1.0) -> Sampler:
-    return Sampler(temperature=temperature, top_k=k)
+class TopK(Sampler):
+    """The k most likely tokens."""
+
+    def __init__(self, k: int, temperature: float = 1.0):
+        super().__init__(temperature=temperature, top_k=k)
 
 
-def TopP(p: float, temperature: float = 1.0) -> Sampler:
+class TopP(Sampler):
     """Nucleus sampling (Holtzman et al. 2020): the smallest prefix with mass >= p."""
-    return Sampler(temperature=temperature, top_p=p)
+
+    def __init__(self, p: float, temperature: float = 1.0):
+        super().__init__(temperature=temperature, top_p=p)
 
 
-def MinP(m: float, temperature: float = 1.0) -> Sampler:
+class MinP(Sampler):
     """Keep tokens with p >= m * max p (Nguyen et al. 2024)."""
-    return Sampler(temperature=temperature, min_p=m)
+
+    def __init__(self, m: float, temperature: float = 1.0):
+        super().__init__(temperature=temperature, min_p=m)
 
 
-def TopH(alpha: float, temperature: float = 1.0) -> Sampler:
+class TopH(Sampler):
     """Top-H (Baghaei et al. 2025, Algorithm 1 of the paper): the largest prefix whose
     renormalized entropy is at most alpha * H(p). The authors' released code stops by a
     different rule (keeps 4 of a uniform 10 at alpha .45 where the paper's rule keeps 2)."""
-    return Sampler(temperature=temperature, top_h=alpha)
+
+    def __init__(self, alpha: float, temperature: float = 1.0):
+        super().__init__(temperature=temperature, top_h=alpha)
 
 
 @dataclass(frozen=True)
@@ -170,15 +192,17 @@ class AdaptiveTemperature:
         return 1.0 + self.tau * self.h_hat(entropy)
 
 
-def Adaptive(reference, tau: float = 0.5, temperature: float = 1.0) -> Sampler:
+class Adaptive(Sampler):
     """HAPO adaptive temperature with reference statistics from a `Run` (its entropy column)
     or a sequence of token entropies."""
-    entropies = reference.table["entropy"].dropna().to_numpy(float) if hasattr(reference, "table") else reference
-    return Sampler(temperature=temperature, adaptive=AdaptiveTemperature.from_entropies(entropies, tau))
+
+    def __init__(self, reference, tau: float = 0.5, temperature: float = 1.0):
+        entropies = reference.table["entropy"].dropna().to_numpy(float) if hasattr(reference, "table") else reference
+        super().__init__(temperature=temperature, adaptive=AdaptiveTemperature.from_entropies(entropies, tau))
 
 
 def from_spec(spec: str, temperature: float | None = None) -> Sampler:
-    """"top-p:0.9" / "top-h:0.4" / "greedy" -> a Sampler (the CLI's --compare items, the
+    """"top-p:0.9" / "top-h:0.4" / "greedy" -> that named sampler (the CLI's --compare items, the
     dashboard's choice; names and parameters in `BY_NAME`). `temperature`, when given, comes
     before the truncation; the temperature and Gumbel samplers take theirs from the spec."""
     name, _, value = spec.partition(":")
@@ -187,7 +211,7 @@ def from_spec(spec: str, temperature: float | None = None) -> Sampler:
         raise WorkbenchError(f"unknown sampler '{name}'; choose from {', '.join(BY_NAME)}")
     parameter = BY_NAME[name]
     if parameter is None:
-        return Greedy()
+        return NAMED[name]()
     if not value:
         raise WorkbenchError(f"sampler '{name}' needs a value, e.g. {name}:{parameter.default:g}")
     try:
@@ -197,8 +221,14 @@ def from_spec(spec: str, temperature: float | None = None) -> Sampler:
     if number not in parameter.allowed:
         greedy = " (for the most likely token, use 'greedy')" if parameter.rule == "temperature" and number == 0 else ""
         raise WorkbenchError(f"sampler {name}'s {parameter.name} must be {parameter.allowed.words()}, got {value}{greedy}")
-    rules = {} if temperature is None else {"temperature": temperature}
-    return Sampler(**{**rules, parameter.rule: number})
+    if parameter.rule == "temperature" or temperature is None:
+        return NAMED[name](number)
+    return NAMED[name](number, temperature)
+
+
+# The named samplers by their names in `BY_NAME` (the CLI's, the dashboard's and the spec strings').
+NAMED = {"greedy": Greedy, "temperature": Temperature, "gumbel": Gumbel, "top-k": TopK, "top-p": TopP, "min-p": MinP,
+         "top-h": TopH}
 
 
 def default_spec(command: str) -> str:

@@ -78,12 +78,13 @@ def tokenize_text(tokenizer, text: str) -> Tokens:
     return Tokens(text, ids, starts, ends, ["text"] * len(ids), len(ids))
 
 
-def check_text(text, what: str) -> None:
+def check_text(text, what: str, *, blank: bool = False) -> None:
     """Refuse what no tokenizer takes, with what is wrong and where: a value that is not a
-    string, a blank text, or one with an invalid character (`first_invalid`)."""
+    string, a blank text (unless `blank`: one chat message of several may be), or one with an
+    invalid character (`first_invalid`)."""
     if not isinstance(text, str):
         raise WorkbenchError(f"{what} must be a string, got {type(text).__name__}")
-    if not text.strip():
+    if not blank and not text.strip():
         raise WorkbenchError(f"the {what} is empty; give some text")
     invalid = first_invalid(text)
     if invalid is not None:
@@ -172,12 +173,25 @@ def _check_messages(messages) -> None:
     for i, message in enumerate(messages):
         if not isinstance(message, dict) or "role" not in message or "content" not in message:
             raise WorkbenchError(f"message {i} must be a dict with 'role' and 'content', got {message!r}")
-        if not isinstance(message["content"], str):
-            raise WorkbenchError(f"message {i} content must be a string")
-        if first_invalid(message["content"]) is not None:
-            check_text(message["content"], f"message {i} content")
+        check_text(message["content"], f"message {i} content", blank=True)
     if not any(m["content"].strip() for m in messages):
         raise WorkbenchError("every message is empty; give some text to analyze")
+
+
+def check_one_input(text, messages, name: str = "text") -> None:
+    """Exactly one of `text` (the argument `name`: "text", "prompt") and chat `messages`."""
+    if (text is None) == (messages is None):
+        raise WorkbenchError(f"give either {name} or messages (exactly one)")
+
+
+def tokenize_input(tokenizer, text: str | None, messages: Sequence[dict] | None, *, name: str = "text",
+                   add_generation_prompt: bool = False) -> Tokens:
+    """`text` as it is (`tokenize_text`) or chat `messages` through the template
+    (`tokenize_messages`): exactly one of them (`check_one_input`)."""
+    check_one_input(text, messages, name)
+    if messages is None:
+        return tokenize_text(tokenizer, text)
+    return tokenize_messages(tokenizer, messages, add_generation_prompt=add_generation_prompt)
 
 
 def prompt_tokens(tokenizer, prompt: str | None, messages: Sequence[dict] | None, chat: bool | None) -> Tokens:
@@ -185,16 +199,14 @@ def prompt_tokens(tokenizer, prompt: str | None, messages: Sequence[dict] | None
     through the chat template when the tokenizer has one (chat=None or True), or continued
     as raw text (chat=False); `messages` always go through the template. The assistant
     turn is left open."""
-    if (prompt is None) == (messages is None):
-        raise WorkbenchError("give either prompt or messages (exactly one)")
+    check_one_input(prompt, messages, "prompt")
     has_template = bool(getattr(tokenizer, "chat_template", None))
     if messages is None and chat is True and not has_template:
         raise WorkbenchError("chat=True but this model's tokenizer has no chat template; pass chat=False")
     if messages is None and (chat is False or not has_template):
         return tokenize_text(tokenizer, prompt)
     if messages is None:
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise WorkbenchError("the prompt is empty; give a question or instruction")
+        check_text(prompt, "prompt")
         messages = [{"role": "user", "content": prompt}]
     return tokenize_messages(tokenizer, messages, add_generation_prompt=True)
 

@@ -28,18 +28,33 @@ PAIR_SIGNAL_NAMES = ("kl_pq", "kl_qp", "js", "acceptance", "log_ratio", "implici
 FILE_FORMATS = ("parquet", "run")  # formats that need --out
 
 
+SIGNALS_HELP = "{registered signals}"  # filled in when help is shown (`SignalsHelp`)
+
+
+class SignalsHelp(argparse.HelpFormatter):
+    """Help that lists the registered signals (`workbench.signals`), read only when help is
+    shown: the signals import torch, which parsing arguments does not need."""
+
+    def _get_help_string(self, action):
+        text = super()._get_help_string(action)
+        if SIGNALS_HELP not in (text or ""):
+            return text
+        from ..signals.registry import signals_help
+
+        return text.replace(SIGNALS_HELP, signals_help().replace("%", "%%"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Which tokens matter inside a language model.")
     parser.add_argument("--version", action="version", version=f"token-workbench {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    analyze = commands.add_parser("analyze", help="per-token signals of a text")
+    analyze = commands.add_parser("analyze", help="per-token signals of a text", formatter_class=SignalsHelp)
     _input_options(analyze, "text", "the text to analyze")
     _chat_option(analyze)
     _model_options(analyze)
     analyze.add_argument("--signals", default="uncertainty",
-                         help="comma-separated signal names (default: uncertainty); e.g. uncertainty, logit_lens, "
-                              "attention, keyformer, routing")
+                         help="comma-separated signal names (default: uncertainty): " + SIGNALS_HELP)
     _alternatives_option(analyze)
     analyze.add_argument("--truncate", action="store_true", help="keep the first context-length tokens of a long text")
     estimators_option(analyze)

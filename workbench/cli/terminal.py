@@ -4,14 +4,11 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..signals import COLUMNS
+
 # Light-to-dark red ramp (24-bit ANSI background), readable with black text.
 RAMP = ((255, 255, 255), (255, 230, 200), (255, 190, 140), (250, 140, 100), (230, 80, 70), (190, 30, 50))
 RESET = "\x1b[0m"
-SHOWN = ("entropy", "surprisal", "rank", "margin", "router_entropy", "attn_entropy", "attn_sink_mass", "attn_received",
-         "attn_keyformer")
-# headers for columns wider than a cell
-LABELS = {"router_entropy": "router H", "attn_entropy": "attn H", "attn_sink_mass": "sink mass",
-          "attn_received": "received", "attn_keyformer": "keyformer"}
 
 
 def render_table(run, *, color: bool, signal: str = "surprisal") -> str:
@@ -23,9 +20,10 @@ def render_table(run, *, color: bool, signal: str = "surprisal") -> str:
     lines += [sequence_line(run.meta)] if run.meta.get("sequence") else []
     strip = "".join(_paint(run.text[s:e], v, top, color) for s, e, v in zip(table["start"], table["end"], values))
     lines += [strip, ""]
-    columns = [c for c in SHOWN if c in table]
+    # The registered columns marked for the terminal (`Column.terminal`), in the table's order.
+    columns = [c for c in table.columns if c in COLUMNS and COLUMNS[c].terminal]
     trailing = "experts (top-1 per MoE layer)" if "experts" in table else "alternatives"
-    header = f"{'pos':>5}  {'token':<18}" + "".join(f"{LABELS.get(c, c):>11}" for c in columns) + f"  {trailing}"
+    header = f"{'pos':>5}  {'token':<18}" + "".join(f"{COLUMNS[c].header:>11}" for c in columns) + f"  {trailing}"
     lines.append(header)
     for _, row in table.iterrows():
         cells = "".join(_cell(row[c], row.get(signal), top, color and c == signal) for c in columns)

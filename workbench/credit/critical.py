@@ -27,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..decoding.engine import decode, seeded_generator
-from ..errors import WorkbenchError
+from ..errors import WorkbenchError, check_positive_int
 from ..kernels import divergence, linear_divergence
 from ..model.handle import Model
 from ..model.vocabulary import check_same_vocabulary
@@ -205,8 +205,7 @@ def rollout_critical_tokens(model: Model, group: Group, response: int, *, n: int
     ids = group.response_ids(response)
     if not ids:
         raise WorkbenchError(f"response {response} has no tokens")
-    if not isinstance(n, int) or n < 1:
-        raise WorkbenchError(f"n must be a positive integer, got {n!r}")
+    check_positive_int(n, "n")
     max_new_tokens = max_new_tokens or int(group.meta.get("max_new_tokens", 64))
     sampler = sampler or Sampler()
     generator = seeded_generator(model.device, seed)

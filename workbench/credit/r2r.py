@@ -17,7 +17,7 @@ import pandas as pd
 import torch
 
 from ..decoding.engine import decode
-from ..errors import WorkbenchError
+from ..errors import WorkbenchError, check_positive_int
 from ..model.handle import Model
 from ..model.vocabulary import check_same_vocabulary
 from ..results.group import Group
@@ -41,8 +41,7 @@ def r2r_divergence(small: Model, large: Model, group: Group, *, responses: Seque
     """
     if continue_with not in CONTINUE_WITH:
         raise WorkbenchError(f"continue_with must be one of {', '.join(CONTINUE_WITH)}, got {continue_with!r}")
-    if not isinstance(continuation_tokens, int) or continuation_tokens < 1:
-        raise WorkbenchError(f"continuation_tokens must be a positive integer, got {continuation_tokens!r}")
+    check_positive_int(continuation_tokens, "continuation_tokens")
     shared = check_same_vocabulary(small, large, "R2R divergence")
     responses = range(len(group)) if responses is None else responses
     rows = []

@@ -58,6 +58,7 @@ STEP_FIELDS: dict[str, Callable[[Step], torch.Tensor]] = {
     "kept_entropy": lambda step: step.draw.kept_entropy,
     "sample_prob": lambda step: step.draw.prob,
 }
+WHOLE_STEP_FIELDS = frozenset({"rank", "kept"})  # the fields that are counts (integers); the others are floats
 
 
 @dataclass

@@ -22,7 +22,7 @@ from ..model.handle import Model
 from ..results.run import Run
 from ..signals import resolve
 from ..signals.uncertainty import decode_pieces
-from ..tokens import Tokens, tokenize_messages, tokenize_text
+from ..tokens import Tokens, check_one_input, tokenize_input
 
 MAX_TOP_K = 100
 
@@ -48,13 +48,11 @@ def analyze(
     a prediction) set meta["non_finite"] and warn (`workbench.finite`). meta["sequence"]:
     the text's total log-probability, mean surprisal and perplexity (`sequence_figures`).
     """
-    if (text is None) == (messages is None):
-        raise WorkbenchError("give either text or messages (exactly one)")
+    check_one_input(text, messages)
     if not isinstance(top_k, int) or not 0 <= top_k <= MAX_TOP_K:
         raise WorkbenchError(f"top_k must be an integer in [0, {MAX_TOP_K}], got {top_k!r}")
     specs = resolve(signals, model)
-    tokens = (tokenize_text(model.tokenizer, text) if messages is None
-              else tokenize_messages(model.tokenizer, messages))
+    tokens = tokenize_input(model.tokenizer, text, messages)
     tokens = _fit_context(tokens, model, truncate)
     memory.check_signals_fit(model, len(tokens.ids), specs)
 

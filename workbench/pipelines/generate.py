@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..decoding.engine import Decoded, check_context_room, decode, seeded_generator
+from ..decoding.engine import WHOLE_STEP_FIELDS, Decoded, check_context_room, decode, seeded_generator
 from ..decoding.speculative import DraftStep, speculative_decode, summary
-from ..errors import WorkbenchError
+from ..errors import check_positive_int
 from ..finite import flag
 from ..forward import memory
 from ..forward.capture import Capture
@@ -40,11 +40,11 @@ from ..results.run import Run
 from ..samplers import Sampler, as_sampler, default_spec, from_spec
 from ..signals import resolve
 from ..signals.uncertainty import decode_pieces, next_token_record, uncertainty
-from ..tokens import Tokens, generated_spans, tokenize_messages, tokenize_text
+from ..tokens import Tokens, check_one_input, generated_spans, tokenize_input
 from .analyze import run_meta, sequence_figures, token_table
 
 VIEW_TOP = 50  # per step, the top of the distribution kept for the sampling views
-STEP_COLUMNS = {"temperature": "Float64", "kept": "Int64", "kept_entropy": "Float64", "sample_prob": "Float64"}
+STEP_COLUMNS = ("temperature", "kept", "kept_entropy", "sample_prob")  # of the decode engine's STEP_FIELDS
 
 
 def default_sampler() -> Sampler:
@@ -76,14 +76,11 @@ def generate(
     one's vocabulary (or its name, loaded with this model's dtype and device) that proposes
     `gamma` tokens per step for speculative sampling; the output has the same distribution.
     """
-    if (prompt is None) == (messages is None):
-        raise WorkbenchError("give either prompt or messages (exactly one)")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise WorkbenchError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    check_one_input(prompt, messages, "prompt")
+    check_positive_int(max_new_tokens, "max_new_tokens")
     sampler = as_sampler(sampler, default_sampler())
     stops = [stop] if isinstance(stop, str) else list(stop or [])
-    tokens = (tokenize_text(model.tokenizer, prompt) if messages is None
-              else tokenize_messages(model.tokenizer, messages, add_generation_prompt=True))
+    tokens = tokenize_input(model.tokenizer, prompt, messages, name="prompt", add_generation_prompt=True)
     check_context_room(model, tokens, max_new_tokens)
     memory.check_signals_fit(model, len(tokens.ids) + max_new_tokens, resolve(["uncertainty"], model))
 
@@ -174,7 +171,8 @@ def _as_run(model, tokens: Tokens, decoded: Decoded, top_k, role: str) -> Run:
     _fill_generated(table, n_prompt, step_stats, model.tokenizer, top_k)
     table["generated"] = [False] * n_prompt + [True] * len(new_ids)
     trace = decoded.traces(list(STEP_COLUMNS))[0]
-    for column, dtype in STEP_COLUMNS.items():
+    for column in STEP_COLUMNS:
+        dtype = "Int64" if column in WHOLE_STEP_FIELDS else "Float64"
         table[column] = pd.array([None] * n_prompt + trace[column], dtype=dtype)
     meta = run_meta(model, everything, ["uncertainty", "generation"], {"top_k": top_k})
     arrays = {"step_top_ids": step_stats.topk_ids.numpy(),  # [steps, 50] at temperature 1

@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from .. import credit
-from ..decoding.engine import Decoded, check_context_room, decode, seeded_generator
-from ..errors import WorkbenchError
+from ..decoding.engine import WHOLE_STEP_FIELDS, Decoded, check_context_room, decode, seeded_generator
+from ..errors import WorkbenchError, check_positive_int
 from ..finite import flag
 from ..model.handle import Model
 from ..results.group import ADVANTAGE_EPS, Group
@@ -59,10 +59,8 @@ def rollouts(
     if reward is None:
         raise WorkbenchError("give a reward: an expected answer, a workbench.rewards reward or a callable text -> number")
     reward = as_reward(reward)
-    if not isinstance(n, int) or n < 1:
-        raise WorkbenchError(f"n must be a positive integer, got {n!r}")
-    if not isinstance(max_new_tokens, int) or max_new_tokens < 1:
-        raise WorkbenchError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}")
+    check_positive_int(n, "n")
+    check_positive_int(max_new_tokens, "max_new_tokens")
     if thr not in THR_MODES:
         raise WorkbenchError(f"thr must be one of {', '.join(map(str, THR_MODES))}, got {thr!r}")
     sampler = as_sampler(sampler, from_spec(default_spec("rollouts")))
@@ -105,7 +103,7 @@ def response_table(model: Model, drawn: Decoded) -> tuple[list[str], pd.DataFram
                 "start": np.concatenate([starts, np.full(extra, len(text), dtype=np.int64)]),
                 "end": np.concatenate([ends, np.full(extra, len(text), dtype=np.int64)])}
         for name in STEP_SIGNALS:
-            part[name] = np.asarray(traces[row][name], dtype=np.int64 if name in ("rank", "kept") else np.float64)
+            part[name] = np.asarray(traces[row][name], dtype=np.int64 if name in WHOLE_STEP_FIELDS else np.float64)
         texts.append(text)
         parts.append(pd.DataFrame(part))
     return texts, pd.concat(parts, ignore_index=True)

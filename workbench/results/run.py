@@ -26,7 +26,6 @@ from ..errors import WorkbenchError
 
 TABLE_FILE, ARRAYS_FILE, META_FILE, TEXT_FILE = "table.parquet", "arrays.safetensors", "meta.json", "text.txt"
 # Columns that hold one list per token (top-k alternatives); None where there is no prediction.
-LIST_COLUMNS = ("topk_ids", "topk_tokens", "topk_probs", "experts", "ref_topk_ids", "ref_topk_tokens", "ref_topk_probs")
 
 
 class Run:
@@ -198,13 +197,19 @@ def read_folder(path: str | Path) -> Run:
 
     path = Path(path)
     table = read_saved(path / TABLE_FILE, pd.read_parquet)
-    for column in LIST_COLUMNS:  # parquet lists come back as numpy arrays
-        if column in table:
-            table[column] = [None if v is None else v.tolist() for v in table[column]]
+    for column in _list_columns(table):  # parquet lists come back as numpy arrays
+        table[column] = [None if v is None else v.tolist() for v in table[column]]
     arrays = read_saved(path / ARRAYS_FILE, lambda file: load_file(str(file)))
     meta = _read_meta(path / META_FILE)
     text = read_saved(path / TEXT_FILE, lambda file: file.read_bytes().decode("utf-8"))
     return Run(text, table, arrays, meta)
+
+
+def _list_columns(table: pd.DataFrame) -> list[str]:
+    """The columns that hold one list per token (top-k alternatives, experts, a reference's
+    `ref_topk_*`): those whose values read back from parquet are numpy arrays."""
+    return [column for column in table.columns if table[column].dtype == object
+            and isinstance(next((value for value in table[column] if value is not None), None), np.ndarray)]
 
 
 def _read_meta(file: Path) -> dict:

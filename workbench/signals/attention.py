@@ -33,7 +33,7 @@ from ..forward import capture as capture_settings  # read at call time: the esti
 from ..forward.capture import ATTENTION_SINK, KEYFORMER_SEED
 from ..kernels.attention_stats import QUERY_BLOCK
 from ..kv import KEYFORMER_TAU
-from .registry import SignalOutput, register
+from .registry import Column, SignalOutput, register
 
 FLOAT32 = 4
 STATISTICS = (("attn_entropy", "entropy"), ("attn_sink_mass", "sink_mass"), ("attn_received", "received"),
@@ -83,7 +83,9 @@ def _column(values: np.ndarray):
     description="attention entropy, sink mass, received attention (H2O) and previous-token attention per layer, head "
                 "and position",
     needs=("attention",),
-    columns=tuple(name for name, _ in STATISTICS),
+    columns=(Column("attn_entropy", label="attn H", unit="nats", terminal=True),
+             Column("attn_sink_mass", label="sink mass", terminal=True),
+             Column("attn_received", label="received", terminal=True)),
     arrays=tuple(name for name, _ in STATISTICS) + ("attn_head_entropy", "attn_head_sink", "attn_rows"),
     memory_bytes=_attention_bytes,
 )
@@ -105,7 +107,7 @@ def attention(capture, params) -> SignalOutput:
     "keyformer",
     description="Keyformer KV-importance score per layer, head and key (Gumbel-softmax attention received, tau 1 -> 2, seeded)",
     needs=("keyformer",),
-    columns=("attn_keyformer",),
+    columns=(Column("attn_keyformer", label="keyformer", terminal=True),),
     arrays=("attn_keyformer",),
     memory_bytes=_keyformer_bytes,
 )

@@ -1,6 +1,9 @@
 """The signal registry: each signal is a small function registered with what it needs
 from the forward pass and what it provides (LM-Polygraph's calculators, Inseq's
-registered functions). New signals are added by registering a function.
+registered functions). New signals are added by registering a function; the columns it
+provides are registered with it (`Column`: display label, unit, list-valued), and whatever
+shows or stores a column reads them here (`COLUMNS`): the CLI's help and terminal table, the
+charts' axis units, the reading back of a saved run's list columns.
 """
 from __future__ import annotations
 
@@ -26,6 +29,24 @@ NEEDS = {
 }
 
 
+@dataclass(frozen=True)
+class Column:
+    """A table column a signal provides. A plain name registers `Column(name)`."""
+
+    name: str
+    label: str = ""  # a short header (the terminal table's cells are 11 wide); "" : the name
+    unit: str = ""  # of its values ("nats", ...); "": none (a count, a probability, a score)
+    list_valued: bool = False  # one list per token (top-k alternatives, experts), not one number
+    terminal: bool = False  # shown in the CLI's terminal table
+
+    @property
+    def header(self) -> str:
+        return self.label or self.name
+
+
+COLUMNS: dict[str, Column] = {}  # every registered signal's columns, by name
+
+
 @dataclass
 class SignalOutput:
     columns: dict[str, object] = field(default_factory=dict)  # name -> [T] values (pandas-ready)
@@ -38,7 +59,7 @@ class Signal:
     name: str
     description: str
     needs: tuple[str, ...]
-    columns: tuple[str, ...]
+    columns: tuple[str, ...]  # names; their `Column`s are in `COLUMNS`
     arrays: tuple[str, ...]
     compute: Callable[["Capture", dict], SignalOutput]
     unavailable: Callable[["Model"], str | None]  # why not, for this model; None when available
@@ -51,19 +72,31 @@ SIGNALS: dict[str, Signal] = {}
 def register(name: str, *, description: str, needs: tuple[str, ...], columns=(), arrays=(),
              unavailable=None, memory_bytes=None):
     """Decorator: `@register("uncertainty", needs=("final_hidden",), ...)` on
-    `compute(capture, params) -> SignalOutput`."""
+    `compute(capture, params) -> SignalOutput`. `columns`: `Column`s or plain names."""
     unknown = set(needs) - set(NEEDS)
     if unknown:
         raise ValueError(f"signal {name}: unknown needs {unknown}; known: {list(NEEDS)}")
+    specs = [column if isinstance(column, Column) else Column(column) for column in columns]
 
     def decorate(compute):
+        COLUMNS.update((column.name, column) for column in specs)
         SIGNALS[name] = Signal(
-            name, description, tuple(needs), tuple(columns), tuple(arrays), compute,
+            name, description, tuple(needs), tuple(column.name for column in specs), tuple(arrays), compute,
             unavailable or (lambda model: None), memory_bytes or (lambda model, n_tokens: 0),
         )
         return compute
 
     return decorate
+
+
+def list_columns() -> tuple[str, ...]:
+    """The registered columns that hold one list per token."""
+    return tuple(name for name, column in COLUMNS.items() if column.list_valued)
+
+
+def signals_help() -> str:
+    """The registered signals, one line each: name and description (the CLI's help)."""
+    return "; ".join(f"{name}: {signal.description}" for name, signal in SIGNALS.items())
 
 
 def resolve(names, model: "Model") -> list[Signal]:

@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from ..model.families.routing import expert_distribution
-from .registry import SignalOutput, register
+from .registry import Column, SignalOutput, register
 
 ROUTING_ARRAYS = ("routing_expert_ids", "routing_weights", "routing_entropy", "routing_logits", "routing_layers",
                   "routing_shared_weight")
@@ -53,7 +53,8 @@ def router_entropy(logits: torch.Tensor, scoring: str) -> torch.Tensor:
     "routing",
     description="top-k experts, weights and router entropy of every token at every MoE layer",
     needs=("routing",),
-    columns=("experts", "router_entropy"),
+    columns=(Column("experts", list_valued=True), Column("router_entropy", label="router H", unit="nats",
+                                                           terminal=True)),
     arrays=ROUTING_ARRAYS,
     unavailable=_unavailable,
     memory_bytes=_memory_bytes,

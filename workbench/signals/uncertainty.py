@@ -12,9 +12,14 @@ import numpy as np
 import pandas as pd
 
 from ..forward.vocab_stats import hidden_vocab_stats, next_token_targets
-from .registry import SignalOutput, register
+from .registry import Column, SignalOutput, register
 
 FLOAT_COLUMNS = ("entropy", "varentropy", "surprisal", "target_logprob", "margin")
+COLUMNS = (Column("entropy", unit="nats", terminal=True), Column("varentropy", unit="nats²"),
+           Column("surprisal", unit="nats", terminal=True), Column("target_logprob", unit="nats"),
+           Column("margin", unit="nats", terminal=True), Column("rank", terminal=True),
+           Column("topk_ids", list_valued=True), Column("topk_tokens", list_valued=True),
+           Column("topk_probs", list_valued=True))
 
 
 def _memory_bytes(model, n_tokens: int) -> int:
@@ -25,7 +30,7 @@ def _memory_bytes(model, n_tokens: int) -> int:
     "uncertainty",
     description="entropy, varentropy, surprisal, rank, margin and top-k alternatives of each next-token prediction",
     needs=("final_hidden",),
-    columns=FLOAT_COLUMNS + ("rank", "topk_ids", "topk_tokens", "topk_probs"),
+    columns=COLUMNS,
     memory_bytes=_memory_bytes,
 )
 def uncertainty(capture, params) -> SignalOutput:

@@ -19,9 +19,10 @@ heatmap row use the same scale, which the heatmap's row labels give. A sequentia
   left, each branch's width the number of responses through it, colored by the success
   rate below it; the branch holding the selected token outlined.
 
-For the dashboard: `GROUP_VIEWS` lists them with `applies(group)` (whether the group has the
-columns a view needs); `views_for(group)` gives the applicable ones, and every
-`view.figure(group, selected, response)` takes the selected token as (response, position)
+For the dashboard: they are registered as panels of a group (`widgets.panels`, `of="group"`)
+with `applies(group)` (whether the group has the columns a view needs);
+`panels_for(group, of="group")` gives the applicable ones, and every
+`panel.render(group, selected, response=...)` takes the selected token as (response, position)
 or None and the response on show (the success curve follows it; `first_searched` is the one
 shown first). `response_run(group, i)` is one response as a `Run` (the token strip and the
 per-position panels show it), colored on its own scale (`strip_scale`). Figures say how a click maps to a token in
@@ -38,7 +39,6 @@ import html
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -49,7 +49,7 @@ from workbench.results.group import Group
 from workbench.results.run import Run
 
 from .figures import LINE_COLOR, SELECTED_COLOR, figure_layout, selection_box, selection_line, token_reprs
-from .panels import clicked_index, clicked_position
+from .panels import Panel, clicked_index, clicked_position, register_panel
 from .token_strip import save_page, token_strip
 
 # Diverging red (negative) - white (zero) - blue (positive), ColorBrewer RdBu.
@@ -382,30 +382,19 @@ def _tree_nodes(group: Group, threshold: float) -> pd.DataFrame:
 
 
 # ----- for the dashboard -------------------------------------------------------------------------
-@dataclass(frozen=True)
-class GroupView:
-    name: str
-    title: str
-    applies: Callable[[Group], bool]
-    # (group, selected (response, position) or None, response on show or None) -> figure
-    figure: Callable[[Group, "tuple[int, int] | None", "int | None"], go.Figure]
-
-
-GROUP_VIEWS: dict[str, GroupView] = {view.name: view for view in (
-    GroupView("credit.thr", "Token Hidden Reward per token", lambda g: "thr" in g.table,
-              lambda g, selected, response: token_heatmap(g, selected)),
-    GroupView("credit.d3s", "D3S priority |A| x H per token", lambda g: "d3s" in g.table,
-              lambda g, selected, response: token_heatmap(g, selected, signal="d3s")),
-    GroupView("credit.success", "Success rate along a response", lambda g: "success_rate" in g.table,
-              lambda g, selected, response: success_curve(g, response, selected)),
-    GroupView("credit.prefix_tree", "Prefix tree", lambda g: len(g) > 0,
-              lambda g, selected, response: prefix_tree_figure(g, selected)),
-)}
-
-
-def views_for(group: Group) -> list[GroupView]:
-    """The group views that have data in `group`, in order."""
-    return [view for view in GROUP_VIEWS.values() if view.applies(group)]
+GROUP_SECTION = "credit: the group"
+for _panel in (
+    Panel("credit.thr", "Token Hidden Reward per token", lambda g: "thr" in g.table,
+          lambda g, selected: token_heatmap(g, selected), group=GROUP_SECTION, of="group"),
+    Panel("credit.d3s", "D3S priority |A| x H per token", lambda g: "d3s" in g.table,
+          lambda g, selected: token_heatmap(g, selected, signal="d3s"), group=GROUP_SECTION, of="group"),
+    Panel("credit.success", "Success rate along a response", lambda g: "success_rate" in g.table,
+          lambda g, selected, response: success_curve(g, response, selected), group=GROUP_SECTION,
+          settings=("response",), of="group"),
+    Panel("credit.prefix_tree", "Prefix tree", lambda g: len(g) > 0,
+          lambda g, selected: prefix_tree_figure(g, selected), group=GROUP_SECTION, of="group"),
+):
+    register_panel(_panel)
 
 
 def clicked_token(layout_meta, point: dict) -> tuple[int, int] | None:
@@ -424,6 +413,6 @@ def clicked_token(layout_meta, point: dict) -> tuple[int, int] | None:
     return None if position is None or response is None else (response, position)
 
 
-__all__ = ["GROUP_VIEWS", "GroupStrips", "GroupView", "clicked_token", "color_range", "diverging_limit",
+__all__ = ["GROUP_SECTION", "GroupStrips", "clicked_token", "color_range", "diverging_limit",
            "first_searched", "group_strips", "prefix_tree_figure", "response_header", "response_label", "response_run",
-           "strip_scale", "success_curve", "token_heatmap", "views_for"]
+           "strip_scale", "success_curve", "token_heatmap"]

@@ -57,7 +57,6 @@ TITLE = dict(font=dict(size=13), x=0.01, xanchor="left")
 # Layout keys that give a figure built elsewhere this look: pass them when the figure is built
 # (update_layout would merge TEMPLATE into plotly's default template), then set `title_text`.
 LIGHT = dict(font=FONT, template=TEMPLATE, title=TITLE)
-UNITS = {"surprisal": "nats", "entropy": "nats", "varentropy": "nats²", "target_logprob": "nats", "margin": "nats"}
 CHROMIUM = "/usr/bin/chromium"
 
 
@@ -73,8 +72,11 @@ def signal_chart(run: Run, selected: int | None = None, signal: str = "surprisal
     keep = decimate(values, max_points)
     tokens = token_reprs(table["token"].to_numpy()[keep])
     n = len(values)
-    unit = f" {UNITS[signal]}" if signal in UNITS else ""
-    yaxis = dict(title=f"{signal} ({UNITS[signal]})" if unit else signal)
+    from workbench.signals import COLUMNS  # (imported here: the signals import torch)
+
+    column = COLUMNS.get(signal)
+    unit = f" {column.unit}" if column is not None and column.unit else ""
+    yaxis = dict(title=f"{signal} ({column.unit})" if unit else signal)
     plotted = values
     if signal == "rank":  # a log scale, as the strip and the logit lens: log10(1 + rank), ticks named by rank
         plotted = np.log10(1 + values)

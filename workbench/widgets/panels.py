@@ -1,15 +1,18 @@
-"""The panel registry: every signal family contributes its views here, and the notebook
-explorer and the served dashboard show the panels that apply to a run.
+"""The view registry: every signal family contributes its views here, and the notebook
+explorer and the served dashboard show the panels that apply to a run (`panels_for(run)`)
+or, for a Group (RL rollouts), to the group (`panels_for(group, of="group")`).
 
-A panel is a pure figure builder: (run, selected position or None) -> plotly Figure. It
-never calls a model. `applies(run)` says whether the run carries the data the panel needs
+A panel is a pure figure builder: (run, selected position or None) -> plotly Figure. A
+group's panel (`of="group"`) is (group, selected (response, position) or None) -> Figure.
+It never calls a model. `applies(run)` says whether the run carries the data the panel needs
 (e.g. routing arrays), so a dense model's run simply shows no routing panels.
 
     register_panel(Panel("routing.load", "Expert load per layer", applies=has_routing, figure=load_bars))
 
 View settings: a panel that depends on a setting the views share (today: `signal`, the
-table column the token strip is colored by) names it in `settings`, and is then called
-as `figure(run, selected, signal=...)`. Other panels are called as `figure(run, selected)`.
+table column the token strip is colored by; for a group's panel, `response`, the response
+on show) names it in `settings`, and is then called as `figure(run, selected, signal=...)`.
+Other panels are called as `figure(run, selected)`.
 
 Linked selection: the views select a token when a point of a panel's figure is clicked,
 if the figure says which axis holds token positions, in its layout's `meta`:
@@ -34,17 +37,25 @@ if TYPE_CHECKING:
 # Modules that register panels when imported; optional ones may not exist yet.
 BUILTIN_MODULES = ("workbench.widgets.figures",)
 OPTIONAL_MODULES = ("workbench.widgets.routing", "workbench.widgets.attention", "workbench.widgets.sampling",
-                    "workbench.widgets.compare", "workbench.widgets.estimators", "workbench.widgets.speculative")
+                    "workbench.widgets.credit", "workbench.widgets.compare", "workbench.widgets.estimators",
+                    "workbench.widgets.speculative")
+KINDS = ("run", "group")  # what a panel shows
 
 
 @dataclass(frozen=True)
 class Panel:
     name: str  # unique, dotted: "<group>.<view>", e.g. "routing.expert_map"
     title: str
-    applies: Callable[["Run"], bool]
-    figure: Callable[["Run", "int | None"], "go.Figure"]  # (run, selected position) -> figure
+    applies: Callable[["Run"], bool]  # (of a group's panel: Callable[[Group], bool])
+    figure: Callable[["Run", "int | None"], "go.Figure"]  # (run, selected position) -> figure; of a group's
+    # panel: (group, selected (response, position)) -> figure
     group: str = ""  # tab or section it belongs to; defaults to the name's prefix
     settings: tuple[str, ...] = ()  # shared view settings passed to `figure` as keywords
+    of: str = "run"  # what it shows: a Run, or a "group"
+
+    def __post_init__(self):
+        if self.of not in KINDS:
+            raise ValueError(f"panel {self.name}: of={self.of!r}, not one of {KINDS}")
 
     @property
     def section(self) -> str:
@@ -64,9 +75,10 @@ def register_panel(panel: Panel) -> Panel:
     return panel
 
 
-def panels_for(run: "Run") -> list[Panel]:
-    """The registered panels that have data in `run`, in registration order."""
-    return [panel for panel in PANELS.values() if panel.applies(run)]
+def panels_for(result, of: str = "run") -> list[Panel]:
+    """The registered panels of `of` (a "run" or a "group") that have data in `result`, in
+    registration order."""
+    return [panel for panel in PANELS.values() if panel.of == of and panel.applies(result)]
 
 
 def load_builtin_panels() -> dict[str, Panel]:

@@ -13,8 +13,7 @@ import time
 from workbench.errors import WorkbenchError
 from workbench.results.group import Group
 
-from ..credit import (clicked_token, first_searched, response_header, response_label, response_run, strip_scale,
-                      views_for)
+from ..credit import clicked_token, first_searched, response_header, response_label, response_run, strip_scale
 from ..figures import update_in_place
 from ..panels import clicked_position, load_builtin_panels, panels_for
 from ..token_strip import page_count, page_of, page_window, signal_columns, strip_page
@@ -235,7 +234,7 @@ class Dashboard:
         run on show."""
         response = first_searched(group) if response is None else response
         self.group = group
-        self.group_views = [(view, plotly_pane(self._on_group_click, view.name)) for view in views_for(group)]
+        self.group_views = [(view, plotly_pane(self._on_group_click, view.name)) for view in panels_for(group, of="group")]
         self._show(response_run(group, response))
         options = {f"{response_label(group, i)}  {preview(text)}": i for i, text in enumerate(group.responses)}
         self.response_picker.param.update(options=options, value=response)  # (its watcher finds it on show)
@@ -263,8 +262,8 @@ class Dashboard:
             exports = figure_buttons(view, lambda: self.drawn[view.name], self.png_export)
             return pn.Column(pane, exports, width=VIEW_WIDTH + 10)
 
-        sections = {"credit: the group": [shown(view, pane) for view, pane in self.group_views]} if self.group else {}
-        for panel, pane in self.views:
+        sections: dict[str, list] = {}  # the group's panels first
+        for panel, pane in [*self.group_views, *self.views]:
             sections.setdefault(panel.section, []).append(shown(panel, pane))
         self.run, self.selected, self.page = run, None, 0
         self.sections.objects = [
@@ -354,7 +353,7 @@ class Dashboard:
                 self.prev_page.disabled, self.next_page.disabled = self.page == 0, self.page == pages - 1
             self.strip.selected = self.selected
             for view, pane in self.group_views:
-                self._draw(view, pane, lambda: view.figure(self.group, token, self.response))
+                self._draw(view, pane, lambda: view.render(self.group, token, response=self.response))
             for panel, pane in self.views:
                 self._draw(panel, pane, lambda: panel.render(self.run, self.selected, signal=signal,
                                                              **self.view_settings))

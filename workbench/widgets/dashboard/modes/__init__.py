@@ -22,8 +22,8 @@ how its result is shown. To add a mode:
 
 No other module changes: the page builds the picker, the button label, the rows, the text
 box's label and default text from the registry. Views are not registered here: a result's
-views are the panels registered for its columns (`widgets.panels`) and a group's views
-(`widgets.credit.views_for`).
+views are the panels of the one view registry (`widgets.panels`) that apply to it:
+`panels_for(run)`, and for a Group `panels_for(group, of="group")` as well.
 """
 from __future__ import annotations
 
