@@ -22,7 +22,7 @@ _LAZY = {"load": "model.handle", "Model": "model.handle", "Run": "results.run", 
          "explore": "widgets.explorer", "exact_attention": "forward.attention_rows"}
 # Imported on first attribute access (wb.samplers.TopH, wb.kv.heavy_hitters, ...), so that
 # `import workbench` stays free of torch.
-_SUBMODULES = ("samplers", "rewards", "credit", "kv", "routing_stats", "kernels", "widgets", "labs")
+_SUBMODULES = ("samplers", "rewards", "credit", "attribution", "kv", "routing_stats", "kernels", "widgets", "labs")
 
 
 def __getattr__(name):
