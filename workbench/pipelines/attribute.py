@@ -180,9 +180,10 @@ def _as_run(model: Model, tokens: Tokens, targets: Targets, method: str, result:
         table[name] = _per_target(values, positions, n_tokens)
     if targets.foils is not None:
         pieces = [model.tokenizer.decode([i]) for i in targets.foils.tolist()]
-        foil_column = pd.Series([None] * n_tokens, dtype=object)
-        foil_column[positions] = pieces
-        table["foil"] = foil_column
+        foil_column = [None] * n_tokens
+        for position, piece in zip(positions, pieces):
+            foil_column[position] = piece
+        table["foil"] = pd.Series(foil_column, dtype="str")  # the text columns' dtype: a saved run reads back equal
     values = result.values
     defined = ~np.isnan(values).all(axis=0)
     table[f"attr_{method}_total"] = pd.array(np.where(defined, np.nansum(values, axis=0), np.nan), dtype="Float64")
