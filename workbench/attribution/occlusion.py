@@ -54,7 +54,8 @@ def occlusion(model: "Model", ids: torch.Tensor, targets: Targets, group_of: np.
         # [S, K]: how many kept tokens precede each target; the row read is the last of them.
         before = np.stack([np.searchsorted(k, positions) for k in kept])
         read = torch.from_numpy(np.maximum(before - 1, 0)).to(ids.device)
-        hidden = hidden_states(model, input_ids=batch_ids)  # [S, L, d]
+        lengths = torch.tensor([len(k) for k in kept], device=ids.device)
+        hidden = hidden_states(model, input_ids=batch_ids, lengths=lengths)  # [S, L, d]
         rows = hidden[torch.arange(len(chunk), device=ids.device)[:, None], read]  # [S, K, d]
         ablated = scores(model, rows, targets.ids.expand(len(chunk), -1),
                          None if targets.foils is None else targets.foils.expand(len(chunk), -1))  # [S, K]

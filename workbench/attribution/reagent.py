@@ -113,7 +113,8 @@ def predictions(model: "Model", batch: torch.Tensor, lengths: torch.Tensor, ids:
     """For N contexts batch [N, L] (right-padded, lengths [N]) predicting ids [N] (foils [N]):
     the change measure m [N] (p(y), or (p(y) - p(foil)) / 2) and whether the prediction holds
     [N] bool (y among the top_k; contrastive: p(y) > p(foil))."""
-    hidden = hidden_states(model, input_ids=batch)[torch.arange(len(batch), device=batch.device), lengths - 1]
+    hidden = hidden_states(model, input_ids=batch, lengths=lengths)[torch.arange(len(batch), device=batch.device),
+                                                                    lengths - 1]
     logits = model.adapter.logits(model.hf, hidden).double()  # [N, V]
     probs = logits.softmax(-1)
     p_y = probs.gather(-1, ids[:, None])[:, 0]

@@ -54,9 +54,14 @@ def scores(model: "Model", hidden: torch.Tensor, ids: torch.Tensor, foils: torch
 
 
 def hidden_states(model: "Model", *, input_ids: torch.Tensor | None = None,
-                  inputs_embeds: torch.Tensor | None = None) -> torch.Tensor:
+                  inputs_embeds: torch.Tensor | None = None, lengths: torch.Tensor | None = None) -> torch.Tensor:
     """Final-normed hidden states [B, L, d] of a batch (no KV cache). Sequences of different
-    lengths are padded on the right: under the causal mask no real token sees the padding, so
-    no attention mask is needed."""
+    lengths [B] are padded on the right; under the causal mask no real token sees the padding
+    anyway, and the attention mask built from `lengths` says so to the model."""
     backbone = model.adapter.backbone(model.hf)
-    return backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, use_cache=False).last_hidden_state
+    mask = None
+    if lengths is not None:
+        width = (input_ids if input_ids is not None else inputs_embeds).shape[1]
+        mask = (torch.arange(width, device=lengths.device)[None, :] < lengths[:, None]).long()
+    return backbone(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=mask,
+                    use_cache=False).last_hidden_state
