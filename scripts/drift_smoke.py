@@ -67,7 +67,7 @@ def main() -> None:
     warnings: set[str] = set()
     with tempfile.TemporaryDirectory() as outside:  # the installed wheel, not the source folder
         check("the wheel holds workbench.kernels, workbench.widgets and their data",
-              run(["-c", "import workbench.kernels.dispatch, workbench.widgets.app, workbench.model.families, workbench.credit, "
+              run(["-c", "import workbench.kernels.dispatch, workbench.widgets.dashboard, workbench.model.families, workbench.credit, "
                          "pathlib, workbench.widgets as w; assert list(pathlib.Path(w.__file__).parent.glob('static/*.js'))"],
                   cwd=Path(outside)), warnings)
     check("import transformers and workbench from the repository root",

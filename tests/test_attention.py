@@ -189,11 +189,11 @@ def test_attention_panels_appear_for_an_attention_run():
 def test_dashboard_offers_attention_and_shows_its_panels():
     import threading
 
-    from workbench.widgets.app import Dashboard
+    from workbench.widgets.dashboard import Dashboard
 
     model = tiny_model("llama")
     dashboard = Dashboard(model, threading.Lock())
-    assert {"attention", "keyformer"} <= set(dashboard.signals.options)
+    assert {"attention", "keyformer"} <= set(dashboard.controls["analyze"].signals.options)
     dashboard.show_run(model.analyze(TEXT, signals=["uncertainty", "attention", "keyformer"]))
     shown = {panel.name: pane.object for panel, pane in dashboard.views}
     expected = {"attention.heads", "attention.received", "attention.row", "attention.h2o", "attention.keyformer"}

@@ -30,7 +30,7 @@ import workbench.samplers as S
 from workbench.errors import WorkbenchError
 from workbench.model.tiny import tiny_model
 from workbench.widgets import serve
-from workbench.widgets.app import DEFAULT_TEXT, SAMPLER_CHOICES, Dashboard
+from workbench.widgets.dashboard import DEFAULT_TEXT, SAMPLER_CHOICES, Dashboard
 
 
 class AssetParser(HTMLParser):
@@ -276,7 +276,7 @@ def test_one_temperature_field_per_sampling_mode_in_a_browser(server, browser):
         fill(page, "New tokens", 3)
         page.get_by_text("for the first wrong response").click()  # no critical-token search
         page.get_by_role("button", name="Run rollouts").click()
-        page.locator(".tw-status", has_text="2 responses").wait_for(timeout=60_000)
+        page.locator(".tw-status", has_text="2 responses (").wait_for(timeout=60_000)  # (not "sampling 2 responses")
         assert "(temperature 0.7)" in page.locator(".tw-status").inner_text()
 
 
@@ -293,9 +293,10 @@ def test_one_temperature_control_per_sampling_mode_reaches_the_sampler():
     and the one each generated step ran at."""
     model = tiny_model("llama")
     dashboard = Dashboard(model, threading.Lock())
+    sampling = dashboard.sampler_controls
 
     def temperature_fields():
-        return [w for w in dashboard.sampler_controls if w.visible and "temperature" in w.name.lower()]
+        return [w for w in sampling if w.visible and "temperature" in w.name.lower()]
 
     # The sampler each choice must give at temperature 0.6, with the dashboard's default parameters.
     expected = {"greedy": S.Greedy(), "temperature": S.Temperature(0.6), "gumbel": S.Gumbel(0.6),
@@ -305,21 +306,21 @@ def test_one_temperature_control_per_sampling_mode_reaches_the_sampler():
         dashboard.mode.value = mode
         assert len(temperature_fields()) == 1
         for name, sampler in expected.items():
-            dashboard.sampler.value = name
-            dashboard.temperature.value = 0.6
+            sampling.sampler.value = name
+            sampling.temperature.value = 0.6
             fields = temperature_fields()
-            assert fields == [] if name == "greedy" else len(fields) == 1 and fields[0] is dashboard.temperature
-            assert dashboard._sampling()["sampler"] == sampler, (mode, name)
+            assert fields == [] if name == "greedy" else len(fields) == 1 and fields[0] is sampling.temperature
+            assert sampling.options()["sampler"] == sampler, (mode, name)
 
     dashboard.mode.value = "generate"
-    dashboard.sampler.value, dashboard.temperature.value, dashboard.max_new_tokens.value = "temperature", 0.5, 4
-    run = finish(dashboard._generate())
+    sampling.sampler.value, sampling.temperature.value, sampling.max_new_tokens.value = "temperature", 0.5, 4
+    run = finish(dashboard.compute("generate"))
     assert run.table.loc[run.table["generated"], "temperature"].tolist() == [0.5] * 4
     dashboard.mode.value = "rollouts"  # (back to the last sampler chosen in this mode: top-h)
-    dashboard.sampler.value, dashboard.temperature.value = "temperature", 0.7
-    dashboard.n.value, dashboard.max_new_tokens.value = 2, 3
-    dashboard.critical_first.value = False
-    assert finish(dashboard._rollouts()).meta["sampler"] == "temperature 0.7"
+    sampling.sampler.value, sampling.temperature.value = "temperature", 0.7
+    dashboard.controls["rollouts"].n.value, sampling.max_new_tokens.value = 2, 3
+    dashboard.controls["rollouts"].critical_first.value = False
+    assert finish(dashboard.compute("rollouts")).meta["sampler"] == "temperature 0.7"
 
 
 def test_the_status_names_the_sampler_chosen():
@@ -327,16 +328,17 @@ def test_the_status_names_the_sampler_chosen():
     in the words of the sampling chart's title. (Gumbel-max at temperature T is the
     temperature sampler: every sampler draws by Gumbel-max; the status names both.)"""
     dashboard = Dashboard(tiny_model("llama"), threading.Lock())
+    sampling = dashboard.sampler_controls
     dashboard.mode.value = "generate"
-    dashboard.max_new_tokens.value = 2
+    sampling.max_new_tokens.value = 2
     chosen = (("gumbel", None, 1.0, "gumbel, that is temperature 1"), ("greedy", None, 1.0, "greedy"),
               ("top-p", 0.9, 0.7, "top-p 0.9, temperature 0.7"), ("top-k", 20, 1.5, "top-k 20, temperature 1.5"),
               ("top-h", 0.3, 1.0, "top-h 0.3, temperature 1"), ("temperature", None, 0.5, "temperature 0.5"))
     for name, value, temperature, label in chosen:
-        dashboard.sampler.value, dashboard.temperature.value = name, temperature
+        sampling.sampler.value, sampling.temperature.value = name, temperature
         if value is not None:
-            dashboard.sampler_value.value = value
-        finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+            sampling.sampler_value.value = value
+        finish(dashboard.go())
         assert f"with {dashboard.model.name} ({label}) in " in dashboard.status.object, (name, dashboard.status.object)
         assert "((" not in dashboard.status.object
         titles = [figure.layout.title.text for figure in dashboard.drawn.values()
@@ -356,16 +358,17 @@ def test_the_sampler_fields_and_the_cli_flags_read_one_table(monkeypatch):
     top_p = replace(sampler_parameters.BY_NAME["top-p"], default=0.8, allowed=Range(0.5, 1))
     monkeypatch.setitem(sampler_parameters.BY_NAME, "top-p", top_p)
     dashboard = Dashboard(tiny_model("llama"), threading.Lock())
+    sampling = dashboard.sampler_controls
     dashboard.mode.value = "generate"
-    assert (dashboard.sampler.value, dashboard.sampler_value.value) == ("top-p", 0.8)
-    assert dashboard._sampling()["sampler"] == S.TopP(0.8)
+    assert (sampling.sampler.value, sampling.sampler_value.value) == ("top-p", 0.8)
+    assert sampling.options()["sampler"] == S.TopP(0.8)
     args = build_parser().parse_args(["generate", "x", "--sampler", "top-p"])
     assert sampler_from_args(args) == S.TopP(0.8)
     with pytest.raises(WorkbenchError, match="needs a value, e.g. top-p:0.8"):
         S.from_spec("top-p")
-    dashboard.sampler_value.value = 0.4
+    sampling.sampler_value.value = 0.4
     with pytest.raises(WorkbenchError, match="top-p's p must be at least 0.5 and at most 1; got 0.4"):
-        dashboard._sampling()
+        sampling.options()
     with pytest.raises(WorkbenchError, match=re.escape("--top-p must be in [0.5, 1], got 0.4")):
         sampler_from_args(build_parser().parse_args(["generate", "x", "--sampler", "top-k", "--top-p", "0.4"]))
 
@@ -381,19 +384,21 @@ def test_the_cli_and_the_dashboard_refuse_the_same_values(name, refused, allowed
     from workbench.cli.main import build_parser, sampler_from_args
 
     dashboard = Dashboard(tiny_model("llama"), threading.Lock())
+
+    sampling = dashboard.sampler_controls
     dashboard.mode.value = "generate"
-    dashboard.sampler.value = name
+    sampling.sampler.value = name
     flag = {"top-k": "--top-k", "top-p": "--top-p", "min-p": "--min-p", "top-h": "--alpha"}[name]
     for value in refused + allowed:
-        dashboard.sampler_value.value = value
+        sampling.sampler_value.value = value
         args = build_parser().parse_args(["generate", "x", "--sampler", name, flag, str(value)])
         if value in refused:
             with pytest.raises(WorkbenchError, match=f"{name}'s"):
-                dashboard._sampling()
+                sampling.options()
             with pytest.raises(WorkbenchError, match=flag):
                 sampler_from_args(args)
         else:
-            assert sampler_from_args(args) == dashboard._sampling()["sampler"] == S.from_spec(f"{name}:{value}")
+            assert sampler_from_args(args) == sampling.options()["sampler"] == S.from_spec(f"{name}:{value}")
 
 
 def test_the_logit_lens_is_named_as_the_slow_part_while_it_runs(monkeypatch):
@@ -408,12 +413,12 @@ def test_the_logit_lens_is_named_as_the_slow_part_while_it_runs(monkeypatch):
 
     monkeypatch.setattr(model, "analyze", slow_analyze)
     dashboard = Dashboard(model, threading.Lock())
-    dashboard.signals.value = ["logit_lens"]
-    finish(dashboard._analyze())  # (the status still shows the work, as nothing showed the run)
+    dashboard.controls["analyze"].signals.value = ["logit_lens"]
+    finish(dashboard.compute("analyze"))  # (the status still shows the work, as nothing showed the run)
     working = html.unescape(dashboard.status.object)
     assert "Working" in working and "the logit lens reads every layer through the lm_head and takes longest" in working
-    dashboard.signals.value = []
-    finish(dashboard._analyze())
+    dashboard.controls["analyze"].signals.value = []
+    finish(dashboard.compute("analyze"))
     assert "Working" in dashboard.status.object and "logit lens" not in dashboard.status.object
 
 
@@ -422,17 +427,18 @@ def test_chat_status_says_the_template_added_its_system_prompt(smol):
     """SmolLM2's chat template writes its own system prompt before messages without one: the
     status says so and how to replace it, in each mode; after a 'system:' line it says nothing."""
     dashboard = Dashboard(smol, threading.Lock())
+    sampling = dashboard.sampler_controls
     dashboard.input_kind.value = "Chat messages"
-    dashboard.max_new_tokens.value = 2
+    sampling.max_new_tokens.value = 2
     note = ("The model's chat template added its default system prompt (\"You are a helpful AI assistant named "
             "SmolLM, trained by Hugging Face\"); to replace it, start the chat messages with a 'system:' line.")
     for mode in ("analyze", "generate"):
         dashboard.mode.value = mode
         dashboard.text.value = "user: What is the capital of Italy?"
-        finish(dashboard._busy(dashboard.modes[mode], dashboard._show_result))
+        finish(dashboard.go())
         assert note in html.unescape(dashboard.status.object), (mode, dashboard.status.object)
         dashboard.text.value = "system: Answer in one word.\nuser: What is the capital of Italy?"
-        finish(dashboard._busy(dashboard.modes[mode], dashboard._show_result))
+        finish(dashboard.go())
         status = html.unescape(dashboard.status.object)
         assert "with workbench:smollm2-135m" in status and "system prompt" not in status, (mode, status)
 
@@ -453,10 +459,11 @@ def test_an_out_of_range_field_is_refused_by_name(sampler, field, typed, message
     model = tiny_model("llama")
     model.generate = lambda **kwargs: pytest.fail(f"generated with {kwargs}")
     dashboard = Dashboard(model, threading.Lock())
+    sampling = dashboard.sampler_controls
     dashboard.mode.value = "generate"
-    dashboard.sampler.value = sampler
-    getattr(dashboard, field).value = typed
-    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    sampling.sampler.value = sampler
+    getattr(sampling, field).value = typed
+    finish(dashboard.go())
     assert f"Error: {message}" in html.unescape(dashboard.status.object) and "error" in dashboard.status.object
 
 
@@ -464,12 +471,12 @@ def test_rollout_fields_are_checked_too():
     model = tiny_model("llama")
     dashboard = Dashboard(model, threading.Lock())
     dashboard.mode.value = "rollouts"
-    dashboard.n.value = 0
+    dashboard.controls["rollouts"].n.value = 0
     with pytest.raises(WorkbenchError, match="Responses must be at least 1 and at most 64, a whole number; got 0"):
-        finish(dashboard._rollouts())
-    dashboard.n.value, dashboard.critical_budget.value = 2, 5000
+        finish(dashboard.compute("rollouts"))
+    dashboard.controls["rollouts"].n.value, dashboard.controls["rollouts"].critical_budget.value = 2, 5000
     with pytest.raises(WorkbenchError, match="prefixes at most must be at least 1 and at most 1024"):
-        dashboard._critical_options()
+        dashboard.controls["rollouts"].critical_options()
 
 
 def test_serve_options_and_warning_for_public_hosts(monkeypatch, capsys):
@@ -496,14 +503,14 @@ def test_the_truncate_box_keeps_the_first_tokens_of_a_long_text():
     dashboard = Dashboard(model, threading.Lock())
     dashboard.text.value = "word " * 600
     with pytest.raises(WorkbenchError, match="dashboard: the 'truncate' box"):
-        finish(dashboard._analyze())
-    dashboard.truncate.value = True
-    run = finish(dashboard._analyze())
+        finish(dashboard.compute("analyze"))
+    dashboard.controls["analyze"].truncate.value = True
+    run = finish(dashboard.compute("analyze"))
     assert len(run) == 512 and run.meta["truncated_from"] == len(model.tokenizer("word " * 600)["input_ids"])
 
 
 def test_chat_messages_name_what_is_wrong():
-    from workbench.widgets.app import parse_messages
+    from workbench.widgets.dashboard import parse_messages
 
     assert parse_messages("system: Be brief.\nuser: Hi\nthere") == [
         {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi\nthere"}]
@@ -515,13 +522,14 @@ def test_chat_messages_name_what_is_wrong():
 
 def test_the_status_says_why_generation_ended_early():
     dashboard = Dashboard(tiny_model("llama"), threading.Lock())
+    sampling = dashboard.sampler_controls
     dashboard.mode.value = "generate"
-    dashboard.sampler.value, dashboard.max_new_tokens.value = "greedy", 3
-    run = finish(dashboard._generate())
-    dashboard._show_result(run, 1.0)
+    sampling.sampler.value, sampling.max_new_tokens.value = "greedy", 3
+    run = finish(dashboard.compute("generate"))
+    dashboard.show_result(run, 1.0)
     assert run.meta["stop_reason"] == "length" and "3 tokens generated with" in dashboard.status.object
     run.meta["stop_reason"] = "eos"
-    dashboard._show_result(run, 1.0)
+    dashboard.show_result(run, 1.0)
     assert "3 tokens generated (the model ended its text) with" in dashboard.status.object
 
 
@@ -532,22 +540,23 @@ def test_the_adaptive_temperature_sampler_is_offered():
     names it. A one-token prompt, too short a reference, is refused in one line."""
     model = tiny_model("llama")
     dashboard = Dashboard(model, threading.Lock())
+    sampling = dashboard.sampler_controls
     dashboard.mode.value = "generate"
-    dashboard.sampler.value = "adaptive"
-    dashboard.sampler_value.value, dashboard.temperature.value, dashboard.max_new_tokens.value = 0.3, 0.8, 4
-    dashboard.seed.value = 5
-    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    sampling.sampler.value = "adaptive"
+    sampling.sampler_value.value, sampling.temperature.value, sampling.max_new_tokens.value = 0.3, 0.8, 4
+    sampling.seed.value = 5
+    finish(dashboard.go())
     expected = model.generate(DEFAULT_TEXT, sampler=S.Adaptive(model.analyze(DEFAULT_TEXT), 0.3, 0.8),
                               max_new_tokens=4, seed=5, progress=False)
     assert dashboard.run.table["token_id"].tolist() == expected.table["token_id"].tolist()
     temperatures = dashboard.run.table.loc[dashboard.run.table["generated"], "temperature"]
     assert temperatures.tolist() == expected.table.loc[expected.table["generated"], "temperature"].tolist()
     assert "(adaptive temperature 0.8 (HAPO, tau 0.3))" in html.unescape(dashboard.status.object)
-    dashboard.sampler_value.value = 1.5
-    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    sampling.sampler_value.value = 1.5
+    finish(dashboard.go())
     assert "Error: HAPO's tau must be at least 0 and at most 0.95; got 1.5" in html.unescape(dashboard.status.object)
-    dashboard.sampler_value.value, dashboard.text.value = 0.3, "Hi"
-    finish(dashboard._busy(dashboard._generate, dashboard._show_result))
+    sampling.sampler_value.value, dashboard.text.value = 0.3, "Hi"
+    finish(dashboard.go())
     assert "write a longer one" in html.unescape(dashboard.status.object)
 
 
@@ -582,7 +591,7 @@ def test_a_page_closed_mid_write_prints_no_traceback_and_other_errors_still_do()
     code = """
 import asyncio, gc
 from tornado.websocket import WebSocketClosedError
-from workbench.widgets.app import _quiet_closed_pages
+from workbench.widgets.dashboard.server import _quiet_closed_pages
 _quiet_closed_pages()
 async def closed_page(): raise WebSocketClosedError()
 async def other_error(): raise ValueError("still reported")

@@ -14,7 +14,7 @@ from pages import ROOT, start_server, stop_server, watched_page
 LONG_TEXT = " ".join(["word"] * 40)  # over 64 tokens: slowed down to a minute
 SHORT_TEXT = "The capital of France is Paris."  # not slowed down
 SOON_MS = 10_000  # cancelled work gives way within this (it stops at the next module call: 2 s at most)
-PAGE_GONE_MS = 30_000  # a closed page's session ends within 12 s (app.UNUSED_SESSION_MS + CHECK_SESSIONS_MS)
+PAGE_GONE_MS = 30_000  # a closed page's session ends within 12 s (dashboard.server.UNUSED_SESSION_MS + CHECK_SESSIONS_MS)
 VIEWPORT = {"width": 1200, "height": 900}
 
 

@@ -13,7 +13,7 @@ from .token_strip import TokenStrip, token_strip
 
 __all__ = ["Explorer", "TokenStrip", "explore", "serve", "token_strip"]
 
-_LAZY = {"Explorer": ".explorer", "explore": ".explorer", "serve": ".app"}
+_LAZY = {"Explorer": ".explorer", "explore": ".explorer", "serve": ".dashboard"}
 
 
 def __getattr__(name: str):
