@@ -45,8 +45,14 @@ def scored_rows_bytes(model: "Model", n_rows: int) -> int:
     return n_rows * model.vocab_size * 4 * 2  # the logits and their log-softmax
 
 
+CPU_WORKING_SET = 4 * memory.GIB  # batches on a CPU grow no faster beyond this: stay within it
+
+
 def usable_bytes(model: "Model") -> int:
-    return int(memory.HEADROOM * memory.available_bytes(model.device))
+    """What one pass may hold: the usable share of the free memory, on a CPU at most
+    CPU_WORKING_SET (a larger batch runs no faster there, and a laptop stays responsive)."""
+    usable = int(memory.HEADROOM * memory.available_bytes(model.device))
+    return usable if model.device.type == "cuda" else min(usable, CPU_WORKING_SET)
 
 
 def gradient_batches(model: "Model", n_tokens: int, n_targets: int, n_points: int, what: str,

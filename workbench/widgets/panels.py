@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 
 # Modules that register panels when imported; optional ones may not exist yet.
 BUILTIN_MODULES = ("workbench.widgets.figures",)
-OPTIONAL_MODULES = ("workbench.widgets.routing", "workbench.widgets.attention", "workbench.widgets.sampling")
+OPTIONAL_MODULES = ("workbench.widgets.routing", "workbench.widgets.attention", "workbench.widgets.sampling",
+                    "workbench.widgets.attribution")
 
 
 @dataclass(frozen=True)
