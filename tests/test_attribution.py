@@ -259,3 +259,11 @@ def test_model_attribute_generates_and_refuses_bad_input(model, monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda device: 1000)
     with pytest.raises(MemoryEstimateExceeded, match="saliency of"):
         model.attribute(PROMPT, continuation=CONTINUATION, progress=False)
+
+
+def test_occlusion_of_a_span_holding_every_token_has_no_value(model):
+    """One sentence is the whole text: leaving it out leaves nothing to predict from (NaN), and
+    the run still comes back."""
+    run = model.attribute(PROMPT, continuation=" Paris", method="occlusion", level="sentence", progress=False)
+    assert np.isnan(run.arrays["attr_occlusion"]).all()
+    assert run.table["target_score"].notna()[run.table["target"]].all()

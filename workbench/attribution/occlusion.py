@@ -48,13 +48,14 @@ def occlusion(model: "Model", ids: torch.Tensor, targets: Targets, group_of: np.
     for start in range(0, len(spans), size):
         chunk = spans[start:start + size]
         kept = [np.setdiff1d(np.arange(n_tokens), span) for span in chunk]
-        batch_ids = torch.zeros((len(chunk), max(len(k) for k in kept)), dtype=ids.dtype, device=ids.device)
+        # (a span of every token leaves an empty sequence: one padding token stands in, never read)
+        batch_ids = torch.zeros((len(chunk), max(1, *(len(k) for k in kept))), dtype=ids.dtype, device=ids.device)
         for row, k in enumerate(kept):
             batch_ids[row, :len(k)] = ids[torch.from_numpy(k).to(ids.device)]
         # [S, K]: how many kept tokens precede each target; the row read is the last of them.
         before = np.stack([np.searchsorted(k, positions) for k in kept])
         read = torch.from_numpy(np.maximum(before - 1, 0)).to(ids.device)
-        lengths = torch.tensor([len(k) for k in kept], device=ids.device)
+        lengths = torch.tensor([max(len(k), 1) for k in kept], device=ids.device)
         hidden = hidden_states(model, input_ids=batch_ids, lengths=lengths)  # [S, L, d]
         rows = hidden[torch.arange(len(chunk), device=ids.device)[:, None], read]  # [S, K, d]
         ablated = scores(model, rows, targets.ids.expand(len(chunk), -1),

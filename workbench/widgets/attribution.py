@@ -127,7 +127,7 @@ def words_figure(run: Run, selected: int | None = None) -> go.Figure:
     figure = go.Figure(go.Bar(x=firsts[keep], y=words[keep], customdata=np.array(names, dtype=object)[keep],
                               hovertemplate="%{customdata!r}: %{y:.4g}<extra></extra>", marker_color="#8fa8c8"))
     figure.update_layout(**figure_layout(f"Words before {_label(run, target)}", position_axis="x",
-                                         xaxis=dict(tickvals=firsts[keep], ticktext=[repr(n) for n in
+                                         xaxis=dict(tickmode="array", tickvals=firsts[keep], ticktext=[repr(n) for n in
                                                                                     np.array(names)[keep]],
                                                     tickangle=-45)))
     figure.add_shape(selection_line(target))  # the target, after its words
