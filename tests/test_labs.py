@@ -46,6 +46,18 @@ def margin_of_probabilities(logits):
     return first - second
 
 
+def saliency_squared(gradients):
+    return (gradients ** 2).sum(-1)
+
+
+def integrated_gradients_without_the_input_difference(gradient_of_f, embeddings, baseline, steps):
+    return sum(gradient_of_f(baseline + k / steps * (embeddings - baseline)) for k in range(1, steps + 1)).sum(-1) / steps
+
+
+def leave_one_out_reversed(log_prob, context):
+    return torch.tensor([log_prob(context[:s] + context[s + 1:]) - log_prob(context) for s in range(len(context))])
+
+
 def temperature_multiplied(logits, t):
     return torch.softmax(logits * t, -1)
 
@@ -76,6 +88,9 @@ WRONG_ANSWERS = {
     "check_top_p": top_p_stopping_short,
     "check_min_p": min_p_absolute,
     "check_top_h": top_h_without_renormalizing,
+    "check_saliency": saliency_squared,
+    "check_integrated_gradients": integrated_gradients_without_the_input_difference,
+    "check_leave_one_out": leave_one_out_reversed,
 }
 
 
@@ -90,7 +105,9 @@ def test_checker_rejects_a_wrong_answer(checker, capsys):
         getattr(labs, checker)(WRONG_ANSWERS[checker])
     message = str(caught.value)
     assert "expected" in message and "got" in message, message
-    assert " z " in message or "z = " in message, f"the message does not name the input: {message}"
+    # the input named: logits z, gradients g, or the toy function of the attribution checkers
+    assert any(name in message for name in (" z ", "z = ", "g = ", "the toy f", "toy log_prob")), \
+        f"the message does not name the input: {message}"
     assert "correct" not in capsys.readouterr().out
 
 
