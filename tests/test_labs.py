@@ -48,6 +48,18 @@ def margin_of_probabilities(logits):
     return first - second
 
 
+def saliency_squared(gradients):
+    return (gradients ** 2).sum(-1)
+
+
+def integrated_gradients_without_the_input_difference(gradient_of_f, embeddings, baseline, steps):
+    return sum(gradient_of_f(baseline + k / steps * (embeddings - baseline)) for k in range(1, steps + 1)).sum(-1) / steps
+
+
+def leave_one_out_reversed(log_prob, context):
+    return torch.tensor([log_prob(context[:s] + context[s + 1:]) - log_prob(context) for s in range(len(context))])
+
+
 def temperature_multiplied(logits, t):
     return torch.softmax(logits * t, -1)
 
@@ -124,6 +136,9 @@ WRONG_ANSWERS = {
     "check_document_perplexity": perplexity_counting_first_tokens_as_zero,
     "check_rho1_threshold": threshold_of_the_bottom,
     "check_selected_share": share_strictly_above,
+    "check_saliency": saliency_squared,
+    "check_integrated_gradients": integrated_gradients_without_the_input_difference,
+    "check_leave_one_out": leave_one_out_reversed,
 }
 
 
@@ -138,9 +153,10 @@ def test_checker_rejects_a_wrong_answer(checker, capsys):
         getattr(labs, checker)(WRONG_ANSWERS[checker])
     message = str(caught.value)
     assert "expected" in message and "got" in message, message
-    # logits z, an acceptance rate a, a vector, or the worked example of a table
-    named = any(part in message for part in (" z ", "z = ", "a = ", " = (", "on the worked example"))
-    assert named, f"the message does not name the input: {message}"
+    # the input named: logits z, an acceptance rate a, a vector, a table's worked example, gradients g,
+    # or the toy function of the attribution checkers
+    parts = (" z ", "z = ", "a = ", " = (", "on the worked example", "g = ", "the toy f", "toy log_prob")
+    assert any(part in message for part in parts), f"the message does not name the input: {message}"
     assert "correct" not in capsys.readouterr().out
 
 

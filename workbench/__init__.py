@@ -23,7 +23,7 @@ _LAZY = {"load": "model.handle", "Model": "model.handle", "Run": "results.run", 
 # Imported on first attribute access (wb.samplers.TopH, wb.kv.heavy_hitters, ...), so that
 # `import workbench` stays free of torch. `wb.corpus(model, source, out=...)` is the corpus
 # package called as a function (workbench/corpus/__init__.py says why).
-_SUBMODULES = ("samplers", "rewards", "credit", "estimators", "kv", "routing_stats", "kernels", "widgets", "labs", "corpus")
+_SUBMODULES = ("samplers", "rewards", "credit", "estimators", "attribution", "kv", "routing_stats", "kernels", "widgets", "labs", "corpus")
 
 
 def __getattr__(name):

@@ -450,3 +450,85 @@ def check_expected_tokens(expected_tokens) -> None:  # labs 07 and 08
 
 
 __all__ += ["check_accept_probability", "check_acceptance_rate"]  # check_expected_tokens: lab 07 lists it
+
+
+# ----- lab 09: attribution (notebooks/09_attribution.ipynb) -----------------------------------------------
+# Notation (docs/signals.md, Attribution): f the score of one target token (log p(y)), e_s the input
+# embedding of source token s [d], g_s = d f / d e_s, b a baseline input.
+__all__ += ["check_saliency", "check_integrated_gradients", "check_leave_one_out"]
+
+TOY_TOKENS, TOY_WIDTH = 6, 4  # the toy inputs [T, d] of the attribution checkers
+
+
+def toy_score(embeddings: torch.Tensor) -> torch.Tensor:
+    """A smooth toy f(x) of inputs x [T, d] with a known gradient (`toy_gradient`):
+    f = sum_{s,i} w_{s,i} tanh(x_{s,i}) with fixed weights w."""
+    return (toy_weights() * torch.tanh(embeddings)).sum()
+
+
+def toy_gradient(embeddings: torch.Tensor) -> torch.Tensor:
+    """d f / d x [T, d] of `toy_score`: w (1 - tanh(x)^2)."""
+    return toy_weights() * (1 - torch.tanh(embeddings) ** 2)
+
+
+def toy_weights() -> torch.Tensor:
+    return torch.randn(TOY_TOKENS, TOY_WIDTH, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+
+
+def check_saliency(saliency) -> None:
+    """saliency(gradients [T, d]) -> [T]: ||g_s||_2 for every source s (Simonyan et al. 2014).
+    Worked example: g = ((3, 4), (0, 0), (1, 0)) -> (5, 0, 1)."""
+    example = torch.tensor([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
+    expected = torch.tensor([5.0, 0.0, 1.0])
+    got = expect_tensor("saliency", saliency(example.clone()), expected, "the worked example g = ((3, 4), (0, 0), (1, 0))")
+    for s in range(3):
+        expect_number(f"saliency[{s}]", got[s], float(expected[s]), "the worked example g = ((3, 4), (0, 0), (1, 0))")
+    gradients = torch.randn(TOY_TOKENS, TOY_WIDTH, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    reference = torch.linalg.vector_norm(gradients, dim=-1)
+    got = expect_tensor("saliency", saliency(gradients.clone()), reference, "random gradients [6, 4]")
+    for s in range(TOY_TOKENS):
+        expect_number(f"saliency[{s}]", got[s], float(reference[s]), "random gradients [6, 4]")
+    print("saliency: correct on the worked example and random gradients (compared with the norm of each row)")
+
+
+def check_integrated_gradients(integrated_gradients) -> None:
+    """integrated_gradients(gradient_of_f, embeddings [T, d], baseline [T, d], steps) -> [T]:
+    IG_s = (e_s - b_s) . (1/m) sum_{k=1..m} g_s(b + (k/m)(e - b)) (Sundararajan et al. 2017), on the
+    toy f = sum w tanh(x); its sum over s must approach f(e) - f(b) as the steps grow (completeness)."""
+    generator = torch.Generator().manual_seed(2)
+    embeddings = torch.randn(TOY_TOKENS, TOY_WIDTH, generator=generator, dtype=torch.float64)
+    baseline = torch.zeros_like(embeddings)
+    for steps in (1, 4, 32):
+        alphas = torch.arange(1, steps + 1, dtype=torch.float64) / steps
+        mean_gradient = sum(toy_gradient(baseline + a * (embeddings - baseline)) for a in alphas) / steps
+        reference = ((embeddings - baseline) * mean_gradient).sum(-1)
+        where = f"the toy f = sum w tanh(x) on random inputs [6, 4], zero baseline, steps = {steps}"
+        got = expect_tensor("integrated_gradients",
+                            integrated_gradients(toy_gradient, embeddings.clone(), baseline.clone(), steps),
+                            reference, where)
+        for s in range(TOY_TOKENS):
+            expect_number(f"integrated_gradients[{s}]", got[s], float(reference[s]), where)
+    gap = float(got.sum() - (toy_score(embeddings) - toy_score(baseline)))
+    print(f"completeness with 32 steps: sum_s IG_s - (f(e) - f(b)) = {gap:+.2e}")
+    print("integrated_gradients: correct on a toy f at 1, 4 and 32 steps (compared with the right Riemann sum)")
+
+
+def check_leave_one_out(leave_one_out) -> None:
+    """leave_one_out(log_prob, context) -> [len(context)]: log_prob(context) - log_prob(context
+    without token s) for every s (Li et al. 2016), log_prob(ids) the score of the target after the
+    list of token ids. Checked with a toy log_prob in which order matters: each id's weight, halved
+    for every token after it."""
+    weights = torch.randn(50, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+
+    def log_prob(ids) -> float:
+        ids = list(ids)
+        return float(-sum(weights[i] * 0.5 ** (len(ids) - 1 - j) for j, i in enumerate(ids)) ** 2)
+
+    for context in ([3, 7], [5, 1, 9, 4, 5]):
+        where = f"a toy log_prob on the context {context}"
+        reference = torch.tensor([log_prob(context) - log_prob(context[:s] + context[s + 1:])
+                                  for s in range(len(context))])
+        got = expect_tensor("leave_one_out", leave_one_out(log_prob, list(context)), reference, where)
+        for s in range(len(context)):
+            expect_number(f"leave_one_out[{s}]", got[s], float(reference[s]), where)
+    print("leave_one_out: correct on two toy contexts (compared with a re-run of log_prob without each token)")

@@ -131,6 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     commands.add_parser("models", help="list the embedded models")
 
+    from .attribute import add_command as add_attribute  # the subcommand lives in its own module
+    add_attribute(commands)
+
     bench = commands.add_parser("bench", help="kernel benchmarks: time, GB/s, roofline, speedups (GPU; --quick on CPU)")
     bench.add_argument("--quick", action="store_true", help="tiny shapes on the CPU, to check the harness")
     bench.add_argument("--out", type=Path, help="one JSON for all results, plus a plot next to it (.html); "
@@ -542,6 +545,12 @@ def _check_port_free(host: str, port: int) -> None:
                              "machine (127.0.0.1, 0.0.0.0 for every one) and --port a free port") from None
 
 
+def cmd_attribute(args) -> int:
+    from .attribute import cmd_attribute as attribute  # its own module, which uses the helpers here
+
+    return attribute(args)
+
+
 def cmd_models(args) -> int:
     from ..model.embedded import EMBEDDED
 
@@ -592,7 +601,8 @@ def cmd_bench(args) -> int:
 
 
 COMMANDS = {"analyze": cmd_analyze, "generate": cmd_generate, "rollouts": cmd_rollouts, "compare": cmd_compare,
-            "serve": cmd_serve, "models": cmd_models, "bench": cmd_bench, "corpus": corpus_command.cmd_corpus}
+            "serve": cmd_serve, "models": cmd_models, "bench": cmd_bench, "corpus": corpus_command.cmd_corpus,
+            "attribute": cmd_attribute}
 
 if __name__ == "__main__":
     sys.exit(main())

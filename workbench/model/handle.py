@@ -164,6 +164,29 @@ class Model:
                        reference_context=reference_context, beta=beta, cdpo_beta=cdpo_beta, top_k=top_k,
                        commitment=commitment, branches=branches, branch_tokens=branch_tokens, progress=progress)
 
+    def attribute(
+        self,
+        prompt: str,
+        *,
+        continuation: str | None = None,
+        max_new_tokens: int | None = None,
+        method: str = "saliency",
+        targets: Sequence[int] | None = None,
+        foil=None,
+        progress: bool = True,
+        **options,
+    ):
+        """Which earlier tokens made the model produce each token of `continuation` (or of
+        `max_new_tokens` greedily generated ones): a `Run` with run.arrays["attr_<method>"]
+        [target, source] and per-source totals in run.table. method: "saliency",
+        "input_x_gradient", "integrated_gradients", "occlusion" or "reagent"; foil: contrast
+        each target with this token. options: each method's settings (steps, baseline,
+        level, replacement, ...). See `workbench.pipelines.attribute.attribute`."""
+        from ..pipelines.attribute import attribute
+
+        return attribute(self, prompt, continuation=continuation, max_new_tokens=max_new_tokens, method=method,
+                         targets=targets, foil=foil, progress=progress, **options)
+
     def __repr__(self) -> str:
         params = sum(p.numel() for p in self.hf.parameters())
         return (

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 BUILTIN_MODULES = ("workbench.widgets.figures",)
 OPTIONAL_MODULES = ("workbench.widgets.routing", "workbench.widgets.attention", "workbench.widgets.sampling",
                     "workbench.widgets.credit", "workbench.widgets.compare", "workbench.widgets.estimators",
-                    "workbench.widgets.speculative")
+                    "workbench.widgets.speculative", "workbench.widgets.attribution")
 KINDS = ("run", "group")  # what a panel shows
 
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 DEFAULT_TEXT = "The capital of France is Paris."
 DEFAULT_CHAT = "user: What is the capital of Italy?\nassistant: The capital of Italy is Rome."
 STOPPED = {"eos": " (the model ended its text)", "stop": " (a stop string appeared)"}  # why generation ended early
-MODULES = ("analyze", "generate", "rollouts", "compare")  # one per mode, in the Mode picker's order
+MODULES = ("analyze", "generate", "rollouts", "compare", "attribute")  # one per mode, in the Mode picker's order
 
 
 def show_run(page: Dashboard, run, seconds: float) -> None:

@@ -1,0 +1,68 @@
+"""`workbench attribute` in every format, against model.attribute on the same input (in process:
+the CLI's own code path, without a subprocess's start-up per format)."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from safetensors.numpy import load_file
+
+import workbench as wb
+from workbench.cli.attribute import TOP_SOURCES as TOP
+from workbench.cli.main import main
+
+PROMPT, CONTINUATION = "The capital of France is", " Paris."
+ARGS = ["attribute", PROMPT, "--continuation", CONTINUATION, "--model", "tiny:gpt2"]
+
+
+def test_formats_hold_what_the_api_computes(tmp_path, capsys):
+    expected = wb.load("tiny:gpt2").attribute(PROMPT, continuation=CONTINUATION, method="input_x_gradient",
+                                              foil=" b", progress=False)
+    method_args = ARGS + ["--method", "input_x_gradient", "--foil", " b"]
+    assert main(method_args + ["--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    values = np.array(data["arrays"]["attr_input_x_gradient"], dtype=float)  # NaN came as null
+    np.testing.assert_allclose(values, expected.arrays["attr_input_x_gradient"], rtol=1e-5, atol=1e-7)
+    assert data["meta"]["attribution"]["contrastive"] and data["tokens"][-1]["foil"] == " b"
+
+    assert main(method_args + ["--format", "run", "--out", str(tmp_path / "run")]) == 0
+    saved = wb.Run.load(tmp_path / "run")
+    np.testing.assert_allclose(saved.arrays["attr_input_x_gradient"], expected.arrays["attr_input_x_gradient"],
+                               rtol=1e-5, atol=1e-7)
+    assert main(method_args + ["--format", "parquet", "--out", str(tmp_path / "a.parquet")]) == 0
+    rows = pd.read_parquet(tmp_path / "a.parquet")
+    assert rows["target"].tolist() == expected.table["target"].tolist()
+    assert load_file(str(tmp_path / "a.arrays.safetensors"))["attr_targets"].tolist() == \
+        expected.arrays["attr_targets"].tolist()
+
+    assert main(ARGS + ["--method", "occlusion", "--level", "word"]) == 0
+    table = capsys.readouterr().out
+    occluded = wb.load("tiny:gpt2").attribute(PROMPT, continuation=CONTINUATION, method="occlusion", level="word",
+                                             progress=False)
+    lines = table.splitlines()
+    assert "occlusion of" in lines[0] and lines[1] == PROMPT + CONTINUATION
+    last = occluded.arrays["attr_targets"][-1]
+    row = occluded.arrays["attr_occlusion"][-1]
+    strongest = int(np.nanargmax(np.abs(row)))
+    # the last target's line names its strongest source first
+    assert lines[-1].split()[0] == str(last)
+    first_source = lines[-1].split("  ")[-TOP:][0].strip()
+    assert first_source.startswith(f"{strongest}:{occluded.table['token'][strongest]!r} ")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--targets", "1,x"], "--targets takes comma-separated token positions"),
+    (["--targets", "0"], "targets must be token positions in [1,"),
+    (["--foil", " Paris is"], "a foil must be exactly one token"),
+    (["--method", "integrated_gradients", "--steps", "0"], "--steps must be a positive integer"),
+])
+def test_errors_are_one_line(args, message, capsys):
+    assert main(ARGS + args) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and message in error
+
+
+def test_continuation_and_max_new_tokens_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(ARGS + ["--max-new-tokens", "3"])
+    assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
