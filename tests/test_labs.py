@@ -66,6 +66,45 @@ def top_h_without_renormalizing(logits, alpha):
     return sorted_kept(logits, max(int((prefix_entropy <= alpha * entropy).sum()), 1))
 
 
+def received_by_queries(attention):
+    return attention.sum(1)  # row sums: what each query hands out (always 1)
+
+
+def cache_bytes_keys_only(layers, kv_heads, head_dim, tokens, bytes_per_value):
+    return layers * kv_heads * head_dim * tokens * bytes_per_value
+
+
+def keep_best_among_all(scores, heavy, recent):
+    kept = torch.zeros_like(scores, dtype=torch.bool)
+    kept[scores.argsort(descending=True)[:heavy + recent]] = True  # no recent window
+    return kept
+
+
+def online_h2o_in_hindsight(attention, heavy, recent):
+    """The final hindsight set for every query: what the notebook's keep/evict view shows."""
+    steps = attention.shape[0]
+    kept = keep_best_among_all(attention.sum(0), heavy, 0)
+    kept[steps - recent:] = True
+    return kept.expand(steps, steps) & torch.ones(steps, steps, dtype=torch.bool).tril()
+
+
+def advantages_with_unbiased_std(rewards):
+    return (rewards - rewards.mean()) / (rewards.std(unbiased=True) + 1e-4)
+
+
+def implicit_reward_reversed(logp_policy, logp_reference, beta):
+    return beta * (logp_reference - logp_policy)
+
+
+def cdpo_scores_not_weights(z_pos, z_neg, y, beta):
+    return torch.softmax((1 + beta) * z_pos - beta * z_neg, -1).gather(-1, y[:, None])[:, 0]
+
+
+def critical_token_after_last_success(counts):
+    zeros = [t for t, c in enumerate(counts) if c == 0]
+    return zeros[-1] if zeros else None
+
+
 WRONG_ANSWERS = {
     "check_entropy": entropy_in_bits,
     "check_varentropy": varentropy_with_wrong_sign,
@@ -76,6 +115,24 @@ WRONG_ANSWERS = {
     "check_top_p": top_p_stopping_short,
     "check_min_p": min_p_absolute,
     "check_top_h": top_h_without_renormalizing,
+    "check_received_attention": received_by_queries,
+    "check_kv_cache_bytes": cache_bytes_keys_only,
+    "check_heavy_hitters": keep_best_among_all,
+    "check_online_h2o": online_h2o_in_hindsight,
+    "check_grpo_advantages": advantages_with_unbiased_std,
+    "check_implicit_reward": implicit_reward_reversed,
+    "check_cdpo_weights": cdpo_scores_not_weights,
+    "check_critical_token": critical_token_after_last_success,
+}
+INPUT_NAMES = {  # how each checker's message names the input it failed on (default: the logits z)
+    "check_received_attention": "A = ",
+    "check_kv_cache_bytes": "L, H_kv, d, T, bytes = ",
+    "check_heavy_hitters": "s = ",
+    "check_online_h2o": "A = ",
+    "check_grpo_advantages": "rewards r = ",
+    "check_implicit_reward": "pi = ",
+    "check_cdpo_weights": "p_pos = ",
+    "check_critical_token": "c = ",
 }
 
 
@@ -90,7 +147,9 @@ def test_checker_rejects_a_wrong_answer(checker, capsys):
         getattr(labs, checker)(WRONG_ANSWERS[checker])
     message = str(caught.value)
     assert "expected" in message and "got" in message, message
-    assert " z " in message or "z = " in message, f"the message does not name the input: {message}"
+    named = INPUT_NAMES.get(checker)
+    assert (named in message) if named else (" z " in message or "z = " in message), (
+        f"the message does not name the input: {message}")
     assert "correct" not in capsys.readouterr().out
 
 

@@ -25,7 +25,8 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
-LABS = [NOTEBOOKS_DIR / name for name in ("01_quickstart.ipynb", "02_entropy_and_sampling.ipynb")]
+LABS = [NOTEBOOKS_DIR / name for name in ("01_quickstart.ipynb", "02_entropy_and_sampling.ipynb",
+                                          "03_attention_and_kv_importance.ipynb")]
 KERNEL = "python3"
 CELL_TIMEOUT_S = 300
 SOLUTION_CODE = re.compile(r"<details>.*?```python\n(.*?)```.*?</details>", re.DOTALL)
