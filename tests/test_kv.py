@@ -181,3 +181,13 @@ def test_keyformer_policy_is_seeded(llama):
             with evicting_keys(llama.hf, keyformer_policy(heavy=3, recent=3, seed=0)):
                 runs.append(llama.hf(ids).logits)
     torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+
+
+def test_eviction_replay_refuses_long_inputs(llama):
+    from workbench.forward.eviction import MAX_TOKENS
+
+    ids = torch.zeros(1, MAX_TOKENS + 1, dtype=torch.long)
+    with pytest.raises(WorkbenchError, match=f"give at most {MAX_TOKENS} tokens"):
+        with torch.inference_mode(), evicting_keys(llama.hf, h2o_policy(8, 8)):
+            llama.hf(ids)
+    assert llama.hf.config._attn_implementation == "sdpa"  # restored after the error

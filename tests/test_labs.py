@@ -88,6 +88,22 @@ def online_h2o_in_hindsight(attention, heavy, recent):
     return kept.expand(steps, steps) & torch.ones(steps, steps, dtype=torch.bool).tril()
 
 
+def load_counting_first_slot_only(expert_ids, n_experts):
+    return torch.nn.functional.one_hot(expert_ids[..., 0], n_experts).double().mean(1)
+
+
+def imbalance_max_over_min(load):
+    return load.max(-1).values / load.min(-1).values
+
+
+def affinity_joint_not_conditional(trace, n_experts):
+    counts = torch.zeros(trace.shape[1] - 1, n_experts, n_experts, dtype=torch.float64)
+    for layer in range(trace.shape[1] - 1):
+        for e, e_next in zip(trace[:, layer].tolist(), trace[:, layer + 1].tolist()):
+            counts[layer, e, e_next] += 1
+    return counts / len(trace)
+
+
 def advantages_with_unbiased_std(rewards):
     return (rewards - rewards.mean()) / (rewards.std(unbiased=True) + 1e-4)
 
@@ -119,6 +135,9 @@ WRONG_ANSWERS = {
     "check_kv_cache_bytes": cache_bytes_keys_only,
     "check_heavy_hitters": keep_best_among_all,
     "check_online_h2o": online_h2o_in_hindsight,
+    "check_expert_load": load_counting_first_slot_only,
+    "check_load_imbalance": imbalance_max_over_min,
+    "check_affinity": affinity_joint_not_conditional,
     "check_grpo_advantages": advantages_with_unbiased_std,
     "check_implicit_reward": implicit_reward_reversed,
     "check_cdpo_weights": cdpo_scores_not_weights,
@@ -129,6 +148,9 @@ INPUT_NAMES = {  # how each checker's message names the input it failed on (defa
     "check_kv_cache_bytes": "L, H_kv, d, T, bytes = ",
     "check_heavy_hitters": "s = ",
     "check_online_h2o": "A = ",
+    "check_expert_load": "expert_ids = ",
+    "check_load_imbalance": "load = ",
+    "check_affinity": "trace = ",
     "check_grpo_advantages": "rewards r = ",
     "check_implicit_reward": "pi = ",
     "check_cdpo_weights": "p_pos = ",

@@ -26,7 +26,7 @@ nbclient = pytest.importorskip("nbclient")
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 LABS = [NOTEBOOKS_DIR / name for name in ("01_quickstart.ipynb", "02_entropy_and_sampling.ipynb",
-                                          "03_attention_and_kv_importance.ipynb")]
+                                          "03_attention_and_kv_importance.ipynb", "04_moe_routing.ipynb")]
 KERNEL = "python3"
 CELL_TIMEOUT_S = 300
 SOLUTION_CODE = re.compile(r"<details>.*?```python\n(.*?)```.*?</details>", re.DOTALL)

@@ -6,7 +6,7 @@
 Each `check_*` calls the student's function on the worked examples of docs/signals.md and on random inputs,
 and compares what it returns with the library's own computation
 (`workbench.kernels.vocab_stats_reference`, `workbench.kernels.kept_set_reference`,
-`workbench.kernels.attention_stats`, `workbench.kv`, the credit functions of `workbench.credit`
+`workbench.kernels.attention_stats`, `workbench.kv`, `workbench.routing_stats`, the credit functions of `workbench.credit`
 and `workbench.results.group.grpo_advantages`). It prints
 one line when everything matches, and raises `LabCheckError` naming the first input that
 does not match, what was expected and what came back.
@@ -21,11 +21,13 @@ from .credit import cdpo_scores, find_critical, implicit_token_reward
 from .kernels import attention_rows, attention_stats, kept_set_reference, vocab_stats_reference
 from .kv import heavy_hitters, kv_cache_bytes, online_keep
 from .results.group import grpo_advantages
+from .routing_stats import affinity, expert_load, load_imbalance
 
 __all__ = [
     "LabCheckError", "check_entropy", "check_varentropy", "check_surprisal", "check_rank", "check_margin",
     "check_temperature", "check_top_p", "check_min_p", "check_top_h",
     "check_received_attention", "check_kv_cache_bytes", "check_heavy_hitters", "check_online_h2o",
+    "check_expert_load", "check_load_imbalance", "check_affinity",
     "check_grpo_advantages", "check_implicit_reward", "check_cdpo_weights", "check_critical_token",
 ]
 
@@ -208,17 +210,20 @@ def check_kept_set(rule: str, fn, example_cases, random_values, example=None) ->
     passed(rule, "workbench.kernels.kept_set_reference")
 
 
-def expect_values(name: str, got, expected, where: str) -> None:
-    """Raise LabCheckError unless `got` holds the numbers `expected` [N], each within TOLERANCE."""
+def expect_values(name: str, got, expected: torch.Tensor, where: str) -> None:
+    """Raise LabCheckError unless `got` has `expected`'s shape and values, each within TOLERANCE
+    (NaN where `expected` has NaN), naming the first entry that differs."""
     expected = torch.as_tensor(expected, dtype=torch.float64)
     try:
         values = torch.as_tensor(got, dtype=torch.float64)
     except (TypeError, ValueError, RuntimeError):
-        raise LabCheckError(f"{name} on {where} returned {got!r}; expected {len(expected)} numbers") from None
+        raise LabCheckError(f"{name} on {where} returned {got!r}; expected an array of shape {tuple(expected.shape)}") from None
     if values.shape != expected.shape:
         raise LabCheckError(f"{name} on {where} returned shape {tuple(values.shape)}; expected shape {tuple(expected.shape)}")
-    worst = int((values - expected).abs().argmax())
-    expect_number(f"{name}, entry {worst},", values[worst], float(expected[worst]), where)
+    wrong = ~(torch.isclose(values, expected, rtol=TOLERANCE, atol=TOLERANCE) | (values.isnan() & expected.isnan()))
+    if wrong.any():
+        first = tuple(wrong.nonzero()[0].tolist())
+        raise LabCheckError(f"{name} on {where}: at {first} expected {float(expected[first]):.6g}, got {float(values[first]):.6g}")
 
 
 def describe_values(values) -> str:
@@ -299,6 +304,52 @@ def check_online_h2o(online_h2o) -> None:
                     f"{where}, heavy {heavy} + recent {recent}")
     print(f"online_h2o: correct on the worked example and {len(cases) - 1} random heads "
           "(compared with workbench.kv.online_keep)")
+
+
+# ----- lab 04: mixture-of-experts routing ------------------------------------------------------
+def random_routes(layers: int = 3, tokens: int = 40, n_experts: int = 6, k: int = 2, seed: int = 0) -> torch.Tensor:
+    """Expert ids [m, T, k]: k distinct experts per token and layer, drawn at random, the same in every run."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(layers, tokens, n_experts, generator=generator).argsort(-1)[..., :k]
+
+
+def check_expert_load(load) -> None:
+    """load(expert_ids [m, T, k], E) -> [m, E]: the fraction of tokens routed to each expert in any
+    of their k slots (each row sums to k), as `workbench.routing_stats.expert_load`."""
+    ids = torch.tensor([[[0, 1], [0, 2], [1, 0], [3, 0]]])
+    cases = [(ids, 4, "expert_ids = ((0, 1), (0, 2), (1, 0), (3, 0)), E = 4"),
+             (random_routes(), 6, "random top-2 routes of shape [3, 40, 2], E = 6"),
+             (random_routes(k=1, seed=1), 6, "random top-1 routes of shape [3, 40, 1], E = 6")]
+    for expert_ids, n_experts, where in cases:
+        expected = torch.from_numpy(expert_load(expert_ids.numpy(), n_experts))
+        expect_values("load", load(expert_ids.clone(), n_experts), expected, where)
+    print("load: correct on a worked example and 2 random routings (compared with workbench.routing_stats.expert_load)")
+
+
+def check_load_imbalance(imbalance) -> None:
+    """imbalance(load [m, E]) -> [m]: max / mean of each layer's loads
+    (`workbench.routing_stats.load_imbalance`); 1 when balanced."""
+    cases = [(torch.tensor([[0.5, 0.5, 0.5, 0.5], [1.0, 0.5, 0.25, 0.25]], dtype=torch.float64), "load = ((.5, .5, .5, .5), (1, .5, .25, .25))"),
+             (torch.from_numpy(expert_load(random_routes().numpy(), 6)), "the loads of random top-2 routes, shape [3, 6]")]
+    for loads, where in cases:
+        expect_values("imbalance", imbalance(loads.clone()), torch.from_numpy(load_imbalance(loads.numpy())), where)
+    print("imbalance: correct on a worked example and a random load (compared with workbench.routing_stats.load_imbalance)")
+
+
+def check_affinity(affinity_of) -> None:
+    """affinity(trace [N, m], E) -> [m-1, E, E]: P(expert e' at layer l+1 | expert e at layer l)
+    over the tokens (ExFlow, Yao et al. 2024), NaN rows for experts nobody chose
+    (`workbench.routing_stats.affinity`). DESIGN.md: trace ((0,1),(0,1),(0,0),(1,1),(1,0),(1,1)), E = 2
+    -> ((1/3, 2/3), (1/3, 2/3))."""
+    worked = torch.tensor([[0, 1], [0, 1], [0, 0], [1, 1], [1, 0], [1, 1]])
+    cases = [(worked, 2, "the worked example trace = ((0,1), (0,1), (0,0), (1,1), (1,0), (1,1)), E = 2"),
+             (random_routes(k=1).squeeze(-1).T.contiguous(), 6, "a random trace of shape [40, 3], E = 6"),
+             (torch.tensor([[0, 0], [0, 1], [2, 1]]), 4, "trace = ((0,0), (0,1), (2,1)), E = 4 (experts 1 and 3 unused)")]
+    for trace, n_experts, where in cases:
+        expected = torch.from_numpy(affinity(trace.numpy(), n_experts))
+        expect_values("affinity", affinity_of(trace.clone(), n_experts), expected, where)
+    print("affinity: correct on the worked example, a random trace and one with unused experts "
+          "(compared with workbench.routing_stats.affinity)")
 
 
 # ----- lab 05: credit in a group of rollouts ---------------------------------------------------
