@@ -104,6 +104,20 @@ def affinity_joint_not_conditional(trace, n_experts):
     return counts / len(trace)
 
 
+def streaming_lse_without_rescaling(logits, block):
+    first_max = logits[:block].max()  # kept from the first block: later, larger logits overflow or are mis-scaled
+    return first_max + torch.log(sum(torch.exp(chunk - first_max).sum() for chunk in logits.split(block)))
+
+
+def streaming_entropy_of_last_block(logits, block):
+    log_p = torch.log_softmax(logits.split(block)[-1], -1)
+    return -(log_p.exp() * log_p).sum()
+
+
+def roofline_adding_the_two_times(moved, flop, tbps, tflops):
+    return (moved / (tbps * 1e12) + flop / (tflops * 1e12)) * 1e3
+
+
 def advantages_with_unbiased_std(rewards):
     return (rewards - rewards.mean()) / (rewards.std(unbiased=True) + 1e-4)
 
@@ -138,6 +152,9 @@ WRONG_ANSWERS = {
     "check_expert_load": load_counting_first_slot_only,
     "check_load_imbalance": imbalance_max_over_min,
     "check_affinity": affinity_joint_not_conditional,
+    "check_streaming_lse": streaming_lse_without_rescaling,
+    "check_streaming_entropy": streaming_entropy_of_last_block,
+    "check_roofline_ms": roofline_adding_the_two_times,
     "check_grpo_advantages": advantages_with_unbiased_std,
     "check_implicit_reward": implicit_reward_reversed,
     "check_cdpo_weights": cdpo_scores_not_weights,
@@ -151,6 +168,7 @@ INPUT_NAMES = {  # how each checker's message names the input it failed on (defa
     "check_expert_load": "expert_ids = ",
     "check_load_imbalance": "load = ",
     "check_affinity": "trace = ",
+    "check_roofline_ms": "bytes = ",
     "check_grpo_advantages": "rewards r = ",
     "check_implicit_reward": "pi = ",
     "check_cdpo_weights": "p_pos = ",

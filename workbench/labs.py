@@ -6,7 +6,7 @@
 Each `check_*` calls the student's function on the worked examples of docs/signals.md and on random inputs,
 and compares what it returns with the library's own computation
 (`workbench.kernels.vocab_stats_reference`, `workbench.kernels.kept_set_reference`,
-`workbench.kernels.attention_stats`, `workbench.kv`, `workbench.routing_stats`, the credit functions of `workbench.credit`
+`workbench.kernels.attention_stats`, `workbench.kv`, `workbench.routing_stats`, `workbench.bench.timing`, the credit functions of `workbench.credit`
 and `workbench.results.group.grpo_advantages`). It prints
 one line when everything matches, and raises `LabCheckError` naming the first input that
 does not match, what was expected and what came back.
@@ -21,6 +21,7 @@ from .credit import cdpo_scores, find_critical, implicit_token_reward
 from .kernels import attention_rows, attention_stats, kept_set_reference, vocab_stats_reference
 from .kv import heavy_hitters, kv_cache_bytes, online_keep
 from .results.group import grpo_advantages
+from .bench.timing import roofline_ms
 from .routing_stats import affinity, expert_load, load_imbalance
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "check_temperature", "check_top_p", "check_min_p", "check_top_h",
     "check_received_attention", "check_kv_cache_bytes", "check_heavy_hitters", "check_online_h2o",
     "check_expert_load", "check_load_imbalance", "check_affinity",
+    "check_streaming_lse", "check_streaming_entropy", "check_roofline_ms",
     "check_grpo_advantages", "check_implicit_reward", "check_cdpo_weights", "check_critical_token",
 ]
 
@@ -415,3 +417,50 @@ def check_critical_token(critical_token) -> None:
         else:
             expect_number("critical_token", got, expected, f"c = {counts}")
     print(f"critical_token: correct on {len(cases)} success counts (compared with workbench.credit.find_critical)")
+
+
+# ----- lab 06: kernels and performance ---------------------------------------------------------
+STREAM_BLOCKS = (1, 7, 16)
+
+
+def streaming_cases() -> list[tuple[torch.Tensor, str]]:
+    """Rows [V] for the streaming exercises: the worked example, random rows, one whose largest
+    logit comes last (the running maximum must grow) and one too large for exp without it."""
+    rising = torch.linspace(-100.0, 100.0, RANDOM_VOCAB)
+    huge = 1000.0 + random_logits(1)[1]
+    return ([(torch.tensor(EXAMPLE_LOGITS), "the worked example " + describe(torch.tensor(EXAMPLE_LOGITS)))]
+            + [(logits, describe(logits)) for logits in random_logits()]
+            + [(rising, "z rising from -100 to 100 (the maximum comes last)"), (huge, "z around 1000 (exp overflows)")])
+
+
+def check_streaming(name: str, fn, reference) -> None:
+    """fn(z [V], block) -> number, against `reference(VocabStats)` for every row of streaming_cases and block size."""
+    for logits, where in streaming_cases():
+        expected = float(reference(vocab_stats_reference(logits[None], None)))
+        for block in STREAM_BLOCKS:
+            expect_number(name, fn(logits.clone(), block), expected, f"{where}, block = {block}")
+    print(f"{name}: correct on the worked example, random rows and two hard rows, in blocks of "
+          f"{', '.join(map(str, STREAM_BLOCKS))} (compared with workbench.kernels.vocab_stats_reference)")
+
+
+def check_streaming_lse(streaming_lse) -> None:
+    """streaming_lse(z [V], block) -> logsumexp(z), from a running maximum m and S0 = sum e^(z - m)
+    over blocks, S0 rescaled by e^(m_old - m_new) when m grows. docs/signals.md: z = (2, 1, 0, -1) -> 2.44019."""
+    check_streaming("streaming_lse", streaming_lse, lambda stats: stats.lse[0])
+
+
+def check_streaming_entropy(streaming_entropy) -> None:
+    """streaming_entropy(z [V], block) -> H = lse - S1 / S0 with S1 = sum e^(z - m) z, in one pass.
+    docs/signals.md: z = (2, 1, 0, -1) -> .947537."""
+    check_streaming("streaming_entropy", streaming_entropy, lambda stats: stats.entropy[0])
+
+
+def check_roofline_ms(roofline) -> None:
+    """roofline(bytes_moved, flop, peak_tbps, peak_tflops) -> the least time in ms a kernel can take:
+    max(bytes / bandwidth, flop / peak compute) (`workbench.bench.timing.roofline_ms`)."""
+    cases = [(2e9, 1e9, 3.35, 989.0), (1e6, 1e13, 3.35, 989.0), (4e8, 4e11, 1.0, 100.0)]
+    for moved, flop, tbps, tflops in cases:
+        expected = roofline_ms((moved, flop), {"peak_tbps": tbps, "peak_tflops": tflops})
+        expect_number("roofline", roofline(moved, flop, tbps, tflops), expected,
+                      f"bytes = {moved:g}, flop = {flop:g}, {tbps} TB/s, {tflops} TFLOP/s")
+    print(f"roofline: correct on {len(cases)} kernels, memory- and compute-bound (compared with workbench.bench.timing.roofline_ms)")
