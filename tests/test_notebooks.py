@@ -27,7 +27,7 @@ NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
 LABS = [NOTEBOOKS_DIR / name for name in ("01_quickstart.ipynb", "02_entropy_and_sampling.ipynb",
                                           "03_attention_and_kv_importance.ipynb", "04_moe_routing.ipynb",
-                                          "06_kernels_and_performance.ipynb")]
+                                          "05_critical_tokens_and_thr.ipynb", "06_kernels_and_performance.ipynb")]
 KERNEL = "python3"
 CELL_TIMEOUT_S = 600  # lab 05 samples two groups of 16 in one cell: minutes on a loaded 2-core machine
 SOLUTION_CODE = re.compile(r"<details>.*?```python\n(.*?)```.*?</details>", re.DOTALL)
