@@ -14,7 +14,7 @@ HAS_GPU := $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 1)
 LOCK_FILTER := $(if $(HAS_GPU),grep -vE '^(torch|triton)==',cat)
 PACKAGE_DEPS := $(if $(HAS_GPU),-c $(VENV)/lock.txt,--no-deps)
 
-.PHONY: setup setup-dev serve test lock drift bench clean
+.PHONY: setup setup-dev serve lab test lock drift bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ setup-dev: $(VENV)/.setup-dev
 
 serve: setup
 	$(BIN)/workbench serve
+
+# The tutorials in JupyterLab: the `lab` extra on top of the locked environment (not itself locked).
+lab: setup
+	$(PIP) -c $(VENV)/lock.txt -e ".[lab]"  # the locked versions stay
+	$(BIN)/jupyter lab notebooks
 
 test: setup-dev
 	$(BIN)/python -m pytest -q

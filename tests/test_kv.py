@@ -1,7 +1,10 @@
 """KV-importance scores against independent computations: Keyformer against H2O (g = 0,
 tau = 1) and against full eager softmax with per-query temperatures, its noise against the
 Gumbel law (two tied keys: the softmax of two Gumbels is uniform); Zero-TPrune's weighted
-PageRank against DESIGN.md's vector and the stationary distribution of A^T."""
+PageRank against DESIGN.md's vector and the stationary distribution of A^T; H2O's online
+eviction against a step-by-step worked example, a full budget and a sliding window; the
+evicted forward against the model's own (nothing evicted) and against the window's text
+run alone (RoPE is relative: a layer that sees only the window computes what the window alone gives)."""
 import math
 
 import numpy as np
@@ -11,7 +14,9 @@ import torch
 from attention_reference import eager_scores
 from workbench.errors import WorkbenchError
 from workbench.kernels import attention_stats
-from workbench.kv import PAGERANK_MAX_T, heavy_hitters, keyformer_scores, weighted_pagerank
+from workbench.forward.eviction import evicting_keys, h2o_policy, keyformer_policy, recent_policy
+from workbench.kv import PAGERANK_MAX_T, heavy_hitters, keyformer_scores, kv_cache_bytes, online_keep, weighted_pagerank
+from workbench.model.tiny import tiny_model
 
 
 def random_qk(t=40, heads=4, kv_heads=2, seed=0):
@@ -110,3 +115,79 @@ def test_heavy_hitters_of_every_layer_and_head(heavy, recent):
     assert keep.shape == received.shape and keep.dtype == bool
     for l, h in np.ndindex(received.shape[:2]):
         np.testing.assert_array_equal(keep[l, h], heavy_hitters(received[l, h], heavy, recent), err_msg=f"layer {l} head {h}")
+
+
+# ----- online eviction --------------------------------------------------------------------------
+WORKED = torch.tensor([[1, 0, 0, 0], [.5, .5, 0, 0], [.6, .2, .2, 0], [.4, .1, .1, .4]], dtype=torch.float64)
+
+
+def test_online_h2o_worked_example_differs_from_hindsight():
+    """heavy 1 + recent 1: after query 2 (scores 2.1, .7, .2) key 1 goes; query 3 renormalizes
+    (.4, .1, .4) / .9 over keys {0, 2, 3} and sees key 2, which hindsight (keys {0, 3}) drops."""
+    visible = online_keep(WORKED[None], heavy=1, recent=1)
+    expected = torch.tensor([[1, 0, 0, 0], [1, 1, 0, 0], [1, 1, 1, 0], [1, 0, 1, 1]], dtype=torch.bool)
+    assert torch.equal(visible, expected)
+    assert np.flatnonzero(heavy_hitters(WORKED.sum(0).numpy(), heavy=1, recent=1)).tolist() == [0, 3]
+
+
+def test_online_keep_with_room_for_everything_is_causal_and_heavy_zero_is_a_window():
+    weights = torch.softmax(torch.randn(2, 3, 12, 12, generator=torch.Generator().manual_seed(0)), -1).tril()
+    assert torch.equal(online_keep(weights, heavy=6, recent=6), torch.ones(2, 12, 12, dtype=torch.bool).tril())
+    steps = torch.arange(12)
+    window = (steps[None, :] <= steps[:, None]) & (steps[:, None] - steps[None, :] <= 4)
+    assert torch.equal(online_keep(weights, heavy=0, recent=4), window.expand(2, 12, 12))
+
+
+def test_kv_cache_bytes_design_vector():
+    assert kv_cache_bytes(30, 3, 64, 4096, 2) == 94_371_840
+    assert kv_cache_bytes(30, 9, 64, 4096, 2) == 3 * 94_371_840
+
+
+@pytest.fixture(scope="module")
+def llama():
+    return tiny_model("llama")
+
+
+def test_evicting_nothing_leaves_the_outputs_unchanged(llama):
+    ids = torch.randint(0, llama.vocab_size, (1, 24), generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        plain = llama.hf(ids).logits
+        with evicting_keys(llama.hf, h2o_policy(heavy=12, recent=12)):
+            roomy = llama.hf(ids).logits
+        with evicting_keys(llama.hf, h2o_policy(heavy=4, recent=4)):
+            evicted = llama.hf(ids).logits
+    torch.testing.assert_close(roomy, plain, rtol=1e-5, atol=1e-5)
+    assert (evicted[0, 9:] - plain[0, 9:]).abs().max() > 1e-3  # past the budget the outputs move
+    torch.testing.assert_close(evicted[0, :9], plain[0, :9], rtol=1e-5, atol=1e-5)  # within it they do not
+    assert llama.hf.config._attn_implementation == "sdpa"
+
+
+def test_a_window_layer_computes_what_the_window_alone_gives(llama):
+    ids = torch.randint(0, llama.vocab_size, (1, 20), generator=torch.Generator().manual_seed(1))
+    size = 5
+    with torch.inference_mode():
+        with evicting_keys(llama.hf, recent_policy(size)):
+            first_layer = llama.hf(ids, output_hidden_states=True).hidden_states[1][0]  # [T, d] after layer 0
+        for t in (size, 12, 19):
+            alone = llama.hf(ids[:, t - size:t + 1], output_hidden_states=True).hidden_states[1][0, -1]
+            torch.testing.assert_close(first_layer[t], alone, rtol=1e-4, atol=1e-5)
+
+
+def test_keyformer_policy_is_seeded(llama):
+    ids = torch.randint(0, llama.vocab_size, (1, 16), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        runs = []
+        for _ in range(2):
+            with evicting_keys(llama.hf, keyformer_policy(heavy=3, recent=3, seed=0)):
+                runs.append(llama.hf(ids).logits)
+    torch.testing.assert_close(runs[0], runs[1], rtol=0, atol=0)
+
+
+def test_eviction_replay_refuses_long_inputs(llama):
+    from workbench.forward.eviction import MAX_TOKENS
+
+    ids = torch.zeros(1, MAX_TOKENS + 1, dtype=torch.long)
+    with pytest.raises(WorkbenchError, match=f"give at most {MAX_TOKENS} tokens"):
+        with torch.inference_mode(), evicting_keys(llama.hf, h2o_policy(8, 8)):
+            llama.hf(ids)
+    assert llama.hf.config._attn_implementation == "sdpa"  # restored after the error

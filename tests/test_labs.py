@@ -117,6 +117,75 @@ def share_strictly_above(token_ids, excess, threshold):
     return pd.Series(excess > threshold).groupby(token_ids).mean()
 
 
+def received_by_queries(attention):
+    return attention.sum(1)  # row sums: what each query hands out (always 1)
+
+
+def cache_bytes_keys_only(layers, kv_heads, head_dim, tokens, bytes_per_value):
+    return layers * kv_heads * head_dim * tokens * bytes_per_value
+
+
+def keep_best_among_all(scores, heavy, recent):
+    kept = torch.zeros_like(scores, dtype=torch.bool)
+    kept[scores.argsort(descending=True)[:heavy + recent]] = True  # no recent window
+    return kept
+
+
+def online_h2o_in_hindsight(attention, heavy, recent):
+    """The final hindsight set for every query: what the notebook's keep/evict view shows."""
+    steps = attention.shape[0]
+    kept = keep_best_among_all(attention.sum(0), heavy, 0)
+    kept[steps - recent:] = True
+    return kept.expand(steps, steps) & torch.ones(steps, steps, dtype=torch.bool).tril()
+
+
+def load_counting_first_slot_only(expert_ids, n_experts):
+    return torch.nn.functional.one_hot(expert_ids[..., 0], n_experts).double().mean(1)
+
+
+def imbalance_max_over_min(load):
+    return load.max(-1).values / load.min(-1).values
+
+
+def affinity_joint_not_conditional(trace, n_experts):
+    counts = torch.zeros(trace.shape[1] - 1, n_experts, n_experts, dtype=torch.float64)
+    for layer in range(trace.shape[1] - 1):
+        for e, e_next in zip(trace[:, layer].tolist(), trace[:, layer + 1].tolist()):
+            counts[layer, e, e_next] += 1
+    return counts / len(trace)
+
+
+def streaming_lse_without_rescaling(logits, block):
+    first_max = logits[:block].max()  # kept from the first block: later, larger logits overflow or are mis-scaled
+    return first_max + torch.log(sum(torch.exp(chunk - first_max).sum() for chunk in logits.split(block)))
+
+
+def streaming_entropy_of_last_block(logits, block):
+    log_p = torch.log_softmax(logits.split(block)[-1], -1)
+    return -(log_p.exp() * log_p).sum()
+
+
+def roofline_adding_the_two_times(moved, flop, tbps, tflops):
+    return (moved / (tbps * 1e12) + flop / (tflops * 1e12)) * 1e3
+
+
+def advantages_with_unbiased_std(rewards):
+    return (rewards - rewards.mean()) / (rewards.std(unbiased=True) + 1e-4)
+
+
+def implicit_reward_reversed(logp_policy, logp_reference, beta):
+    return beta * (logp_reference - logp_policy)
+
+
+def cdpo_scores_not_weights(z_pos, z_neg, y, beta):
+    return torch.softmax((1 + beta) * z_pos - beta * z_neg, -1).gather(-1, y[:, None])[:, 0]
+
+
+def critical_token_after_last_success(counts):
+    zeros = [t for t, c in enumerate(counts) if c == 0]
+    return zeros[-1] if zeros else None
+
+
 WRONG_ANSWERS = {
     "check_kl": kl_the_other_way,
     "check_acceptance": acceptance_as_total_variation,
@@ -139,6 +208,34 @@ WRONG_ANSWERS = {
     "check_saliency": saliency_squared,
     "check_integrated_gradients": integrated_gradients_without_the_input_difference,
     "check_leave_one_out": leave_one_out_reversed,
+    "check_received_attention": received_by_queries,
+    "check_kv_cache_bytes": cache_bytes_keys_only,
+    "check_heavy_hitters": keep_best_among_all,
+    "check_online_h2o": online_h2o_in_hindsight,
+    "check_expert_load": load_counting_first_slot_only,
+    "check_load_imbalance": imbalance_max_over_min,
+    "check_affinity": affinity_joint_not_conditional,
+    "check_streaming_lse": streaming_lse_without_rescaling,
+    "check_streaming_entropy": streaming_entropy_of_last_block,
+    "check_roofline_ms": roofline_adding_the_two_times,
+    "check_grpo_advantages": advantages_with_unbiased_std,
+    "check_implicit_reward": implicit_reward_reversed,
+    "check_cdpo_weights": cdpo_scores_not_weights,
+    "check_critical_token": critical_token_after_last_success,
+}
+INPUT_NAMES = {  # how each checker's message names the input it failed on (default: the logits z)
+    "check_received_attention": "A = ",
+    "check_kv_cache_bytes": "L, H_kv, d, T, bytes = ",
+    "check_heavy_hitters": "s = ",
+    "check_online_h2o": "A = ",
+    "check_expert_load": "expert_ids = ",
+    "check_load_imbalance": "load = ",
+    "check_affinity": "trace = ",
+    "check_roofline_ms": "bytes = ",
+    "check_grpo_advantages": "rewards r = ",
+    "check_implicit_reward": "pi = ",
+    "check_cdpo_weights": "p_pos = ",
+    "check_critical_token": "c = ",
 }
 
 
@@ -153,9 +250,11 @@ def test_checker_rejects_a_wrong_answer(checker, capsys):
         getattr(labs, checker)(WRONG_ANSWERS[checker])
     message = str(caught.value)
     assert "expected" in message and "got" in message, message
-    # the input named: logits z, an acceptance rate a, a vector, a table's worked example, gradients g,
-    # or the toy function of the attribution checkers
-    parts = (" z ", "z = ", "a = ", " = (", "on the worked example", "g = ", "the toy f", "toy log_prob")
+    named = INPUT_NAMES.get(checker)
+    # default: logits z, an acceptance rate a, a vector, a table's worked example, gradients g, or the
+    # toy function of the attribution checkers
+    parts = (named,) if named else (" z ", "z = ", "a = ", " = (", "on the worked example", "g = ", "the toy f",
+                                    "toy log_prob")
     assert any(part in message for part in parts), f"the message does not name the input: {message}"
     assert "correct" not in capsys.readouterr().out
 

@@ -25,11 +25,9 @@ nbclient = pytest.importorskip("nbclient")
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(NOTEBOOKS_DIR.glob("*.ipynb"))
-LABS = [NOTEBOOKS_DIR / name for name in ("01_quickstart.ipynb", "02_entropy_and_sampling.ipynb", "07_compare.ipynb",
-                                          "08_speculative.ipynb", "09_attribution.ipynb",
-                                          "10_uncertainty.ipynb", "11_corpus.ipynb")]
+LABS = NOTEBOOKS  # every tutorial is a lab
 KERNEL = "python3"
-CELL_TIMEOUT_S = 300
+CELL_TIMEOUT_S = 600  # lab 05 samples two groups of 16 in one cell: minutes on a loaded 2-core machine
 SOLUTION_CODE = re.compile(r"<details>.*?```python\n(.*?)```.*?</details>", re.DOTALL)
 LAB_HEADINGS = ("**Goals.**", "**Prerequisites.**", "**Expected time.**")
 

@@ -3,6 +3,17 @@
 H2O (Zhang et al. 2023, "Heavy-Hitter Oracle"): keep the `recent` most recent keys and,
 among the others, the `heavy` keys with the largest received attention s_j = sum_i A_ij.
 [s = (2.5, .8, .3, .4), heavy 1 + recent 1 -> keys {0, 3}]
+`heavy_hitters` chooses in hindsight, from every query's attention. H2O itself runs online
+(its Algorithm 1): at step t the new key joins the cache, query t attends to the cached keys
+only (its softmax renormalized over them), each cached key's score grows by the attention it
+gets, and when the cache holds more than heavy + recent keys the lowest-scored key outside
+the recent window is evicted, for good (`online_keep`; ties: the later key goes). With
+heavy = 0 the same replay is a plain recent window of `recent` keys.
+
+KV-cache size (`kv_cache_bytes`): a key and a value vector per layer, KV head and token,
+2 * L * H_kv * d * T values. Grouped-query attention (GQA, Ainslie et al. 2023: several query
+heads share one key/value head) divides it by H_q / H_kv. [L 30, H_kv 3, d 64, T 4096, 2 bytes
+-> 94,371,840 bytes; with 9 KV heads three times that]
 
 Keyformer (Adnan et al. 2024, "Keyformer: KV Cache Reduction through Key Tokens Selection"):
 rank keys by the accumulated Gumbel-softmax of the pre-softmax scores x_ij instead of A_ij,
@@ -44,6 +55,44 @@ def heavy_hitters(received: np.ndarray, heavy: int, recent: int) -> np.ndarray:
     best = np.argsort(-received[..., :older], axis=-1, kind="stable")[..., :heavy]  # stable: ties to the earlier key
     np.put_along_axis(keep, best, True, axis=-1)
     return keep
+
+
+def kv_cache_bytes(layers: int, kv_heads: int, head_dim: int, tokens: int, bytes_per_value: int = 2) -> int:
+    """2 * L * H_kv * d * T * bytes: the keys and values a decoder caches for `tokens` tokens."""
+    return 2 * layers * kv_heads * head_dim * tokens * bytes_per_value
+
+
+def online_keep(weights: torch.Tensor, heavy: int, recent: int) -> torch.Tensor:
+    """H2O's online eviction replayed: which keys each query sees, [..., T, T] (bool, query x key).
+
+    weights [..., G, T, T]: for each of the G query heads that share a cache (GQA; G = 1
+    for one head) and each query t, non-negative weights of the keys j <= t (the full causal
+    attention A, or Keyformer's exp((x + g) / tau) rows); restricted to the cached keys and
+    renormalized they are what query t gives each key, summed over the G heads into the
+    key's score. The cache holds at most heavy + recent keys between steps; query t sees
+    them and itself. Evicted keys never return."""
+    if heavy < 0 or recent < 0:
+        raise ValueError(f"heavy and recent must be >= 0, got {heavy} and {recent}")
+    if weights.ndim < 3 or weights.shape[-1] != weights.shape[-2]:
+        raise WorkbenchError(f"online_keep needs weights [..., G, T, T], got {tuple(weights.shape)}")
+    weights = weights.double()
+    t_len = weights.shape[-1]
+    batch = weights.shape[:-3]
+    cached = torch.zeros(*batch, t_len, dtype=torch.bool)
+    score = torch.zeros(*batch, t_len, dtype=torch.float64)
+    visible = torch.zeros(*batch, t_len, t_len, dtype=torch.bool)
+    positions = torch.arange(t_len)
+    for t in range(t_len):
+        cached[..., t] = True
+        visible[..., t, :] = cached
+        seen = weights[..., :, t, :] * cached[..., None, :]  # [..., G, T]
+        score += (seen / seen.sum(-1, keepdim=True).clamp_min(1e-300)).sum(-2)
+        if t + 1 > heavy + recent:  # one key too many: evict the lowest-scored one before the recent window
+            candidates = cached & (positions <= t - recent)
+            ranked = torch.where(candidates, score, torch.inf).flip(-1)
+            victim = t_len - 1 - ranked.argmin(-1, keepdim=True)  # flipped: among ties, the later key
+            cached.scatter_(-1, victim, False)
+    return visible
 
 
 def keyformer_scores(q, k, *, tau=KEYFORMER_TAU, seed: int | None = 0, causal=True, mask=None, scale=None,

@@ -3,9 +3,11 @@
     from workbench import labs
     labs.check_entropy(entropy)        # entropy(logits [V]) -> float
 
-Each `check_*` calls the student's function on the worked examples of docs/signals.md and on random logits,
+Each `check_*` calls the student's function on the worked examples of docs/signals.md and on random inputs,
 and compares what it returns with the library's own computation
-(`workbench.kernels.vocab_stats_reference`, `workbench.kernels.kept_set_reference`). It prints
+(`workbench.kernels.vocab_stats_reference`, `workbench.kernels.kept_set_reference`,
+`workbench.kernels.attention_stats`, `workbench.kv`, `workbench.routing_stats`, `workbench.bench.timing`, the credit functions of `workbench.credit`
+and `workbench.results.group.grpo_advantages`). It prints
 one line when everything matches, and raises `LabCheckError` naming the first input that
 does not match, what was expected and what came back.
 
@@ -15,12 +17,21 @@ from __future__ import annotations
 
 import torch
 
-from .kernels import divergence_reference, kept_set_reference, vocab_stats_reference
+from .bench.timing import roofline_ms
+from .credit import cdpo_scores, find_critical, implicit_token_reward
+from .kernels import attention_rows, attention_stats, divergence_reference, kept_set_reference, vocab_stats_reference
+from .kv import heavy_hitters, kv_cache_bytes, online_keep
+from .results.group import grpo_advantages
+from .routing_stats import affinity, expert_load, load_imbalance
 
 __all__ = [
     "LabCheckError", "check_entropy", "check_varentropy", "check_surprisal", "check_rank", "check_margin",
-    "check_temperature", "check_top_p", "check_min_p", "check_top_h", "check_kl", "check_acceptance",
-    "check_expected_tokens",
+    "check_temperature", "check_top_p", "check_min_p", "check_top_h",
+    "check_received_attention", "check_kv_cache_bytes", "check_heavy_hitters", "check_online_h2o",
+    "check_expert_load", "check_load_imbalance", "check_affinity",
+    "check_streaming_lse", "check_streaming_entropy", "check_roofline_ms",
+    "check_grpo_advantages", "check_implicit_reward", "check_cdpo_weights", "check_critical_token",
+    "check_kl", "check_acceptance", "check_expected_tokens",
 ]
 
 EXAMPLE_LOGITS = (2.0, 1.0, 0.0, -1.0)  # the worked example of docs/signals.md: z, with y = 1
@@ -202,6 +213,260 @@ def check_kept_set(rule: str, fn, example_cases, random_values, example=None) ->
     passed(rule, "workbench.kernels.kept_set_reference")
 
 
+def expect_values(name: str, got, expected: torch.Tensor, where: str) -> None:
+    """Raise LabCheckError unless `got` has `expected`'s shape and values, each within TOLERANCE
+    (NaN where `expected` has NaN), naming the first entry that differs."""
+    expected = torch.as_tensor(expected, dtype=torch.float64)
+    try:
+        values = torch.as_tensor(got, dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise LabCheckError(f"{name} on {where} returned {got!r}; expected an array of shape {tuple(expected.shape)}") from None
+    if values.shape != expected.shape:
+        raise LabCheckError(f"{name} on {where} returned shape {tuple(values.shape)}; expected shape {tuple(expected.shape)}")
+    wrong = ~(torch.isclose(values, expected, rtol=TOLERANCE, atol=TOLERANCE) | (values.isnan() & expected.isnan()))
+    if wrong.any():
+        first = tuple(wrong.nonzero()[0].tolist())
+        raise LabCheckError(f"{name} on {where}: at {first} expected {float(expected[first]):.6g}, got {float(values[first]):.6g}")
+
+
+def describe_values(values) -> str:
+    return "(" + ", ".join(f"{value:g}" for value in torch.as_tensor(values).tolist()) + ")"
+
+
+# ----- lab 03: attention and the KV cache -----------------------------------------------------
+WORKED_ATTENTION = ((1, 0, 0, 0), (.5, .5, 0, 0), (.6, .2, .2, 0), (.4, .1, .1, .4))  # docs/signals.md's H2O example
+
+
+def random_attention(tokens: int = 12, seed: int = 0) -> torch.Tensor:
+    """One head's causal attention A [T, T] (rows sum to one) from random Q and K, via the library."""
+    generator = torch.Generator().manual_seed(seed)
+    query, key = (2 * torch.randn(1, 1, tokens, 8, generator=generator) for _ in range(2))
+    return attention_rows(query, key, range(tokens))[0, 0].double(), (query, key)
+
+
+def expect_mask(name: str, got, expected: torch.Tensor, where: str) -> None:
+    """Raise LabCheckError unless the boolean mask `got` equals `expected` (any shape), naming the first difference."""
+    mask = torch.as_tensor(got)
+    if mask.shape != expected.shape:
+        raise LabCheckError(f"{name} on {where} returned shape {tuple(mask.shape)}; expected shape {tuple(expected.shape)}")
+    wrong = (mask.bool() != expected).nonzero()
+    if len(wrong):
+        first = tuple(wrong[0].tolist())
+        raise LabCheckError(f"{name} on {where}: at {first} expected {bool(expected[first])}, got {bool(mask[first])} "
+                            f"({len(wrong)} entries differ)")
+
+
+def check_received_attention(received) -> None:
+    """received(A [T, T]) -> s [T], s_j = sum_q A_qj: the attention key j receives from all queries
+    (H2O's score). docs/signals.md: rows (1), (.5 .5), (.6 .2 .2), (.4 .1 .1 .4) -> (2.5, .8, .3, .4)."""
+    worked = torch.tensor(WORKED_ATTENTION, dtype=torch.float64)
+    expect_values("received", received(worked.clone()), (2.5, 0.8, 0.3, 0.4), "the worked example A = " + str(WORKED_ATTENTION))
+    attention, (query, key) = random_attention()
+    expected = attention_stats(query, key).received[0, 0]
+    expect_values("received", received(attention.clone()), expected, "a random causal A of shape [12, 12]")
+    print("received: correct on the worked example of docs/signals.md and a random head "
+          "(compared with workbench.kernels.attention_stats)")
+
+
+def check_kv_cache_bytes(cache_bytes) -> None:
+    """cache_bytes(layers, kv_heads, head_dim, tokens, bytes_per_value) -> 2 * L * H_kv * d * T * bytes
+    (`workbench.kv.kv_cache_bytes`). SmolLM2-135M at 4096 tokens in bf16: 30, 3, 64 -> 94,371,840."""
+    cases = [(30, 3, 64, 4096, 2), (30, 9, 64, 4096, 2), (32, 8, 128, 1000, 4), (1, 1, 1, 1, 1)]
+    for case in cases:
+        expect_number("cache_bytes", cache_bytes(*case), kv_cache_bytes(*case),
+                      "L, H_kv, d, T, bytes = " + ", ".join(map(str, case)))
+    print(f"cache_bytes: correct on {len(cases)} shapes (compared with workbench.kv.kv_cache_bytes)")
+
+
+def check_heavy_hitters(keep) -> None:
+    """keep(s [T], heavy, recent) -> kept [T] bool: the `recent` last keys and, among the others,
+    the `heavy` best-scored (H2O in hindsight, `workbench.kv.heavy_hitters`). docs/signals.md:
+    s = (2.5, .8, .3, .4), heavy 1 + recent 1 keeps {0, 3}."""
+    generator = torch.Generator().manual_seed(0)
+    cases = [(torch.tensor([2.5, 0.8, 0.3, 0.4], dtype=torch.float64), 1, 1)]
+    cases += [(torch.rand(20, generator=generator, dtype=torch.float64), heavy, recent) for heavy, recent in ((3, 2), (0, 5), (5, 0))]
+    for scores, heavy, recent in cases:
+        expected = torch.from_numpy(heavy_hitters(scores.numpy(), heavy, recent))
+        where = f"s = {describe_values(scores.round(decimals=3))}, heavy {heavy} + recent {recent}"
+        expect_mask("keep", keep(scores.clone(), heavy, recent), expected, where)
+    print(f"keep: correct on the worked example of docs/signals.md and {len(cases) - 1} random scores "
+          "(compared with workbench.kv.heavy_hitters)")
+
+
+def check_online_h2o(online_h2o) -> None:
+    """online_h2o(A [T, T], heavy, recent) -> visible [T, T] bool: H2O run step by step
+    (`workbench.kv.online_keep`). Worked example (heavy 1 + recent 1) on docs/signals.md's A:
+    query 3 sees keys {0, 2, 3}."""
+    worked = torch.tensor(WORKED_ATTENTION, dtype=torch.float64)
+    cases = [(worked, 1, 1, "the worked example A = " + str(WORKED_ATTENTION))]
+    attention, _ = random_attention(16, seed=1)
+    cases += [(attention, heavy, recent, "a random causal A of shape [16, 16]") for heavy, recent in ((3, 2), (4, 0), (0, 4))]
+    for matrix, heavy, recent, where in cases:
+        expected = online_keep(matrix[None], heavy, recent)
+        expect_mask("online_h2o", online_h2o(matrix.clone(), heavy, recent), expected,
+                    f"{where}, heavy {heavy} + recent {recent}")
+    print(f"online_h2o: correct on the worked example and {len(cases) - 1} random heads "
+          "(compared with workbench.kv.online_keep)")
+
+
+# ----- lab 04: mixture-of-experts routing ------------------------------------------------------
+def random_routes(layers: int = 3, tokens: int = 40, n_experts: int = 6, k: int = 2, seed: int = 0) -> torch.Tensor:
+    """Expert ids [m, T, k]: k distinct experts per token and layer, drawn at random, the same in every run."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.rand(layers, tokens, n_experts, generator=generator).argsort(-1)[..., :k]
+
+
+def check_expert_load(load) -> None:
+    """load(expert_ids [m, T, k], E) -> [m, E]: the fraction of tokens routed to each expert in any
+    of their k slots (each row sums to k), as `workbench.routing_stats.expert_load`."""
+    ids = torch.tensor([[[0, 1], [0, 2], [1, 0], [3, 0]]])
+    cases = [(ids, 4, "expert_ids = ((0, 1), (0, 2), (1, 0), (3, 0)), E = 4"),
+             (random_routes(), 6, "random top-2 routes of shape [3, 40, 2], E = 6"),
+             (random_routes(k=1, seed=1), 6, "random top-1 routes of shape [3, 40, 1], E = 6")]
+    for expert_ids, n_experts, where in cases:
+        expected = torch.from_numpy(expert_load(expert_ids.numpy(), n_experts))
+        expect_values("load", load(expert_ids.clone(), n_experts), expected, where)
+    print("load: correct on a worked example and 2 random routings (compared with workbench.routing_stats.expert_load)")
+
+
+def check_load_imbalance(imbalance) -> None:
+    """imbalance(load [m, E]) -> [m]: max / mean of each layer's loads
+    (`workbench.routing_stats.load_imbalance`); 1 when balanced."""
+    cases = [(torch.tensor([[0.5, 0.5, 0.5, 0.5], [1.0, 0.5, 0.25, 0.25]], dtype=torch.float64), "load = ((.5, .5, .5, .5), (1, .5, .25, .25))"),
+             (torch.from_numpy(expert_load(random_routes().numpy(), 6)), "the loads of random top-2 routes, shape [3, 6]")]
+    for loads, where in cases:
+        expect_values("imbalance", imbalance(loads.clone()), torch.from_numpy(load_imbalance(loads.numpy())), where)
+    print("imbalance: correct on a worked example and a random load (compared with workbench.routing_stats.load_imbalance)")
+
+
+def check_affinity(affinity_of) -> None:
+    """affinity(trace [N, m], E) -> [m-1, E, E]: P(expert e' at layer l+1 | expert e at layer l)
+    over the tokens (ExFlow, Yao et al. 2024), NaN rows for experts nobody chose
+    (`workbench.routing_stats.affinity`). DESIGN.md: trace ((0,1),(0,1),(0,0),(1,1),(1,0),(1,1)), E = 2
+    -> ((1/3, 2/3), (1/3, 2/3))."""
+    worked = torch.tensor([[0, 1], [0, 1], [0, 0], [1, 1], [1, 0], [1, 1]])
+    cases = [(worked, 2, "the worked example trace = ((0,1), (0,1), (0,0), (1,1), (1,0), (1,1)), E = 2"),
+             (random_routes(k=1).squeeze(-1).T.contiguous(), 6, "a random trace of shape [40, 3], E = 6"),
+             (torch.tensor([[0, 0], [0, 1], [2, 1]]), 4, "trace = ((0,0), (0,1), (2,1)), E = 4 (experts 1 and 3 unused)")]
+    for trace, n_experts, where in cases:
+        expected = torch.from_numpy(affinity(trace.numpy(), n_experts))
+        expect_values("affinity", affinity_of(trace.clone(), n_experts), expected, where)
+    print("affinity: correct on the worked example, a random trace and one with unused experts "
+          "(compared with workbench.routing_stats.affinity)")
+
+
+# ----- lab 05: credit in a group of rollouts ---------------------------------------------------
+def check_grpo_advantages(advantages) -> None:
+    """advantages(r [G]) -> A [G], A_i = (r_i - mean r) / (std r + eps), eps = 1e-4, the
+    population standard deviation (ddof = 0) as in `workbench.results.group.grpo_advantages`;
+    r = (1, 0, 0, 0) -> (1.7317, -.5772, -.5772, -.5772); equal rewards -> zeros."""
+    generator = torch.Generator().manual_seed(0)
+    cases = [(1.0, 0.0, 0.0, 0.0), (1.0, 1.0, 1.0, 1.0), (1.0, 1.0, 0.0, 0.0, 0.0, 0.0),
+             tuple(torch.rand(16, generator=generator).round(decimals=2).tolist())]
+    for rewards in cases:
+        got = advantages(torch.tensor(rewards, dtype=torch.float64))
+        expect_values("advantages", got, grpo_advantages(rewards), f"rewards r = {describe_values(rewards)}")
+    print(f"advantages: correct on {len(cases)} groups, a mixed, an all-equal and a graded one "
+          "(compared with workbench.results.group.grpo_advantages)")
+
+
+def check_implicit_reward(implicit_reward) -> None:
+    """implicit_reward(logp_policy [T], logp_reference [T], beta) -> beta * (logp_policy - logp_reference) [T]
+    (DPO's implicit token reward, Rafailov et al. 2024). docs/signals.md: beta .1, pi (.5, .9, .2),
+    ref (.25, .9, .4) -> (.0693, 0, -.0693)."""
+    generator = torch.Generator().manual_seed(0)
+    cases = [((0.5, 0.9, 0.2), (0.25, 0.9, 0.4), 0.1),
+             (tuple(torch.rand(6, generator=generator).tolist()), tuple(torch.rand(6, generator=generator).tolist()), 0.5)]
+    for policy, reference, beta in cases:
+        logp_policy, logp_reference = torch.tensor(policy).log(), torch.tensor(reference).log()
+        got = implicit_reward(logp_policy.clone(), logp_reference.clone(), beta)
+        expect_values("implicit_reward", got, implicit_token_reward(logp_policy, logp_reference, beta),
+                      f"pi = {describe_values(policy)}, pi_ref = {describe_values(reference)}, beta = {beta}")
+    print("implicit_reward: correct on the worked example of docs/signals.md and a random one "
+          "(compared with workbench.credit.implicit_token_reward)")
+
+
+def check_cdpo_weights(cdpo_weights) -> None:
+    """cdpo_weights(z_pos [T, V], z_neg [T, V], y [T], beta) -> 1 - softmax((1 + beta) z_pos - beta z_neg)[y_t] [T]
+    (cDPO, Lin et al. 2024). docs/signals.md: p_pos = (.7, .2, .1), p_neg = (.2, .7, .1), beta 1:
+    weights (.060, .978, .962) for y = 0, 1, 2."""
+    positive, negative = torch.tensor([0.7, 0.2, 0.1]).log(), torch.tensor([0.2, 0.7, 0.1]).log()
+    cases = [(positive.expand(3, 3), negative.expand(3, 3), torch.arange(3), 1.0, "the worked example p_pos = (.7, .2, .1), "
+              "p_neg = (.2, .7, .1), y = (0, 1, 2), beta = 1")]
+    generator = torch.Generator().manual_seed(0)
+    z_positive, z_negative = (3 * torch.randn(5, RANDOM_VOCAB, generator=generator) for _ in range(2))
+    targets = torch.randint(RANDOM_VOCAB, (5,), generator=generator)
+    cases.append((z_positive, z_negative, targets, 0.5, f"random z of shape [5, {RANDOM_VOCAB}], beta = 0.5"))
+    for z_pos, z_neg, y, beta, where in cases:
+        expected = 1 - cdpo_scores(z_pos, z_neg, y, beta=beta)
+        expect_values("cdpo_weights", cdpo_weights(z_pos.clone(), z_neg.clone(), y.clone(), beta), expected, where)
+    print("cdpo_weights: correct on the worked example of docs/signals.md and a random one "
+          "(compared with workbench.credit.cdpo_scores)")
+
+
+def check_critical_token(critical_token) -> None:
+    """critical_token(c [T]) -> the position of the critical token, the first t with c_t = 0
+    (the shortest failing prefix ends there), or None when every prefix still succeeds
+    (Lin et al. 2024; `workbench.credit.find_critical` with a full scan)."""
+    cases = [(3, 2, 0, 1, 0), (0, 0, 0), (4, 4, 3), (2, 1, 1, 0), (1, 0, 2, 0, 0)]
+    for counts in cases:
+        _, expected, _ = find_critical(lambda positions: [counts[p] for p in positions], len(counts))
+        got = critical_token(list(counts))
+        if got is None or expected is None:
+            if got is not expected:
+                raise LabCheckError(f"critical_token on c = {counts}: expected {expected}, got {got!r}")
+        else:
+            expect_number("critical_token", got, expected, f"c = {counts}")
+    print(f"critical_token: correct on {len(cases)} success counts (compared with workbench.credit.find_critical)")
+
+
+# ----- lab 06: kernels and performance ---------------------------------------------------------
+STREAM_BLOCKS = (1, 7, 16)
+
+
+def streaming_cases() -> list[tuple[torch.Tensor, str]]:
+    """Rows [V] for the streaming exercises: the worked example, random rows, one whose largest
+    logit comes last (the running maximum must grow) and one too large for exp without it."""
+    rising = torch.linspace(-100.0, 100.0, RANDOM_VOCAB)
+    huge = 1000.0 + random_logits(1)[1]
+    return ([(torch.tensor(EXAMPLE_LOGITS), "the worked example " + describe(torch.tensor(EXAMPLE_LOGITS)))]
+            + [(logits, describe(logits)) for logits in random_logits()]
+            + [(rising, "z rising from -100 to 100 (the maximum comes last)"), (huge, "z around 1000 (exp overflows)")])
+
+
+def check_streaming(name: str, fn, reference) -> None:
+    """fn(z [V], block) -> number, against `reference(VocabStats)` for every row of streaming_cases and block size."""
+    for logits, where in streaming_cases():
+        expected = float(reference(vocab_stats_reference(logits[None], None)))
+        for block in STREAM_BLOCKS:
+            expect_number(name, fn(logits.clone(), block), expected, f"{where}, block = {block}")
+    print(f"{name}: correct on the worked example, random rows and two hard rows, in blocks of "
+          f"{', '.join(map(str, STREAM_BLOCKS))} (compared with workbench.kernels.vocab_stats_reference)")
+
+
+def check_streaming_lse(streaming_lse) -> None:
+    """streaming_lse(z [V], block) -> logsumexp(z), from a running maximum m and S0 = sum e^(z - m)
+    over blocks, S0 rescaled by e^(m_old - m_new) when m grows. docs/signals.md: z = (2, 1, 0, -1) -> 2.44019."""
+    check_streaming("streaming_lse", streaming_lse, lambda stats: stats.lse[0])
+
+
+def check_streaming_entropy(streaming_entropy) -> None:
+    """streaming_entropy(z [V], block) -> H = lse - S1 / S0 with S1 = sum e^(z - m) z, in one pass.
+    docs/signals.md: z = (2, 1, 0, -1) -> .947537."""
+    check_streaming("streaming_entropy", streaming_entropy, lambda stats: stats.entropy[0])
+
+
+def check_roofline_ms(roofline) -> None:
+    """roofline(bytes_moved, flop, peak_tbps, peak_tflops) -> the least time in ms a kernel can take:
+    max(bytes / bandwidth, flop / peak compute) (`workbench.bench.timing.roofline_ms`)."""
+    cases = [(2e9, 1e9, 3.35, 989.0), (1e6, 1e13, 3.35, 989.0), (4e8, 4e11, 1.0, 100.0)]
+    for moved, flop, tbps, tflops in cases:
+        expected = roofline_ms((moved, flop), {"peak_tbps": tbps, "peak_tflops": tflops})
+        expect_number("roofline", roofline(moved, flop, tbps, tflops), expected,
+                      f"bytes = {moved:g}, flop = {flop:g}, {tbps} TB/s, {tflops} TFLOP/s")
+    print(f"roofline: correct on {len(cases)} kernels, memory- and compute-bound (compared with workbench.bench.timing.roofline_ms)")
+
+
 # ----- lab 07: comparing two predictors ---------------------------------------------------------
 PAIR_EXAMPLES = (  # the worked examples of docs/signals.md: (z_p, z_q, statistic -> value)
     ((2.0, 1.0, 0.0, -1.0), (0.0, 2.0, 0.0, -1.0), {"kl": 0.888734}),
@@ -253,7 +518,7 @@ def random_surprisals(seed: int = 0) -> list[torch.Tensor]:
     return [torch.rand(n, generator=generator, dtype=torch.float64) * 4 for n in (3, 8, 20)]
 
 
-def describe_values(name: str, values) -> str:
+def describe_named(name: str, values) -> str:
     values = torch.as_tensor(values, dtype=torch.float64).tolist()
     shown = ", ".join(f"{v:.3g}" for v in values[:6]) + (", ..." if len(values) > 6 else "")
     return f"{name} = ({shown}) [{len(values)}]"
@@ -265,9 +530,9 @@ def check_perplexity(perplexity) -> None:
     from .estimators import combine
 
     halves = torch.full((2,), math.log(2), dtype=torch.float64)
-    expect_number("perplexity", perplexity(halves.clone()), 2.0, f"the worked example {describe_values('s', halves)}")
+    expect_number("perplexity", perplexity(halves.clone()), 2.0, f"the worked example {describe_named('s', halves)}")
     for s in random_surprisals():
-        expect_number("perplexity", perplexity(s.clone()), combine("exp mean", s.numpy()), describe_values("s", s))
+        expect_number("perplexity", perplexity(s.clone()), combine("exp mean", s.numpy()), describe_named("s", s))
     passed_estimator("perplexity", "workbench.estimators.perplexity")
 
 
@@ -283,7 +548,7 @@ def check_token_sar(token_sar) -> None:
         r = torch.rand(len(s), generator=generator, dtype=torch.float64)
         cases.append((s, r, float(relevance_weighted(s.numpy(), r.numpy()).sum()), ""))
     for nll, relevance, expected, source in cases:
-        where = f"{source}{describe_values('nll', nll)}, {describe_values('R', relevance)}"
+        where = f"{source}{describe_named('nll', nll)}, {describe_named('R', relevance)}"
         expect_number("token_sar", token_sar(nll.clone(), relevance.clone()), expected, where)
     passed_estimator("token_sar", "workbench.estimators.sar.relevance_weighted")
 
@@ -299,7 +564,7 @@ def check_auroc(auroc) -> None:
     for n in (10, 30):
         cases.append((torch.randint(0, 5, (n,), generator=generator).double(), torch.rand(n, generator=generator) < 0.5))
     for u, correct in cases:
-        where = f"{describe_values('u', u)}, correct = {correct.int().tolist()}"
+        where = f"{describe_named('u', u)}, correct = {correct.int().tolist()}"
         expect_number("auroc", auroc(u.clone(), correct.clone()), reference(u.numpy(), correct.numpy()), where)
     passed_estimator("auroc", "workbench.estimators.auroc")
 

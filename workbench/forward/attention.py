@@ -94,24 +94,33 @@ def stats_attention(module, query, key, value, attention_mask, **kwargs):
 
 
 @contextmanager
-def capturing_queries_keys(hf, on_layer: Callable[[AttentionInputs], None]):
-    """Within the block, every attention call of `hf` also calls `on_layer(AttentionInputs)`
-    (in layer order, once per layer and forward). The model's implementation is restored after."""
+def swapped_attention(hf, name: str, function: Callable, on_layer: Callable):
+    """Within the block, `hf` runs `function` (registered as `name`) as its attention, with the
+    masks its own implementation builds; `function` finds the model's implementation and
+    `on_layer` through `_ACTIVE`. The model's implementation is restored after."""
     from transformers import AttentionInterface
     from transformers.masking_utils import ALL_MASK_ATTENTION_FUNCTIONS, AttentionMaskInterface
 
     with _LOCK:
         original = hf.config._attn_implementation
-        AttentionInterface.register(NAME, stats_attention)
+        AttentionInterface.register(name, function)
         # the same masks as the implementation we delegate to ("eager" builds additive ones)
-        AttentionMaskInterface.register(NAME, ALL_MASK_ATTENTION_FUNCTIONS[original])
+        AttentionMaskInterface.register(name, ALL_MASK_ATTENTION_FUNCTIONS[original])
         token = _ACTIVE.set(_Capturing(original, on_layer))
-        hf.set_attn_implementation(NAME)
+        hf.set_attn_implementation(name)
         try:
             yield
         finally:
             hf.set_attn_implementation(original)
             _ACTIVE.reset(token)
+
+
+@contextmanager
+def capturing_queries_keys(hf, on_layer: Callable[[AttentionInputs], None]):
+    """Within the block, every attention call of `hf` also calls `on_layer(AttentionInputs)`
+    (in layer order, once per layer and forward). The model's implementation is restored after."""
+    with swapped_attention(hf, NAME, stats_attention, on_layer):
+        yield
 
 
 @contextmanager
