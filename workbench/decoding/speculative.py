@@ -38,6 +38,7 @@ from ..errors import WorkbenchError
 from ..finite import all_finite, logits_valid
 from ..kernels import vocab_stats
 from ..kernels.sample import SampleResult
+from ..model.vocabulary import check_same_vocabulary
 from ..samplers import Sampler
 from .engine import Decoded, Step, check_sampling_memory
 
@@ -118,12 +119,12 @@ def summary(trace: Sequence[DraftStep], gamma: int) -> dict:
 
 def require_shared_vocabulary(model: Model, draft: Model) -> None:
     """Speculative sampling compares p and q token by token: the draft must use the target's
-    token ids (same head size, same tokenizer vocabulary) and sit on the same device."""
-    if draft.vocab_size != model.vocab_size or draft.tokenizer.get_vocab() != model.tokenizer.get_vocab():
+    token ids (`check_same_vocabulary`) over the same head size, and sit on the same device."""
+    check_same_vocabulary(model, draft, "speculative sampling")
+    if draft.vocab_size != model.vocab_size:
         raise WorkbenchError(
-            f"the draft {draft.name} does not share {model.name}'s vocabulary ({draft.vocab_size} vs "
-            f"{model.vocab_size} output tokens, or other token ids); speculative sampling needs a draft with the "
-            "same tokenizer (for the embedded SmolLM2: workbench:smollm2-first-k)")
+            f"the draft {draft.name} does not share {model.name}'s head size ({draft.vocab_size} vs {model.vocab_size} "
+            "output tokens); speculative sampling needs the same one (for the embedded SmolLM2: workbench:smollm2-first-k)")
     if draft.device != model.device:
         raise WorkbenchError(f"the draft is on {draft.device} and {model.name} on {model.device}; load both on one device")
 
