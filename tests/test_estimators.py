@@ -82,6 +82,35 @@ def test_a_generation_scores_only_its_generated_tokens(llama):
     np.testing.assert_array_equal(got.positions, run.table["position"][generated].to_numpy())
 
 
+@pytest.mark.parametrize("bos", [False, True], ids=["no BOS", "BOS first"])
+def test_pmi_matches_the_answer_read_with_and_without_its_prompt(llama, bos):
+    """-PMI_t = log p(y_t | y_<t) - log p(y_t | x, y_<t): the second term from the whole
+    sequence's float64 logits, the first from the answer alone (after the BOS when the sequence
+    starts with one; without it the first answer token has no unconditional prediction)."""
+    prompt = (llama.tokenizer.bos_token if bos else "") + "Once upon a time"
+    run = llama.generate(prompt, max_new_tokens=6, seed=3, sampler="greedy", progress=False)
+    ids = run.table["token_id"].tolist()
+    first = int(np.flatnonzero(run.table["generated"].to_numpy(bool))[0])
+    conditional = reference_logprobs(llama.hf, ids)[first - 1:]  # log p(y_t | x, y_<t) [N]
+    alone = ids[:1] + ids[first:] if bos else ids[first:]
+    unconditional = reference_logprobs(llama.hf, alone)  # [N] after a BOS, [N - 1] without
+    got = estimate(run, ["pmi"], model=llama)["pmi"].check()
+    expected = unconditional - conditional[len(conditional) - len(unconditional):]
+    np.testing.assert_allclose(got.contributions, expected, rtol=1e-4, atol=1e-5)  # -PMI_t
+    assert got.score == pytest.approx(expected.mean(), rel=1e-4, abs=1e-6)
+    np.testing.assert_array_equal(got.positions, np.arange(len(ids) - len(expected), len(ids)))
+
+
+def test_pmi_is_named_not_a_default_and_needs_a_context(llama):
+    analyzed = llama.analyze(TEXT, progress=False)
+    assert "pmi" not in estimate(analyzed, ["msp"]) and "pmi" not in [e.name for e in wb.estimators.resolve(None)]
+    with pytest.raises(WorkbenchError, match="needs a context before the scored tokens"):
+        estimate(analyzed, ["pmi"], model=llama)
+    generated = llama.generate("Once upon a time", max_new_tokens=3, seed=0, progress=False)
+    with pytest.raises(WorkbenchError, match="give it"):
+        estimate(generated, ["pmi"])
+
+
 def embed_by_hand(texts: list[str]) -> torch.Tensor:
     """all-MiniLM-L6-v2 run one text at a time (no padding), mean of the last hidden states, in
     float64, normalized: the sentence-transformers recipe, written out."""

@@ -12,7 +12,8 @@ def estimators_option(parser) -> None:
     parser.add_argument("--estimators", default=None,
                         help="sequence uncertainty estimators with per-token contributions, comma-separated, or 'all' "
                              "(msp, perplexity, mean_entropy, surprisal_max, surprisal_q90, surprisal_median, "
-                             "entropy_max, token_sar, rauq)")
+                             "entropy_max, token_sar, rauq; by name only: pmi, the answer's pointwise mutual information with "
+                             "its prompt)")
 
 
 def check_names(args) -> None:
@@ -43,7 +44,7 @@ def render_estimates(run) -> str:
     names = list(records)
     scores = " · ".join(f"{name} {_number(records[name]['score'])} ({records[name]['combine']})" for name in names)
     lines = ["", f"estimators: {scores}", f"{'pos':>5}  {'token':<18}" + "".join(f"{name[:13]:>14}" for name in names)]
-    scored = run.table[run.table[CONTRIBUTION_PREFIX + names[0]].notna()]
+    scored = run.table[run.table[[CONTRIBUTION_PREFIX + name for name in names]].notna().any(axis=1)]
     for _, row in scored.iterrows():
         cells = "".join(f"{_number(row[CONTRIBUTION_PREFIX + name]):>14}" for name in names)
         lines.append(f"{row['position']:>5}  {repr(row['token'])[:18]:<18}{cells}")
@@ -51,4 +52,8 @@ def render_estimates(run) -> str:
 
 
 def _number(value) -> str:
-    return "not finite" if value is None or (isinstance(value, float) and not math.isfinite(value)) else f"{value:.4g}"
+    """A score or contribution: "not finite" for None (a score that was not), NaN or inf; "-" for
+    <NA>, a token the estimator leaves out (pmi's first answer token without a BOS)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "not finite"
+    return f"{value:.4g}" if isinstance(value, (int, float)) else "-"

@@ -9,8 +9,9 @@ score, and their evaluation against answer correctness (AUROC, prediction-reject
 
 One module per family registers its estimators (registry.py): probability.py (msp, perplexity,
 mean_entropy), cascades.py (quantiles and max of token uncertainty), sar.py (token_sar,
-sentence_sar, sar), attention.py (rauq). Pointwise mutual information with a context needs the
-two-context comparison and is not here yet.
+sentence_sar, sar), attention.py (rauq), information.py (pmi: the answer's pointwise mutual
+information with the context before it; named, not a default, since an analyzed text has no
+context).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from . import attention, cascades, probability, sar  # noqa: F401  (each registers its estimators)
+from . import attention, cascades, information, probability, sar  # noqa: F401  (each registers its estimators)
 from .evaluation import auroc, prr
 from .registry import (ESTIMATORS, Context, Estimate, Estimator, combine, list_estimators, register_estimator,
                        resolve)
@@ -73,13 +74,13 @@ CONTRIBUTION_PREFIX = "contrib_"  # run.table column of an estimator's per-token
 
 def annotate(run: "Run", estimates: dict[str, Estimate]) -> "Run":
     """Put single-sequence estimates into `run` for the views: a column contrib_<name> of
-    per-token contributions (<NA> outside the scored tokens) and meta["estimators"][name] =
-    {score, combine, family, details}. Returns the run, for chaining."""
-    rows = scored_rows(run)
+    per-token contributions at the estimate's positions (<NA> elsewhere: outside the scored tokens,
+    or a scored token an estimator leaves out) and meta["estimators"][name] = {score, combine,
+    family, details}. Returns the run, for chaining."""
     record = run.meta.setdefault("estimators", {})
     for name, e in estimates.items():
         column = pd.array([pd.NA] * len(run.table), dtype="Float64")
-        column[np.flatnonzero(rows)] = e.contributions
+        column[np.searchsorted(run.table["position"].to_numpy(), e.positions)] = e.contributions
         run.table[CONTRIBUTION_PREFIX + name] = column
         record[name] = _record(name, e)
     return run
@@ -96,10 +97,15 @@ def annotate_group(group: "Group", estimates: dict[str, Estimate]) -> "Group":
         for i, each in enumerate(e.details.get("responses", [])):
             record["responses"][i][name] = _record(name, each)
         if "responses" in e.details:
-            index = np.concatenate([group.rows(i).index.to_numpy() for i in range(len(group))])
+            index = np.concatenate([_rows_at(group.rows(i), each.positions) for i, each in enumerate(e.details["responses"])])
             values = np.concatenate([each.contributions for each in e.details["responses"]])
             group.add(pd.Series(pd.array(values, dtype="Float64"), index=index, name=CONTRIBUTION_PREFIX + name))
     return group
+
+
+def _rows_at(rows: pd.DataFrame, positions: np.ndarray) -> np.ndarray:
+    """The table index of the `rows` (sorted by position) at these `positions`."""
+    return rows.index.to_numpy()[np.searchsorted(rows["position"].to_numpy(), positions)]
 
 
 def _record(name: str, e: Estimate) -> dict:
@@ -111,11 +117,14 @@ def _record(name: str, e: Estimate) -> dict:
 
 def contributions_table(run: "Run", estimates: dict[str, Estimate]) -> pd.DataFrame:
     """One row per scored token of `run` (position, token), one column of contributions per
-    single-sequence estimate."""
+    single-sequence estimate (<NA> where an estimator leaves the token out)."""
     rows = run.table[scored_rows(run)]
-    table = pd.DataFrame({"position": rows["position"].to_numpy(), "token": rows["token"].tolist()})
+    positions = rows["position"].to_numpy()
+    table = pd.DataFrame({"position": positions, "token": rows["token"].tolist()})
     for name, e in estimates.items():
-        table[name] = pd.array(e.contributions, dtype="Float64")
+        column = pd.array([pd.NA] * len(positions), dtype="Float64")
+        column[np.searchsorted(positions, e.positions)] = e.contributions
+        table[name] = column
     return table
 
 

@@ -27,6 +27,9 @@ NEEDS = {
     "attention": "per-head attention on the previous token, attn_previous [L, H, T] (the 'attention' signal, or the model "
                  "to compute it)",
     "group": "several sampled responses to one prompt (a Group)",
+    "model": "the language model, for another forward (the answer without its context)",
+    "context": "a context before the scored tokens (a generation's prompt, a chat's messages); not among the "
+               "defaults, since an analyzed text has none: name it",
 }
 COMBINES = ("sum", "mean", "exp mean", "max", "quantile")
 
@@ -95,10 +98,12 @@ def list_estimators(*, group: bool | None = None) -> list[str]:
 
 
 def resolve(names, *, group: bool = False) -> list[Estimator]:
-    """Estimators by name (a list or a comma-separated string; None: every one that applies), in
+    """Estimators by name (a list or a comma-separated string; None: every one that applies to
+    any run, so not those that need a context), in
     order, without repeats; a clear error for an unknown name or one that needs a Group."""
     if names is None:
-        return [ESTIMATORS[name] for name in list_estimators(group=False)] + (
+        defaults = [name for name in list_estimators(group=False) if "context" not in ESTIMATORS[name].needs]
+        return [ESTIMATORS[name] for name in defaults] + (
             [ESTIMATORS[name] for name in list_estimators(group=True)] if group else [])
     if isinstance(names, str):
         names = [n.strip() for n in names.split(",") if n.strip()]
