@@ -126,6 +126,25 @@ def test_greedy_equals_plain_greedy(pair):
     assert all(a in (0.0, 1.0) for step in trace for a in step.accept_prob)
 
 
+def test_a_stop_string_inside_a_step_ends_it_there(pair):
+    """A stop string that appears before the last token of a step (the draft is the target, so
+    every draft is accepted and a step makes gamma + 1 tokens) ends the text there, as plain
+    greedy decoding with the same stop does; the final hidden state is the one after that token
+    (it crashed: the caches kept tokens that were never emitted)."""
+    target, _ = pair
+    prompt_ids = target.tokenizer(PROMPT)["input_ids"]
+    free = decode(target, [prompt_ids], sampler=S.Greedy(), max_new_tokens=10, generator=seeded_generator("cpu", 0),
+                  progress=False)
+    stop = target.tokenizer.decode(free.ids[0][:2])[-2:]  # ends inside the first step's 5 tokens
+    plain = decode(target, [prompt_ids], sampler=S.Greedy(), max_new_tokens=10, stops=[stop], final_hidden=True,
+                   generator=seeded_generator("cpu", 0), progress=False)
+    fast, _ = speculative.speculative_decode(target, target, prompt_ids, sampler=S.Greedy(), gamma=4, max_new_tokens=10,
+                                             stops=[stop], final_hidden=True, generator=seeded_generator("cpu", 0),
+                                             progress=False)
+    assert fast.stop[0] == plain.stop[0] == "stop" and fast.ids[0] == plain.ids[0] and len(fast.ids[0]) < 5
+    torch.testing.assert_close(fast.final_hidden[0], plain.final_hidden[0], rtol=1e-4, atol=1e-4)
+
+
 def test_trace_matches_full_forwards(pair):
     """Every drafted token's q and p, acceptance probability and alpha recomputed from full
     forwards of both models (no cache); accepted drafts are the emitted tokens; a residual

@@ -217,7 +217,9 @@ def speculative_decode(model: Model, draft: Model, prompt: Sequence[int], *, sam
                 if out.stop[0] != "length":
                     break
             bar.update(len(made))
-            kept_length = len(ids) + step.accepted  # the tokens both caches may keep
+            # the tokens both caches may keep: the accepted drafts, but never the last emitted token
+            # (its hidden state is the next step's, or the final one), which a stop may leave early
+            kept_length = min(len(ids) + step.accepted, len(prompt) + len(out.ids[0]) - 1)
             ids = list(prompt) + out.ids[0]
             target.roll_back(kept_length)
             proposer.roll_back(kept_length)
