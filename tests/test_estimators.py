@@ -227,6 +227,13 @@ def test_auroc_and_prr_match_plain_implementations():
     assert np.isnan(auroc([1, 2], [True, True])) and np.isnan(prr([1, 2], [False, False]))
 
 
+
+def test_a_non_finite_uncertainty_gives_no_auroc_or_prr():
+    """NaN sorts last: without the check it would rank as the most uncertain answer and score."""
+    u, correct = np.array([0.1, np.nan, 0.3, 0.9]), np.array([True, False, True, False])
+    assert np.isnan(auroc(u, correct)) and np.isnan(prr(u, correct))
+    assert auroc(np.array([0.1, 2.0, 0.3, 0.9]), correct) == 1.0  # the same ranking with a number
+
 def test_clear_errors(llama):
     run = llama.analyze(TEXT, progress=False)
     with pytest.raises(WorkbenchError, match="unknown estimator 'nope'; available: msp"):

@@ -3,7 +3,8 @@
 AUROC: the probability that a wrong answer gets a higher uncertainty than a right one (ties
 count one half); 0.5 is chance, 1 a perfect ranking. Computed from ranks (Mann & Whitney 1947):
     AUROC = (sum of the ranks of the wrong answers - n_w (n_w + 1) / 2) / (n_w n_r)
-with average ranks for ties. Undefined (NaN) when every answer is right or every one wrong.
+with average ranks for ties. Undefined (NaN) when every answer is right or every one wrong, or
+when an uncertainty is not finite (NaN would otherwise rank as the most uncertain answer).
 
 Prediction-rejection ratio (Malinin et al. 2017, "Incorporating uncertainty into deep learning for
 spoken language assessment"; LM-Polygraph's PRR): reject the most uncertain answers first; the
@@ -43,7 +44,7 @@ def auroc(uncertainty, correct) -> float:
     """AUROC of `uncertainty` [n] (higher = less sure) for detecting the wrong answers (correct [n] bool)."""
     u, c = _checked(uncertainty, correct)
     wrong, right = int((~c).sum()), int(c.sum())
-    if wrong == 0 or right == 0:
+    if wrong == 0 or right == 0 or not np.isfinite(u).all():
         return float("nan")
     return float((average_ranks(u)[~c].sum() - wrong * (wrong + 1) / 2) / (wrong * right))
 
@@ -56,9 +57,9 @@ def rejection_auc(correct_in_order: np.ndarray) -> float:
 
 def prr(uncertainty, correct) -> float:
     """Prediction-rejection ratio of `uncertainty` [n] against correctness [n] bool (NaN when all
-    answers are right or all wrong: no rejection can help)."""
+    answers are right or all wrong: no rejection can help; NaN when an uncertainty is not finite)."""
     u, c = _checked(uncertainty, correct)
-    if c.all() or not c.any():
+    if c.all() or not c.any() or not np.isfinite(u).all():
         return float("nan")
     quality = c.astype(np.float64)
     estimator = rejection_auc(quality[np.argsort(u, kind="stable")])

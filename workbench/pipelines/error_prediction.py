@@ -63,13 +63,15 @@ def scores_table(answered: Sequence[Answered]) -> pd.DataFrame:
 
 
 def evaluation_table(answered: Sequence[Answered]) -> pd.DataFrame:
-    """One row per estimator: family, AUROC and PRR against correctness, best first (by AUROC)."""
+    """One row per estimator: family, AUROC and PRR against correctness, best first (by AUROC), and
+    how many answers' scores were not finite (AUROC and PRR are NaN then, not a ranking)."""
     table = scores_table(answered)
     correct = table["correct"].to_numpy(bool)
     rows = []
     for name in answered[0].estimates if answered else []:
         values = table[name].to_numpy(np.float64)
         rows.append({"estimator": name, "family": estimators.ESTIMATORS[name].family,
-                     "auroc": estimators.auroc(values, correct), "prr": estimators.prr(values, correct)})
-    return pd.DataFrame(rows, columns=["estimator", "family", "auroc", "prr"]).sort_values(
+                     "auroc": estimators.auroc(values, correct), "prr": estimators.prr(values, correct),
+                     "non_finite": int((~np.isfinite(values)).sum())})
+    return pd.DataFrame(rows, columns=["estimator", "family", "auroc", "prr", "non_finite"]).sort_values(
         "auroc", ascending=False, kind="stable", ignore_index=True)
