@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import torch
 
 import workbench as wb
 from workbench.corpus import CorpusFolder
@@ -184,6 +185,16 @@ def test_bad_input_counted_or_refused(llama, tmp_path):
     assert counts["skip"]["skipped"] == {"empty": 1, "too_long": 1}
     assert counts["truncate"]["skipped"] == {"empty": 1} and counts["truncate"]["by_status"]["truncated"] == 1
     assert counts["split"]["by_status"]["split"] == 1
+
+
+def test_non_finite_signals_are_refused_not_stored_as_missing(text_file, tmp_path):
+    """A NaN in a nullable column reads as <NA>, "no prediction here": the corpus refuses the
+    batch instead, naming its documents, and keeps the shards finished before it."""
+    broken = wb.load("tiny:llama")
+    with torch.no_grad():
+        broken.hf.lm_head.weight[3, 0] = float("nan")  # every prediction's logits hold a NaN
+    with pytest.raises(WorkbenchError, match=r"non-finite values .* documents \[\d"):
+        wb.corpus(broken, text_file, out=tmp_path / "broken", signals=["uncertainty"], progress=False)
 
 
 def test_missing_text_field_and_sources(llama, tmp_path, monkeypatch):

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import WorkbenchError
+from ..finite import table_finite
 from ..forward import memory
 from ..forward.capture import pack_captures, run_forward_batch
 from ..signals import SIGNALS, Signal
@@ -94,6 +95,11 @@ def _score_batch(model, batch: list[Segment], specs, needs, top_k: int, referenc
     if reference is not None:
         table["reference_surprisal"] = _reference_surprisal(reference, ids, lengths)
         table["excess_loss"] = table["surprisal"] - table["reference_surprisal"]
+    predicted = np.concatenate([np.arange(n) > 0 for n in lengths])  # a segment's first token has no prediction
+    if not table_finite(table, predicted):  # a NaN would be stored as <NA>, "no prediction here"
+        raise WorkbenchError(f"non-finite values (NaN or infinite) in the signals of documents "
+                             f"{sorted({s.doc_id for s in batch})}: the model (or the reference) overflowed or its "
+                             "weights are damaged (try dtype='float32'); the shards finished so far are kept")
     return table
 
 
