@@ -1,9 +1,9 @@
 """The signal registry: each signal is a small function registered with what it needs
 from the forward pass and what it provides (LM-Polygraph's calculators, Inseq's
 registered functions). New signals are added by registering a function; the columns it
-provides are registered with it (`Column`: display label, unit, list-valued), and whatever
-shows or stores a column reads them here (`COLUMNS`): the CLI's help and terminal table, the
-charts' axis units, the reading back of a saved run's list columns.
+provides are registered with it (`Column`: display label, unit, whether the terminal table shows it), and whatever shows a
+column reads them here (`COLUMNS`): the CLI's help and terminal table, the charts' axis units.
+(A saved run's list columns are found from the values read back: `results.run`.)
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ class Column:
     name: str
     label: str = ""  # a short header (the terminal table's cells are 11 wide); "" : the name
     unit: str = ""  # of its values ("nats", ...); "": none (a count, a probability, a score)
-    list_valued: bool = False  # one list per token (top-k alternatives, experts), not one number
     terminal: bool = False  # shown in the CLI's terminal table
 
     @property
@@ -87,11 +86,6 @@ def register(name: str, *, description: str, needs: tuple[str, ...], columns=(),
         return compute
 
     return decorate
-
-
-def list_columns() -> tuple[str, ...]:
-    """The registered columns that hold one list per token."""
-    return tuple(name for name, column in COLUMNS.items() if column.list_valued)
 
 
 def signals_help() -> str:

@@ -18,8 +18,7 @@ FLOAT_COLUMNS = ("entropy", "varentropy", "surprisal", "target_logprob", "margin
 COLUMNS = (Column("entropy", unit="nats", terminal=True), Column("varentropy", unit="nats²"),
            Column("surprisal", unit="nats", terminal=True), Column("target_logprob", unit="nats"),
            Column("margin", unit="nats", terminal=True), Column("rank", terminal=True),
-           Column("topk_ids", list_valued=True), Column("topk_tokens", list_valued=True),
-           Column("topk_probs", list_valued=True))
+           "topk_ids", "topk_tokens", "topk_probs")
 
 
 def _memory_bytes(model, n_tokens: int) -> int:
