@@ -342,7 +342,7 @@ def check_load_imbalance(imbalance) -> None:
 def check_affinity(affinity_of) -> None:
     """affinity(trace [N, m], E) -> [m-1, E, E]: P(expert e' at layer l+1 | expert e at layer l)
     over the tokens (ExFlow, Yao et al. 2024), NaN rows for experts nobody chose
-    (`workbench.routing_stats.affinity`). DESIGN.md: trace ((0,1),(0,1),(0,0),(1,1),(1,0),(1,1)), E = 2
+    (`workbench.routing_stats.affinity`). docs/signals.md: trace ((0,1),(0,1),(0,0),(1,1),(1,0),(1,1)), E = 2
     -> ((1/3, 2/3), (1/3, 2/3))."""
     worked = torch.tensor([[0, 1], [0, 1], [0, 0], [1, 1], [1, 0], [1, 1]])
     cases = [(worked, 2, "the worked example trace = ((0,1), (0,1), (0,0), (1,1), (1,0), (1,1)), E = 2"),
@@ -504,7 +504,7 @@ def check_acceptance(acceptance) -> None:
 
 
 # ----- Lab 10 · Uncertainty estimators (notebooks/10_uncertainty.ipynb) -------------------------
-# Sequence scores from per-token values, against workbench.estimators (DESIGN.md's SAR vector).
+# Sequence scores from per-token values, against workbench.estimators (the SAR vector of docs/signals.md).
 import math  # noqa: E402  (this lab's block stands alone at the end of the file)
 
 __all__ += ["check_perplexity", "check_token_sar", "check_auroc"]
