@@ -11,6 +11,7 @@ import math
 import re
 
 import numpy as np
+import plotly.graph_objects as go
 import pandas as pd
 import plotly.io as pio
 import pytest
@@ -263,6 +264,18 @@ def test_moving_the_selection_sends_only_the_moved_shape():
     (message,) = messages
     assert not message["restyle_data"]
     assert set(message["relayout_data"]) == {"shapes.0.x0", "shapes.0.x1", "shapes.0.label.text"}
+
+
+def test_a_changed_matrix_given_as_rows_is_drawn_anew():
+    """A heatmap's z given as rows (z=[row], which plotly keeps as a tuple of arrays) cannot go
+    in a restyle message: it is drawn anew (the attribution strip kept its first target's colors)."""
+    def strip(values):
+        return go.Figure(go.Heatmap(x=[0, 1, 2], y=[0], z=[np.array(values)]))
+
+    current = strip([0.1, 0.2, np.nan])
+    assert not update_in_place(current, strip([0.3, np.nan, np.nan]))
+    assert current.data[0].z[0][0] == 0.1  # left untouched, for the caller to draw anew
+    assert update_in_place(current, strip([0.1, 0.2, np.nan]))  # nothing changed: nothing to send
 
 
 def test_different_traces_are_not_updated_in_place():

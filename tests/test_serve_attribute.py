@@ -13,9 +13,10 @@ from pages import ALL_MARKED, FIND, click_point, fill, wait_until, watched_page
 VIEWPORT = {"width": 1200, "height": 900}
 VIEW = f"(start) => ({FIND})().plots.find(p => ((p.layout.title || {{}}).text || '').startsWith(start))"
 PROMPT, CONTINUATION = "The capital of France is", " Paris."
-# Whether the source strip shows `target`'s row: its title, and a value just before the target.
+# Whether the source strip shows `target`'s row: its title, and a number (not null, not NaN) just before
+# the target (another target's row has none there).
 SOURCES_OF = f"(target) => {{ const p = ({VIEW})('Sources of ' + target + ':'); " \
-             "return !!p && p.data[0].z[0][p.data[0].x.indexOf(target - 1)] !== null; }"
+             "return !!p && Number.isFinite(p.data[0].z[0][p.data[0].x.indexOf(target - 1)]); }"
 # The screen point of the matrix's cell (target row, first source column).
 MATRIX_ROW = f"""
 (target) => {{

@@ -374,10 +374,18 @@ def _restyle(old_traces, new_traces) -> dict | None:
         if not all(path in trace for trace in new_traces):
             return None
         values = [new_traces[i][path] for i in range(len(new_json))]
-        if any(isinstance(v, np.ndarray) and v.ndim > 1 for v in values):
+        if any(_is_matrix(v) for v in values):
             return None
         restyle[path] = values
     return restyle
+
+
+def _is_matrix(value) -> bool:
+    """A 2-d value (heatmap z): a numpy array, or rows as a list or tuple of arrays or lists
+    (plotly keeps z=[row] as a tuple of arrays)."""
+    if isinstance(value, np.ndarray):
+        return value.ndim > 1
+    return isinstance(value, (list, tuple)) and len(value) > 0 and isinstance(value[0], (list, tuple, np.ndarray))
 
 
 def _changed_paths(old: dict, new: dict, prefix: str = "") -> dict:

@@ -14,7 +14,7 @@ from . import Mode, register, seconds_said
 
 TWO_CONTEXTS = "this model under two contexts"
 DEFAULT_CONTEXT = "Paris is the capital and largest city of France. "
-CONTEXT_LABEL = "Context of p, the model (with chat messages: its system prompt)"
+CONTEXT_LABEL = "Context of p, the model (in a chat: its system prompt)"
 REFERENCE_CONTEXT_LABEL = "Context of q, the reference (empty: none)"
 BRANCHES = Range(0, 64, whole=True)  # divergent positions continued by both sides
 GAMMA = Range(1, 64, whole=True)  # drafted tokens per speculative step, for the acceptance view
