@@ -37,3 +37,14 @@ def server(tmp_path_factory):
     finally:
         stop_server(process)
     assert "Traceback" not in log_path.read_text(), log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Tiny models run faster on one thread than on two on a shared machine (several times: no
+    threads waiting for each other on a busy CPU); the setting is put back afterwards. A module
+    asks for it with `pytestmark = pytest.mark.usefixtures("one_torch_thread")`."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

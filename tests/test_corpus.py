@@ -16,7 +16,6 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.corpus import CorpusFolder
 from workbench.errors import WorkbenchError
 from workbench.routing_stats import specialization
 
@@ -34,16 +33,7 @@ DOCUMENTS = [
 SIGNAL_COLUMNS = ["entropy", "varentropy", "surprisal", "target_logprob", "margin", "rank"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run faster on one thread than on two on a shared machine (7x here: no
-    threads waiting for each other on a busy CPU); the setting is put back afterwards."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

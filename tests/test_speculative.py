@@ -27,13 +27,7 @@ def first_layer_draft(model: Model) -> Model:
     return Model(keep_first_layers(copy.deepcopy(model.hf), 1), model.tokenizer, name=f"{model.name} first layer")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny forwards one after another: one thread is several times faster than a busy pool."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

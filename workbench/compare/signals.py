@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..decoding.speculative import expected_tokens_per_step
 from ..signals.uncertainty import decode_pieces
 from .statistics import PairStats
 
@@ -54,13 +55,9 @@ def implicit_reward(log_ratio, beta: float) -> np.ndarray:
 
 def expected_accepted_tokens(acceptance, gamma: int) -> np.ndarray:
     """Expected tokens per speculative step with `gamma` drafted tokens when each is accepted
-    with probability a: (1 - a^(gamma + 1)) / (1 - a), gamma + 1 at a = 1 (Leviathan et al.
-    2023, eq. 1, which assumes the same a at every drafted position).
+    with probability a [T]: Leviathan et al. 2023, eq. 1 (`decoding.speculative`), per position.
     [a = .7, gamma = 4: 2.7731]"""
-    a = np.asarray(acceptance, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        expected = (1 - a ** (gamma + 1)) / (1 - a)
-    return np.where(a >= 1, gamma + 1.0, expected)
+    return np.asarray(expected_tokens_per_step(np.asarray(acceptance, dtype=np.float64), gamma))
 
 
 def pair_columns(stats: PairStats, rows: np.ndarray, n_rows: int, tokenizer, *, beta: float) -> dict:

@@ -40,13 +40,6 @@ KEY_COLUMNS = ("doc_id", "segment", "position", "token_id", "role")
 BATCH_ADVICE = "lower batch_size or max_batch_tokens (CLI: --batch-size, --max-batch-tokens)"
 
 
-def check_reference(model, reference) -> None:
-    """The reference must score the same token ids: the same vocabulary."""
-    if model.tokenizer.get_vocab() != reference.tokenizer.get_vocab():
-        raise WorkbenchError(f"the reference {reference.name} has another vocabulary than {model.name}; "
-                             "excess loss compares the same tokens, so use a reference with the same tokenizer")
-
-
 def batches(segments: Sequence[Segment], batch_size: int, max_batch_tokens: int) -> Iterator[list[Segment]]:
     """Segments longest first, in batches of at most batch_size and max_batch_tokens padded
     tokens (a segment longer than max_batch_tokens goes alone)."""

@@ -31,6 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
+import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -85,12 +86,14 @@ def acceptance_probability(p_token: torch.Tensor, q_token: torch.Tensor) -> torc
     return torch.clamp(p_token / q_token, max=1.0)
 
 
-def expected_tokens_per_step(alpha: float, gamma: int) -> float:
+def expected_tokens_per_step(alpha, gamma: int):
     """Leviathan et al. 2023, eq. 1: (1 - alpha^(gamma+1)) / (1 - alpha) tokens per step for
-    i.i.d. acceptances at rate alpha (gamma + 1 at alpha = 1). [alpha .7, gamma 4 -> 2.7731]"""
-    if alpha >= 1.0:
-        return float(gamma + 1)
-    return (1.0 - alpha ** (gamma + 1)) / (1.0 - alpha)
+    i.i.d. acceptances at rate alpha (gamma + 1 at alpha = 1); alpha a number or an array (a
+    float, or an array of the same shape). [alpha .7, gamma 4 -> 2.7731]"""
+    a = np.asarray(alpha, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        expected = np.where(a >= 1, gamma + 1.0, (1 - a ** (gamma + 1)) / (1 - a))
+    return float(expected) if expected.ndim == 0 else expected
 
 
 def summary(trace: Sequence[DraftStep], gamma: int) -> dict:

@@ -21,11 +21,12 @@ from ..corpus import manifest, shards
 from ..corpus.documents import document_rows
 from ..corpus.manifest import model_record
 from ..corpus.folder import CorpusFolder
-from ..corpus.scoring import check_reference, score
+from ..corpus.scoring import score
 from ..corpus.segments import SKIPPED, Prepared, check_long_policy, prepare
 from ..corpus.sources import Source, open_source
 from ..errors import WorkbenchError
 from ..model.handle import Model
+from ..model.vocabulary import check_same_vocabulary
 from ..signals import SIGNALS, resolve
 from .analyze import MAX_TOP_K
 
@@ -118,7 +119,7 @@ def _settings(model, source, signals, reference, text_field, top_k, batch_size, 
         raise WorkbenchError(f"max_tokens {max_tokens} is more than {model.name}'s context of {context} tokens")
     specs = resolve(signals, model)
     if reference is not None:
-        check_reference(model, reference)
+        check_same_vocabulary(model, reference, "excess loss against a reference")
         if SIGNALS["uncertainty"] not in specs:
             specs.append(SIGNALS["uncertainty"])  # excess loss is the model's surprisal minus the reference's
     routers = model.adapter.routers(model.hf)
