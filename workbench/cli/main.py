@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reference", default=None,
                        help="a second model with the same tokenizer vocabulary for the compare mode (which also "
                             "compares the model under two contexts without one)")
+    serve.add_argument("--corpus", type=Path, default=None,
+                       help="a folder written by workbench corpus: the page opens in corpus mode on it (the model: "
+                            "the one that scored it, unless --model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=5006, help="port to listen on (default: 5006)")
 
@@ -515,13 +518,16 @@ def cmd_serve(args) -> int:
     import workbench as wb
     from ..widgets import serve
 
-    model = wb.load(args.model, dtype=args.dtype, device=args.device)
+    name = args.model
+    if args.corpus is not None and name is None:  # the model whose token ids the corpus holds
+        name = wb.CorpusFolder(args.corpus).manifest["settings"]["model"]["name"]
+    model = wb.load(name, dtype=args.dtype, device=args.device)
     reference = None if args.reference is None else wb.load(args.reference, dtype=args.dtype, device=args.device)
     if reference is not None:
         from ..model.vocabulary import check_same_vocabulary
 
         check_same_vocabulary(model, reference, "--reference")
-    serve(model, reference=reference, host=args.host, port=args.port)
+    serve(model, reference=reference, corpus=args.corpus, host=args.host, port=args.port)
     return 0
 
 
