@@ -25,6 +25,10 @@ Compare mode: the same tokens under two predictors (`model.compare`), the model 
 reference model the server was started with (`serve(model, reference=...)`, `workbench serve
 --reference MODEL`) or under two contexts; its views are the compare panels (widgets/compare.py).
 
+Corpus mode: a folder written by `workbench corpus` (`serve(model, corpus=DIR)`, `workbench serve
+--corpus DIR`, which starts the page in this mode): its overview (widgets/corpus.py), and a
+clicked document's tokens as a run read from the corpus's rows, with the usual views.
+
 Safety: each browser session gets its own `Dashboard` (its runs, selection and settings);
 the one model is shared read-only and called only under a lock, from a worker thread,
 while the page shows progress and which page's work it waits for. A session's work stops
