@@ -133,6 +133,11 @@ def test_corpus_mode_in_a_browser(corpus_server, browser):
         np.testing.assert_allclose(probabilities[3:], [math.exp(-row["surprisal"])] * (len(probabilities) - 3), rtol=1e-9)
         assert page.locator(f'.tw-text .t[data-i="{position}"]').get_attribute("data-v") == f"{row['surprisal']:.4g}"
 
+        # Another signal draws the overview again.
+        page.get_by_label("Overview signal").select_option("entropy")
+        page.wait_for_function(f"() => !!({VIEW})('entropy over')", timeout=20_000)
+        assert plot(page, "entropy over")["y"] == np.histogram(scored["entropy"], bins=50)[0].tolist()
+
         # A missing folder and an unfinished run: one line each.
         fill(page, FOLDER_LABEL, str(corpus_folder.parent / "missing"))
         page.get_by_role("button", name="Open corpus").click()
