@@ -116,7 +116,8 @@ def document_run(folder: CorpusFolder, doc_id: int, tokenizer) -> Run:
                          else rows[column].array)
     if "topk_ids" in rows:
         pieces = decode_pieces(tokenizer, [i for row in rows["topk_ids"] if row is not None for i in row])
-        table["topk_tokens"] = [None if row is None else [pieces[int(i)] for i in row] for row in rows["topk_ids"]]
+        table.insert(table.columns.get_loc("topk_ids") + 1, "topk_tokens",  # (analyze's order)
+                     [None if row is None else [pieces[int(i)] for i in row] for row in rows["topk_ids"]])
     settings = folder.manifest["settings"]
     meta = {"model": settings["model"]["name"], "revision": settings["model"]["revision"],
             "signals": settings["signals"], "params": {"top_k": settings["params"]["top_k"]}, "n_tokens": len(ids),
