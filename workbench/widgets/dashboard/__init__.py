@@ -26,7 +26,7 @@ reference model the server was started with (`serve(model, reference=...)`, `wor
 --reference MODEL`) or under two contexts; its views are the compare panels (widgets/compare.py).
 
 Corpus mode: a folder written by `workbench corpus` (`serve(model, corpus=DIR)`, `workbench serve
---corpus DIR`, which starts the page in this mode): its overview (widgets/corpus.py), and a
+--corpus DIR`, which opens it as each page loads): its overview (widgets/corpus.py), and a
 clicked document's tokens as a run read from the corpus's rows, with the usual views.
 
 Safety: each browser session gets its own `Dashboard` (its runs, selection and settings);

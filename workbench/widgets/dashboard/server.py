@@ -17,11 +17,14 @@ CHECK_SESSIONS_MS = 2_000  # checked every 2 s (Bokeh's: 17 s)
 
 
 def make_app(model, lock: threading.Lock, reference=None, corpus=None):
-    """One session's page; its work is cancelled when the session ends (its page gone)."""
+    """One session's page; its work is cancelled when the session ends (its page gone). With a
+    `corpus`, the page opens it once loaded."""
     import panel as pn
 
     dashboard = Dashboard(model, lock, reference, corpus)
     pn.state.on_session_destroyed(lambda _context: dashboard.worker.cancel.set())
+    if corpus is not None:
+        pn.state.onload(dashboard.go)
     return dashboard.layout
 
 
@@ -29,8 +32,8 @@ def serve(model, *, reference=None, corpus=None, host: str = "127.0.0.1", port: 
           show: bool = False) -> None:
     """Serve the dashboard at http://host:port/ until interrupted (blocks). `reference`: a second
     model with the same vocabulary, offered by the compare mode (which also compares one model
-    under two contexts without it). `corpus`: a folder written by `workbench corpus`, which the
-    page's corpus mode opens (each page starts in that mode).
+    under two contexts without it). `corpus`: a folder written by `workbench corpus`, which each
+    page opens in its corpus mode once loaded.
 
     Binds 127.0.0.1 by default; any other host exposes the model to the network, so a
     warning is emitted. Assets are served locally, so the page works with no network.

@@ -1,5 +1,5 @@
 """Corpus mode: a finished corpus folder (written by `workbench corpus`; `workbench serve --corpus
-DIR` fills its field and starts in this mode) as the overview of `widgets.corpus`: how a signal is
+DIR` fills its field, starts the page in this mode and opens it) as the overview of `widgets.corpus`: how a signal is
 distributed over every token, the token ids with the largest mean, the documents ranked by mean
 surprisal, and RHO-1's selected share when the corpus has a reference's excess loss. Clicking a
 document bar (or picking a document) opens its tokens as a run with the usual views, read from
