@@ -3,7 +3,7 @@ reference, so the RHO-1 selection is there), served by `workbench serve --corpus
 starts it. The overview's numbers equal pandas' on the whole token table (a direct computation,
 not the shard-by-shard aggregates that drew them); a clicked document bar opens that document's
 tokens, whose strip, signal chart and selected token's next-token chart hold its rows in the
-dataset; a missing folder and an unfinished run are one clear line each."""
+dataset, as does a document typed by its id; a missing folder and an unfinished run are one clear line each."""
 from __future__ import annotations
 
 import json
@@ -131,6 +131,14 @@ def test_corpus_mode_in_a_browser(corpus_server, browser):
         np.testing.assert_allclose(probabilities[:3], row["topk_probs"], rtol=1e-12)
         np.testing.assert_allclose(probabilities[3:], [math.exp(-row["surprisal"])] * (len(probabilities) - 3), rtol=1e-9)
         assert page.locator(f'.tw-text .t[data-i="{position}"]').get_attribute("data-v") == f"{row['surprisal']:.4g}"
+
+        # Any document by its id (one the ranking leaves out), and an id out of range is one line.
+        unranked = sorted(set(range(len(TEXTS))) - set(documents["customdata"]))[0]
+        fill(page, "Document id", unranked)
+        said = status(page, f"Document {unranked}:")
+        assert f"{(rows['doc_id'] == unranked).sum()} tokens" in said
+        fill(page, "Document id", len(TEXTS))
+        status(page, f"Error: Document id must be .*{len(TEXTS) - 1}")
 
         # Another signal draws the overview again.
         page.get_by_label("Overview signal").select_option("entropy")

@@ -2,7 +2,7 @@
 DIR` fills its field, starts the page in this mode and opens it) as the overview of `widgets.corpus`: how a signal is
 distributed over every token, the token ids with the largest mean, the documents ranked by mean
 surprisal, and RHO-1's selected share when the corpus has a reference's excess loss. Clicking a
-document bar (or picking a document) opens its tokens as a run with the usual views, read from
+document bar (or typing its id) opens its tokens as a run with the usual views, read from
 the corpus's token rows (`widgets.corpus.document_run`: no model run; its signals are those the
 corpus stored). Every figure is computed shard by shard and a document's rows are read from its
 shard alone: the token table is never loaded whole. The mode takes no text."""
@@ -13,14 +13,15 @@ from dataclasses import dataclass
 from workbench.corpus.folder import CorpusFolder
 from workbench.corpus.scoring import KEY_COLUMNS
 from workbench.errors import WorkbenchError
+from workbench.sampler_parameters import Range
 
 from ...corpus import distribution_chart, document_ranking_chart, document_run, selection_chart, token_ranking_chart
 from ...panels import clicked_index
+from ..controls import field_value
 from . import Mode, register, seconds_said
 
 FOLDER_LABEL = "Corpus folder (written by workbench corpus)"
 DEFAULT_SIGNAL = "surprisal"
-NO_DOCUMENT = "(pick one)"
 SELECTED_FRACTION = 0.1  # RHO-1's share of tokens kept, as its paper's default (top 10% by excess loss)
 
 
@@ -39,11 +40,12 @@ class CorpusControls:
     def __init__(self, page):
         import panel as pn
 
+        from ..components import number_field_class
+
         self.folder = pn.widgets.TextInput(label=FOLDER_LABEL, value=str(page.corpus or ""), width=420)
         self.signal = pn.widgets.Select(label="Overview signal", options=[DEFAULT_SIGNAL], value=DEFAULT_SIGNAL,
                                         width=170, disabled=True)
-        self.document = pn.widgets.Select(label="Document", options={NO_DOCUMENT: None}, value=None, width=170,
-                                          disabled=True)
+        self.document = number_field_class()(label="Document id", value=None, width=120, disabled=True)
         self.row = pn.Row(self.folder, self.signal, self.document, visible=False)
         self.below = pn.FlexBox(sizing_mode="stretch_width", visible=False)
         self.overview: Overview | None = None
@@ -53,7 +55,7 @@ class CorpusControls:
                 await page.go()
 
         self.signal.param.watch(signal_changed, "value")
-        self.document.param.watch(lambda event: self.open_document(page, event.new), "value")
+        self.document.param.watch(lambda _event: self.open_document(page), "value")
 
     def show(self, overview: Overview) -> None:
         from ..components import VIEW_HEIGHT, plotly_pane
@@ -66,9 +68,7 @@ class CorpusControls:
             pane.param.update(object=figure, height=int(figure.layout.height or VIEW_HEIGHT))
             panes.append(pane)
         self.below.objects = panes
-        ranked = overview.figures["documents"].data[0].customdata
-        self.document.param.update(options={NO_DOCUMENT: None, **{f"doc {int(i)}": int(i) for i in ranked}},
-                                   value=None, disabled=False)
+        self.document.disabled = False
         self.signal.param.update(options=overview.signals, value=overview.signal, disabled=False)
 
     def _on_document_click(self, event) -> None:
@@ -76,11 +76,14 @@ class CorpusControls:
         if points:
             self.document.value = clicked_index(points[0].get("customdata"))
 
-    def open_document(self, page, doc_id: int | None) -> None:
-        """Show document `doc_id` as a run (its rows from the corpus) with the usual views."""
-        if doc_id is None or self.overview is None:
+    def open_document(self, page) -> None:
+        """Show the document whose id the field holds as a run (its rows from the corpus) with the
+        usual views; a bad id is one line."""
+        if self.overview is None or self.document.value in (None, ""):
             return
         try:
+            last = self.overview.folder.manifest["counts"]["documents"] - 1
+            doc_id = field_value(self.document, Range(0, last, whole=True))
             run = document_run(self.overview.folder, doc_id, page.model.tokenizer)
         except WorkbenchError as error:
             page.say(f"Error: {error}", error=True)
@@ -137,7 +140,7 @@ def show(page, overview: Overview, seconds: float) -> None:
     skipped = sum(counts["skipped"].values())
     page.say(f"Corpus of {counts['documents']:,} documents ({skipped:,} skipped), {counts['token_rows']:,} token rows "
              f"by {overview.folder.manifest['settings']['model']['name']}, read in {seconds_said(seconds)}. "
-             "Click a document's bar (or pick a document) to open its tokens.")
+             "Click a document's bar (or type its id) to open its tokens.")
 
 
 register(Mode(name="corpus", button="Open corpus", compute=open_corpus, show=show, controls=CorpusControls,
