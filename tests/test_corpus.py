@@ -297,6 +297,13 @@ def test_a_document_opens_from_its_rows_as_analyze_shows_it(llama, scored):
         document_run(scored, 99, llama.tokenizer)
 
 
+def test_the_dashboard_refuses_a_corpus_of_another_model(qwen, scored):
+    from workbench.widgets.dashboard.modes.corpus import check_model
+
+    with pytest.raises(WorkbenchError, match="scored by tiny:llama.*serve it with --model tiny:llama"):
+        check_model(scored, qwen)
+
+
 def test_a_first_shard_of_skipped_documents_only(llama, tmp_path):
     """Shard 0 holds only empty documents (no token rows, fewer columns): the dataset and the
     aggregates still see every column."""

@@ -97,8 +97,8 @@ def check_model(folder: CorpusFolder, model) -> None:
     """The corpus's token ids are its model's: the served model must be that one to show them."""
     made_with = folder.manifest["settings"]["model"]["name"]
     if made_with != model.name:
-        raise WorkbenchError(f"this corpus was scored by {made_with}, whose token ids this server's {model.name} "
-                             f"cannot read; serve it with --model {made_with}")
+        raise WorkbenchError(f"this corpus was scored by {made_with} (its token ids are that model's) and this server "
+                             f"serves {model.name}; serve it with --model {made_with}")
 
 
 def signal_columns(folder: CorpusFolder) -> list[str]:
