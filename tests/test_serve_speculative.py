@@ -42,11 +42,19 @@ BOXED = f"""
 
 @pytest.fixture(scope="module")
 def draft_server(tmp_path_factory):
+    """The server on one torch thread (tiny models: faster on a shared machine, see
+    tests/test_serve_rollouts.py)."""
     log_path = tmp_path_factory.mktemp("serve-speculative") / "server.log"
     command = WORKBENCH_SERVE[:2] + ["--model", "tiny:llama", "--draft", "tiny:qwen2", "--port"]
-    with served(log_path, command) as url:
-        assert "generate mode's draft: tiny:qwen2" in log_path.read_text()
-        yield url
+    with pytest.MonkeyPatch.context() as environment:
+        environment.setenv("OMP_NUM_THREADS", "1")
+        with served(log_path, command) as url:
+            environment.undo()
+            assert "generate mode's draft: tiny:qwen2" in log_path.read_text()
+            yield url
+
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # tests/conftest.py: the direct re-run too
 
 
 @pytest.mark.slow
