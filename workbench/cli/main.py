@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reference", default=None,
                        help="a second model with the same tokenizer vocabulary for the compare mode (which also "
                             "compares the model under two contexts without one)")
+    serve.add_argument("--draft", default=None,
+                       help="a draft model sharing the vocabulary for the generate mode's speculative sampling (e.g. "
+                            "workbench:smollm2-first-k for the default model): a Draft box and γ, the trace view")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=5006, help="port to listen on (default: 5006)")
 
@@ -521,7 +524,12 @@ def cmd_serve(args) -> int:
         from ..model.vocabulary import check_same_vocabulary
 
         check_same_vocabulary(model, reference, "--reference")
-    serve(model, reference=reference, host=args.host, port=args.port)
+    draft = None if args.draft is None else wb.load(args.draft, dtype=model.dtype, device=model.device)
+    if draft is not None:  # as `generate --draft` loads it and speculative sampling checks it, before serving
+        from ..decoding.speculative import require_shared_vocabulary
+
+        require_shared_vocabulary(model, draft)
+    serve(model, reference=reference, draft=draft, host=args.host, port=args.port)
     return 0
 
 
