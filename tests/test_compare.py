@@ -3,7 +3,6 @@ Face model's own forward (lm_head included) over an input built here by hand, ev
 recomputed from them by its definition; the commitment layer against a plain loop over the
 logit lens of `analyze`; the branches against transformers' own greedy `generate`."""
 import copy
-import math
 
 import numpy as np
 import pandas as pd
@@ -11,7 +10,7 @@ import pytest
 import torch
 
 import workbench as wb
-from workbench.compare import commitment_layers, expected_accepted_tokens, implicit_reward
+from workbench.compare import commitment_layers, expected_accepted_tokens
 from workbench.errors import MemoryEstimateExceeded, WorkbenchError
 from workbench.model.handle import Model
 from workbench.model.tiny import tiny_model
@@ -196,10 +195,6 @@ def test_design_vectors():
     # DESIGN.md: p = (.5, .3, .2), q = (.2, .3, .5): alpha = .7; gamma = 4 -> 2.7731
     assert expected_accepted_tokens(0.7, 4) == pytest.approx(2.7731, abs=1e-4)
     assert expected_accepted_tokens([1.0, 0.0], 4).tolist() == [5.0, 1.0]
-    # DPO implicit reward: beta .1, pi (.5, .9, .2), ref (.25, .9, .4) -> (.0693, 0, -.0693)
-    log_ratio = np.log([0.5, 0.9, 0.2]) - np.log([0.25, 0.9, 0.4])
-    assert implicit_reward(log_ratio, 0.1).tolist() == pytest.approx([0.0693, 0, -0.0693], abs=5e-5)
-    assert (-log_ratio).tolist() == pytest.approx([-math.log(2), 0, math.log(2)])  # excess loss
     # commitment: top-1 per layer (7, 3, 5, 3, 3) -> final 3, committed from layer 3; no prediction -> -1
     assert commitment_layers(np.array([[7, -1], [3, -1], [5, -1], [3, -1], [3, -1]])).tolist() == [3, -1]
     assert commitment_layers(np.array([[3], [3]])).tolist() == [0]

@@ -138,6 +138,13 @@ def test_online_keep_with_room_for_everything_is_causal_and_heavy_zero_is_a_wind
     assert torch.equal(online_keep(weights, heavy=0, recent=4), window.expand(2, 12, 12))
 
 
+def test_online_keep_builds_its_masks_on_the_weights_device():
+    """The meta device stands in for CUDA here: a mask made on the CPU meets meta weights and fails
+    as it would meet CUDA weights."""
+    visible = online_keep(WORKED[None].to("meta"), heavy=1, recent=1)
+    assert visible.device.type == "meta" and visible.shape == (4, 4)
+
+
 def test_kv_cache_bytes_design_vector():
     assert kv_cache_bytes(30, 3, 64, 4096, 2) == 94_371_840
     assert kv_cache_bytes(30, 9, 64, 4096, 2) == 3 * 94_371_840

@@ -78,10 +78,11 @@ def online_keep(weights: torch.Tensor, heavy: int, recent: int) -> torch.Tensor:
     weights = weights.double()
     t_len = weights.shape[-1]
     batch = weights.shape[:-3]
-    cached = torch.zeros(*batch, t_len, dtype=torch.bool)
-    score = torch.zeros(*batch, t_len, dtype=torch.float64)
-    visible = torch.zeros(*batch, t_len, t_len, dtype=torch.bool)
-    positions = torch.arange(t_len)
+    device = weights.device
+    cached = torch.zeros(*batch, t_len, dtype=torch.bool, device=device)
+    score = torch.zeros(*batch, t_len, dtype=torch.float64, device=device)
+    visible = torch.zeros(*batch, t_len, t_len, dtype=torch.bool, device=device)
+    positions = torch.arange(t_len, device=device)
     for t in range(t_len):
         cached[..., t] = True
         visible[..., t, :] = cached

@@ -126,6 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--reference", default=None,
                        help="a second model with the same tokenizer vocabulary for the compare mode (which also "
                             "compares the model under two contexts without one)")
+    serve.add_argument("--draft", default=None,
+                       help="a draft model sharing the vocabulary for the generate mode's speculative sampling (e.g. "
+                            "workbench:smollm2-first-k for the default model): a Draft box and γ, the trace view")
     serve.add_argument("--corpus", type=Path, default=None,
                        help="a folder written by workbench corpus: the page opens in corpus mode on it (the model: "
                             "the one that scored it, unless --model)")
@@ -527,7 +530,12 @@ def cmd_serve(args) -> int:
         from ..model.vocabulary import check_same_vocabulary
 
         check_same_vocabulary(model, reference, "--reference")
-    serve(model, reference=reference, corpus=args.corpus, host=args.host, port=args.port)
+    draft = None if args.draft is None else wb.load(args.draft, dtype=model.dtype, device=model.device)
+    if draft is not None:  # as `generate --draft` loads it and speculative sampling checks it, before serving
+        from ..decoding.speculative import require_shared_vocabulary
+
+        require_shared_vocabulary(model, draft)
+    serve(model, reference=reference, draft=draft, corpus=args.corpus, host=args.host, port=args.port)
     return 0
 
 

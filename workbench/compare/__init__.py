@@ -10,8 +10,8 @@ signals.py: the per-token columns and their formulas; commitment.py: commitment 
 the logit lens; branches.py: greedy continuations at divergent positions.
 """
 from .commitment import commitment_layers
-from .signals import PAIR_SIGNALS, expected_accepted_tokens, implicit_reward
+from .signals import PAIR_SIGNALS, expected_accepted_tokens
 from .statistics import PairStats, pair_stats
 
-__all__ = ["PAIR_SIGNALS", "PairStats", "commitment_layers", "expected_accepted_tokens", "implicit_reward",
+__all__ = ["PAIR_SIGNALS", "PairStats", "commitment_layers", "expected_accepted_tokens",
            "pair_stats"]

@@ -48,11 +48,6 @@ PAIR_SIGNALS = {
 SIDE_COLUMNS = ("entropy", "surprisal", "target_logprob", "rank")  # each side's, q's prefixed "ref_"
 
 
-def implicit_reward(log_ratio, beta: float) -> np.ndarray:
-    """beta * (log p(y) - log q(y)), elementwise."""
-    return beta * np.asarray(log_ratio, dtype=np.float64)
-
-
 def expected_accepted_tokens(acceptance, gamma: int) -> np.ndarray:
     """Expected tokens per speculative step with `gamma` drafted tokens when each is accepted
     with probability a [T]: Leviathan et al. 2023, eq. 1 (`decoding.speculative`), per position.
@@ -69,7 +64,7 @@ def pair_columns(stats: PairStats, rows: np.ndarray, n_rows: int, tokenizer, *, 
     floats = {"kl_pq": div.kl_pq, "kl_qp": div.kl_qp, "js": div.js, "acceptance": div.overlap}
     columns = {name: _place(values.double().cpu().numpy(), rows, n_rows, "Float64") for name, values in floats.items()}
     columns.update(log_ratio=_place(log_ratio, rows, n_rows, "Float64"),
-                   implicit_reward=_place(implicit_reward(log_ratio, beta), rows, n_rows, "Float64"),
+                   implicit_reward=_place(beta * log_ratio, rows, n_rows, "Float64"),
                    excess_loss=_place(-log_ratio, rows, n_rows, "Float64"),
                    cdpo_weight=_place(1 - div.contrastive.double().cpu().numpy(), rows, n_rows, "Float64"))
     top1 = [s.topk_ids[:, 0].cpu().numpy() for s in (stats.model, stats.reference)]

@@ -4,14 +4,17 @@ for, marked accepted (kept in the text), rejected (the first one the target refu
 residual draw took its place) or not tried (after a rejection), and the step's own draw after
 them: from the residual norm(max(0, p - q)) or the bonus from p. The hover gives the draft's
 and the target's probability of the token and the acceptance probability min(1, p/q). The
-title states the measured tokens per step beside the expectation from the acceptance rates.
+title states the measured tokens per step (the mean accepted length: accepted drafts + 1) beside
+the expectation from the acceptance rates. The selected token is marked by a dotted line along
+the positions and a box around the point of the step that made it.
 """
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import plotly.graph_objects as go
 
-from .figures import LIGHT, selection_line
+from .figures import LIGHT, selection_box, selection_line
 from .panels import Panel, register_panel
 
 MARKS = {  # outcome -> (label, color, symbol)
@@ -53,6 +56,20 @@ def trace_points(run) -> dict[str, list[tuple[int, int, str]]]:
     return points
 
 
+def step_of(run, position: int) -> int | None:
+    """The speculative step that made the token at `position`; None for a prompt token."""
+    step = run.table["spec_step"].iloc[position] if 0 <= position < len(run.table) else pd.NA
+    return None if pd.isna(step) else int(step)
+
+
+def tokens_per_step_said(info: dict) -> str:
+    """A generation's measured tokens per step beside the expected ones, in words
+    (`info`: its meta["speculative"], `decoding.speculative.summary`)."""
+    alpha = "" if info["mean_alpha"] is None else f" {info['mean_alpha']:.2f}"
+    return (f"{info['tokens_per_step']:.2f} tokens per step (expected {info['expected_tokens_given_drafts']:.2f} "
+            f"given the drafts, {info['expected_tokens_analytic']:.2f} from the mean acceptance rate{alpha})")
+
+
 def speculative_trace(run, position=None) -> go.Figure:
     fig = go.Figure(layout=LIGHT)
     for outcome, rows in trace_points(run).items():
@@ -63,11 +80,11 @@ def speculative_trace(run, position=None) -> go.Figure:
                                      marker=dict(color=color, symbol=symbol, size=11, line=dict(width=1, color=color))))
     if position is not None:
         fig.add_shape(selection_line(position))
+        step = step_of(run, position)
+        if step is not None:
+            fig.add_shape(selection_box(position - 0.4, position + 0.4, step - 0.4, step + 0.4, yref="y"))
     info = run.meta["speculative"]
-    alpha = "" if info["mean_alpha"] is None else f" {info['mean_alpha']:.2f}"
-    title = (f"Speculative sampling, draft {info['draft']}, gamma {info['gamma']}: {info['tokens_per_step']:.2f} tokens "
-             f"per step (expected {info['expected_tokens_given_drafts']:.2f} given the drafts, "
-             f"{info['expected_tokens_analytic']:.2f} from the mean acceptance rate{alpha})")
+    title = f"Speculative sampling, draft {info['draft']}, gamma {info['gamma']}: {tokens_per_step_said(info)}"
     fig.update_layout(title=dict(text=title, font=dict(size=13)), xaxis_title="position", height=380,
                       yaxis=dict(title="step", autorange="reversed", dtick=max(1, len(run.arrays["spec_accepted"]) // 10)),
                       legend=dict(orientation="h", y=-0.25), margin=dict(t=50),

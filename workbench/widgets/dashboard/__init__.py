@@ -24,6 +24,9 @@ the strip and the five views of a 4-response group in about 200 ms on a busy 2-c
 Compare mode: the same tokens under two predictors (`model.compare`), the model against the
 reference model the server was started with (`serve(model, reference=...)`, `workbench serve
 --reference MODEL`) or under two contexts; its views are the compare panels (widgets/compare.py).
+With a draft model served (`serve(model, draft=...)`, `workbench serve --draft MODEL`), generate
+mode's Draft box turns on speculative sampling; its trace view (widgets/speculative.py) follows
+the selected token like every view.
 
 Corpus mode: a folder written by `workbench corpus` (`serve(model, corpus=DIR)`, `workbench serve
 --corpus DIR`, which opens it as each page loads): its overview (widgets/corpus.py), and a

@@ -24,6 +24,7 @@ SAMPLER_CHOICES = {"gumbel": "gumbel (= temperature: every sampler draws by Gumb
 # fields have no bounds of their own, which Bokeh would clamp a typed value to, silently).
 NEW_TOKENS = Range(1, 1024, whole=True)
 SEED = Range(0, 10**9, whole=True)  # (the generator takes less than 2**64)
+GAMMA = Range(1, 64, whole=True)  # drafted tokens per speculative step (generate's draft, compare's acceptance view)
 
 
 def parse_messages(text: str) -> list[dict]:

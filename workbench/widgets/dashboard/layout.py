@@ -31,16 +31,17 @@ log = logging.getLogger(__name__)
 
 
 class Dashboard:
-    """One browser session's page. The model (and the reference model, served beside it for the
-    compare mode) is called only in `worker` (holding `lock`). `corpus`: a corpus folder the
-    corpus mode opens (the page then starts in that mode)."""
+    """One browser session's page. The model (and the models served beside it: the reference
+    for the compare mode, the draft for the generate mode's speculative sampling) is called only
+    in `worker` (holding `lock`). `corpus`: a corpus folder the corpus mode opens (the page then
+    starts in that mode)."""
 
-    def __init__(self, model, lock: threading.Lock, reference=None, corpus=None):
+    def __init__(self, model, lock: threading.Lock, reference=None, draft=None, corpus=None):
         import panel as pn
 
-        self.model, self.reference, self.corpus = model, reference, corpus
+        self.model, self.reference, self.draft, self.corpus = model, reference, draft, corpus
         self.view_settings: dict = {}  # settings a mode gives the panels that declare them (compare: gamma)
-        self.worker = Worker(model, lock, reference)
+        self.worker = Worker(model, lock, reference, draft)
         self.run = None  # this session's latest Run (in rollouts mode: the response on show)
         self.group = None  # rollouts mode: this session's latest Group
         self.selected: int | None = None
@@ -64,7 +65,8 @@ class Dashboard:
         self.sampler_controls = SamplerControls() if sampling else None
         for name, (sampler, temperature, new_tokens) in sampling.items():
             self.sampler_controls.start(name, sampler, temperature, new_tokens)
-        self.controls = {name: mode.controls(self) for name, mode in self.modes.items() if mode.controls is not None}
+        built = {name: mode.controls(self) for name, mode in self.modes.items() if mode.controls is not None}
+        self.controls = {name: controls for name, controls in built.items() if controls is not None}
         self.below = {name: controls.below for name, controls in self.controls.items() if hasattr(controls, "below")}
         for name, controls in self.controls.items():
             controls.row.visible = name == first.name

@@ -1,5 +1,6 @@
 """A session's long work: run in a worker thread, holding the one model's lock (which also
-guards the compare mode's reference model), cancellable.
+guards the models served beside it: the compare mode's reference, the generate mode's draft),
+cancellable.
 
 Each browser session has its own `Worker`; the model is shared read-only and called only
 while holding `lock`. A session's work stops at the model's next module call when it is
@@ -25,9 +26,11 @@ class Worker:
     """One session's access to the model: `holding(stage)` in a thread started by
     `in_background`; `cancel` set stops the work."""
 
-    def __init__(self, model, lock: threading.Lock, reference=None):
+    def __init__(self, model, lock: threading.Lock, *beside):
+        """`beside`: the models served beside `model` (the reference, the draft; None: not served),
+        called only under the same lock and cancelled the same way."""
         self.model, self.lock = model, lock
-        self.networks = [m.hf for m in (model, reference) if getattr(m, "hf", None) is not None]  # (cancellable)
+        self.networks = [m.hf for m in (model, *beside) if getattr(m, "hf", None) is not None]  # (cancellable)
         self.stage = ""  # what the background work is doing (written by the worker thread)
         self.holding_since = 0.0  # when the work began to hold the model (time.monotonic)
         self.cancel = threading.Event()  # set: the work stops at the model's next module call

@@ -13,7 +13,8 @@ how its result is shown. To add a mode:
    - `show(page, result, seconds)`: shows the result; the default, `show_run`, shows a Run
      (`page.show_run`) and says what was done. A Group: `page.show_group(group)`.
    - `controls(page)`: builds the mode's own controls once per session: an object whose
-     `row` (a Panel row) is shown in this mode only; the page keeps it as
+     `row` (a Panel row) is shown in this mode only (or None: none on this page, e.g. generate's
+     Draft row where the server has no draft model); the page keeps it as
      `page.controls[name]`, where `compute` reads it. `sampling=(sampler, temperature, new
      tokens)` instead (or as well) shows the shared sampler row (`page.sampler_controls`,
      keyword arguments by `page.sampler_controls.options()`). A controls object may also have
@@ -43,15 +44,16 @@ STOPPED = {"eos": " (the model ended its text)", "stop": " (a stop string appear
 MODULES = ("analyze", "generate", "rollouts", "compare", "attribute", "corpus")  # one per mode, in the Mode picker's order
 
 
-def show_run(page: Dashboard, run, seconds: float) -> None:
+def show_run(page: Dashboard, run, seconds: float, note: str = "") -> None:
     """Show `run` on `page` and say what was done (tokens analyzed or generated, and why
-    generation ended early), with what model and sampler, in how long."""
+    generation ended early), with what model and sampler, in how long, then `note` (a sentence
+    a mode adds)."""
     page.show_run(run)
     done = (f"{run.meta['n_generated']} tokens generated{STOPPED.get(run.meta.get('stop_reason'), '')}"
             if "n_generated" in run.meta else f"{len(run)} tokens analyzed")
     sampler = f" ({page.sampler_controls.said(run.meta)})" if "sampler" in run.meta else ""
-    page.say(f"{done} with {page.model.name}{sampler} in {seconds_said(seconds)}.{template_note(run.meta)} "
-             "Click a token (or a point in a chart) to select it in every view.")
+    page.say(f"{done} with {page.model.name}{sampler} in {seconds_said(seconds)}.{template_note(run.meta)}"
+             f"{' ' + note if note else ''} Click a token (or a point in a chart) to select it in every view.")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ from workbench.compare.signals import PAIR_SIGNALS
 from workbench.errors import WorkbenchError
 from workbench.sampler_parameters import Range
 
-from ..controls import field_value
+from ...compare import DEFAULT_GAMMA
+from ..controls import GAMMA, field_value
 from . import Mode, register, seconds_said
 
 TWO_CONTEXTS = "this model under two contexts"
@@ -17,8 +18,6 @@ DEFAULT_CONTEXT = "Paris is the capital and largest city of France. "
 CONTEXT_LABEL = "Context of p, the model (in a chat: its system prompt)"
 REFERENCE_CONTEXT_LABEL = "Context of q, the reference (empty: none)"
 BRANCHES = Range(0, 64, whole=True)  # divergent positions continued by both sides
-GAMMA = Range(1, 64, whole=True)  # drafted tokens per speculative step, for the acceptance view
-DEFAULT_GAMMA = 4
 PAIR_SIGNAL = "js"  # what colors the strip after a comparison, unless another pair signal was chosen
 
 
