@@ -3,7 +3,8 @@ batched Hugging Face forward loop over the same documents and batch size, peak R
 corpus sizes, and the Ray engine's overhead against the local one.
 
     .venv/bin/python benchmarks/corpus.py [--documents 256] [--batch-size 16] [--repeats 3] [--threads 1]
-        [--rss-sizes 1000 20000] [--ray-documents 128] [--out benchmarks/results/corpus-cpu.json]
+        [--rss-sizes 1000 20000] [--rss-model tiny:llama] [--ray-documents 128] [--parts throughput rss ray]
+        [--out benchmarks/results/corpus-cpu.json]
 
 Plain loop: for each batch of `batch_size` documents (in file order), the tokenizer pads the
 batch and `hf(input_ids, attention_mask).logits` runs (the full [B, T, V] logits and nothing
@@ -11,7 +12,11 @@ else: what a user would write). Corpus: `wb.corpus(...)` into a fresh folder: re
 tokenizing with offsets, batched forwards, every uncertainty statistic, the document figures,
 Parquet shards and the manifest. Both are timed alternately, `repeats` times after a warm-up;
 each figure is the median. Peak RSS: each size in its own process (`ru_maxrss`, the process's
-peak resident set, model included), documents of the same kind. --threads: torch's CPU
+peak resident set, model included), documents of the same kind, with its tokens/s. Its model
+(--rss-model) is tiny:llama by default, built from a config: RSS flatness in the corpus size is
+a property of the pipeline (what it keeps per document or per shard), not of the model, and the
+embedded SmolLM2 scores about 100 tokens/s on 2 shared cores, too slow for 20,000 documents
+(--rss-model workbench:smollm2-135m --rss-sizes 1000 5000 measures it). --threads: torch's CPU
 threads in every process (1 by default: on a shared 2-core machine two threads waiting for
 each other made tiny forwards 7x slower); the load average is recorded with the results.
 """
@@ -91,23 +96,41 @@ def status_mib(field: str) -> float:
         return next(int(line.split()[1]) / 1024 for line in status if line.startswith(field + ":"))
 
 
-def peak_rss_child(source: str, out: str, batch_size: int) -> None:
+def peak_rss_child(model_name: str, source: str, out: str, batch_size: int) -> None:
     """In a child process: load the model, reset the peak-RSS mark (writing 5 to
     /proc/self/clear_refs, Linux), run the corpus, print the peaks (MiB) and time as JSON:
     peak_rss_mib is the process's peak over its whole life (the model's loading included),
     corpus_peak_rss_mib the peak while the corpus ran."""
     import workbench as wb
 
-    model = wb.load()
+    model = wb.load(model_name)
     loaded = status_mib("VmRSS")
     with open("/proc/self/clear_refs", "w") as clear:
         clear.write("5")
     start = time.perf_counter()
     folder = wb.corpus(model, source, out=out, signals=["uncertainty"], batch_size=batch_size, progress=False)
+    seconds = time.perf_counter() - start
+    token_rows = folder.manifest["counts"]["token_rows"]
     print(json.dumps({"peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                       "rss_after_load_mib": round(loaded, 1), "corpus_peak_rss_mib": round(status_mib("VmHWM"), 1),
-                      "seconds": round(time.perf_counter() - start, 1),
-                      "token_rows": folder.manifest["counts"]["token_rows"]}))
+                      "seconds": round(seconds, 1), "token_rows": token_rows,
+                      "tokens_per_s": round(token_rows / seconds, 1), "load_average": os.getloadavg()}))
+
+
+def peak_rss(model_name: str, sizes: list[int], threads: int, batch_size: int, scratch: Path) -> dict:
+    """Each corpus size in a fresh child process (`peak_rss_child`); the ratio of the largest
+    size's corpus peak to the smallest's (flat: within 1.1)."""
+    runs = {}
+    for n in sizes:
+        child = subprocess.run([sys.executable, __file__, "--threads", str(threads), "--rss-child", model_name,
+                                str(write_source(scratch, n)), str(scratch / f"rss-{n}"), str(batch_size)],
+                               capture_output=True, text=True, check=True)
+        runs[str(n)] = json.loads(child.stdout.strip().splitlines()[-1])
+        print(model_name, n, runs[str(n)], flush=True)
+    smallest, largest = runs[str(min(sizes))], runs[str(max(sizes))]
+    return {"sizes": runs, "peak_ratio_largest_to_smallest": round(largest["peak_rss_mib"] / smallest["peak_rss_mib"], 3),
+            "corpus_peak_ratio_largest_to_smallest": round(
+                largest["corpus_peak_rss_mib"] / smallest["corpus_peak_rss_mib"], 3)}
 
 
 def ray_overhead(model, source: Path, batch_size: int, scratch: Path) -> dict:
@@ -136,16 +159,17 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--rss-sizes", type=int, nargs="*", default=[1000, 20000])
+    parser.add_argument("--rss-model", default="tiny:llama", help="the model of the peak-RSS runs (default: tiny:llama)")
     parser.add_argument("--ray-documents", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--parts", nargs="+", choices=("throughput", "rss", "ray"), default=["throughput", "rss", "ray"],
                         help="what to measure; the others' results already in --out are kept")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "corpus-cpu.json")
-    parser.add_argument("--rss-child", nargs=3, metavar=("SOURCE", "OUT", "BATCH"), help=argparse.SUPPRESS)
+    parser.add_argument("--rss-child", nargs=4, metavar=("MODEL", "SOURCE", "OUT", "BATCH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.rss_child:
-        peak_rss_child(args.rss_child[0], args.rss_child[1], int(args.rss_child[2]))
+        peak_rss_child(*args.rss_child[:3], int(args.rss_child[3]))
         return
 
     import workbench as wb
@@ -157,8 +181,9 @@ def main() -> None:
                    "torch_threads": torch.get_num_threads()})
     report.setdefault("load_average", {})
     try:
-        model = wb.load()
-        report["model"] = model.name
+        model = wb.load() if {"throughput", "ray"} & set(args.parts) else None
+        if model is not None:
+            report["model"] = model.name
         if "throughput" in args.parts:
             report["load_average"]["throughput_start"] = os.getloadavg()
             source = write_source(scratch, args.documents)
@@ -167,13 +192,8 @@ def main() -> None:
             print(json.dumps(report["throughput"]), flush=True)
         if "rss" in args.parts:
             report["load_average"]["rss_start"] = os.getloadavg()
-            report["peak_rss"] = {}
-        for n in args.rss_sizes if "rss" in args.parts else ():
-            child = subprocess.run([sys.executable, __file__, "--threads", str(args.threads), "--rss-child",
-                                    str(write_source(scratch, n)), str(scratch / f"rss-{n}"), str(args.batch_size)],
-                                   capture_output=True, text=True, check=True)
-            report["peak_rss"][str(n)] = json.loads(child.stdout.strip().splitlines()[-1])
-            print(n, report["peak_rss"][str(n)], flush=True)
+            report.setdefault("peak_rss", {})[args.rss_model] = peak_rss(args.rss_model, args.rss_sizes, args.threads,
+                                                                         args.batch_size, scratch)
         if "ray" in args.parts and args.ray_documents:
             report["load_average"]["ray_start"] = os.getloadavg()
             report["ray"] = ray_overhead(model, write_source(scratch, args.ray_documents), args.batch_size, scratch)

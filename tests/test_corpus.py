@@ -281,6 +281,29 @@ def test_views_show_the_aggregates_and_open_a_document(llama, scored):
     assert run.text == DOCUMENTS[3] and run.table["token_id"].tolist() == rows["token_id"].tolist()
 
 
+def test_a_document_opens_from_its_rows_as_analyze_shows_it(llama, scored):
+    """The dashboard's drill-down (no model run) gives the Run a direct analyze of the text gives."""
+    from workbench.widgets.corpus import document_run
+
+    for doc_id, text in enumerate(DOCUMENTS):
+        run, direct = document_run(scored, doc_id, llama.tokenizer), llama.analyze(text, top_k=0, progress=False)
+        assert run.text == direct.text
+        for column in ("position", "token_id", "token", "start", "end", "role"):
+            assert run.table[column].tolist() == direct.table[column].tolist(), column
+        for column in SIGNAL_COLUMNS:
+            np.testing.assert_allclose(run.table[column].astype(float), direct.table[column].astype(float), rtol=1e-5,
+                                       atol=1e-4 if column == "varentropy" else 1e-5, err_msg=column)
+    with pytest.raises(WorkbenchError, match="no document 99"):
+        document_run(scored, 99, llama.tokenizer)
+
+
+def test_the_dashboard_refuses_a_corpus_of_another_model(qwen, scored):
+    from workbench.widgets.dashboard.modes.corpus import check_model
+
+    with pytest.raises(WorkbenchError, match="scored by tiny:llama.*serve it with --model tiny:llama"):
+        check_model(scored, qwen)
+
+
 def test_a_first_shard_of_skipped_documents_only(llama, tmp_path):
     """Shard 0 holds only empty documents (no token rows, fewer columns): the dataset and the
     aggregates still see every column."""

@@ -129,6 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--draft", default=None,
                        help="a draft model sharing the vocabulary for the generate mode's speculative sampling (e.g. "
                             "workbench:smollm2-first-k for the default model): a Draft box and γ, the trace view")
+    serve.add_argument("--corpus", type=Path, default=None,
+                       help="a folder written by workbench corpus: the page opens in corpus mode on it (the model: "
+                            "the one that scored it, unless --model)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     serve.add_argument("--port", type=int, default=5006, help="port to listen on (default: 5006)")
 
@@ -518,7 +521,10 @@ def cmd_serve(args) -> int:
     import workbench as wb
     from ..widgets import serve
 
-    model = wb.load(args.model, dtype=args.dtype, device=args.device)
+    name = args.model
+    if args.corpus is not None and name is None:  # the model whose token ids the corpus holds
+        name = wb.CorpusFolder(args.corpus).manifest["settings"]["model"]["name"]
+    model = wb.load(name, dtype=args.dtype, device=args.device)
     reference = None if args.reference is None else wb.load(args.reference, dtype=args.dtype, device=args.device)
     if reference is not None:
         from ..model.vocabulary import check_same_vocabulary
@@ -529,7 +535,7 @@ def cmd_serve(args) -> int:
         from ..decoding.speculative import require_shared_vocabulary
 
         require_shared_vocabulary(model, draft)
-    serve(model, reference=reference, draft=draft, host=args.host, port=args.port)
+    serve(model, reference=reference, draft=draft, corpus=args.corpus, host=args.host, port=args.port)
     return 0
 
 

@@ -7,6 +7,7 @@ rows as Parquet datasets, and the aggregates (`corpus.aggregates`) computed from
     folder.token_stats(["surprisal"])          # per token id: count, mean, quantiles
     folder.histogram("entropy")                # counts and bin edges over every token
     folder.document(3)                         # document 3, read again from the source
+    folder.token_rows(3)                       # document 3's token rows (only its row groups read)
     folder.selection(0.1)                      # RHO-1: the top 10% excess-loss tokens
     folder.expert_share()                      # OpenMoE: top-1 expert shares per token id
 """
@@ -19,15 +20,25 @@ import pandas as pd
 
 from ..errors import WorkbenchError
 from . import aggregates, manifest
-from .shards import DOCUMENTS, TOKENS, files, schema
+from .shards import DOCUMENTS, TOKENS, files, rows_of, schema, shard_file
 
 
 class CorpusFolder:
     def __init__(self, path):
         self.path = Path(path).expanduser()
+        if not self.path.is_dir():
+            raise WorkbenchError(f"corpus folder not found: {self.path}")
         self.manifest = manifest.read(self.path)
         if self.manifest is None:
             raise WorkbenchError(f"{self.path} is not a corpus folder (no {manifest.MANIFEST})")
+
+    def require_complete(self) -> "CorpusFolder":
+        """This folder, when its run finished; an unfinished one (killed, or still running) is
+        refused with what to do."""
+        if not self.manifest["complete"]:
+            raise WorkbenchError(f"{self.path} holds an unfinished corpus run ({len(files(self.path, DOCUMENTS))} "
+                                 "shards written so far); run the same workbench corpus command again to finish it")
+        return self
 
     def __repr__(self) -> str:
         counts = self.manifest.get("counts") or {}
@@ -61,6 +72,18 @@ class CorpusFolder:
         if document is None or document.doc_id != doc_id:
             raise WorkbenchError(f"the source has no document {doc_id}")
         return document
+
+    def token_rows(self, doc_id: int) -> pd.DataFrame:
+        """Document `doc_id`'s token rows in position order (none for a skipped document),
+        nullable dtypes as written (`rows_of`). Only its shard's file is read, with a filter on
+        doc_id: the token table is never loaded whole."""
+        import pyarrow.parquet as pq
+
+        path = shard_file(self.path, TOKENS, doc_id // self.manifest["settings"]["params"]["shard_size"])
+        if not path.is_file():
+            raise WorkbenchError(f"the corpus has no document {doc_id}")
+        table = pq.read_table(path, filters=[("doc_id", "==", doc_id)])
+        return rows_of(table).sort_values("position", ignore_index=True)
 
     def histogram(self, signal: str = "surprisal", bins: int = 50):
         return aggregates.histogram(self.path, signal, bins)

@@ -5,6 +5,7 @@ and `CorpusOverview`, a notebook view whose documents open the usual Run views.
     token_ranking_chart    the token ids with the largest mean of a signal (seen >= min_count times)
     document_ranking_chart documents ranked by one of their figures (mean surprisal, perplexity, max)
     selection_chart        RHO-1's selection: overall share selected, and the token ids most often selected
+    document_run           one document as a Run from its token rows in the dataset (no model run)
 
 Every number is computed shard by shard (`corpus.aggregates`); nothing loads the token table
 whole. Token ids are shown as text when a tokenizer (or a model) is given.
@@ -18,7 +19,12 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench.corpus.folder import CorpusFolder
+from workbench.corpus.scoring import KEY_COLUMNS
 from workbench.errors import WorkbenchError
+from workbench.pipelines.analyze import token_table
+from workbench.results.run import Run
+from workbench.signals.uncertainty import decode_pieces
+from workbench.tokens import Tokens, generated_spans
 
 from .figures import figure_layout
 
@@ -86,6 +92,37 @@ def selection_chart(folder: CorpusFolder, fraction: float = 0.1, *, n: int = RAN
     figure.update_xaxes(title_text="share of the token id's occurrences selected", range=[0, 1])
     figure.update_yaxes(autorange="reversed")
     return figure
+
+
+def document_run(folder: CorpusFolder, doc_id: int, tokenizer) -> Run:
+    """Document `doc_id` as a Run read from the corpus's token rows, no model run: the
+    signal columns the corpus stored (the scalar ones, and topk_ids / topk_probs with their
+    decoded tokens); the text is the decoded token ids, each token's span found by decoding
+    prefixes (`tokens.generated_spans`). A split document's segments follow each other (each
+    segment's first token has no prediction); a truncated one holds its first segment. Signals
+    kept as arrays (logit lens, attention, routing) are not in the corpus: analyze the
+    document to see those. `tokenizer` must be the corpus model's."""
+    rows = folder.token_rows(doc_id)
+    if rows.empty:
+        documents = folder.documents()
+        status = documents.loc[documents["doc_id"] == doc_id, "status"]
+        said = f"it was skipped ({status.iloc[0]})" if len(status) else "the corpus has no such document"
+        raise WorkbenchError(f"document {doc_id} has no token rows: {said}")
+    ids = [int(i) for i in rows["token_id"]]
+    text, starts, ends = generated_spans(tokenizer, ids, 0)
+    table = token_table(Tokens(text, ids, starts, ends, list(rows["role"]), len(ids)), tokenizer)
+    for column in rows.columns.difference(KEY_COLUMNS, sort=False):  # list columns as lists, as in analyze
+        table[column] = ([None if row is None else row.tolist() for row in rows[column]] if rows[column].dtype == object
+                         else rows[column].array)
+    if "topk_ids" in rows:
+        pieces = decode_pieces(tokenizer, [i for row in rows["topk_ids"] if row is not None for i in row])
+        table.insert(table.columns.get_loc("topk_ids") + 1, "topk_tokens",  # (analyze's order)
+                     [None if row is None else [pieces[int(i)] for i in row] for row in rows["topk_ids"]])
+    settings = folder.manifest["settings"]
+    meta = {"model": settings["model"]["name"], "revision": settings["model"]["revision"],
+            "signals": settings["signals"], "params": {"top_k": settings["params"]["top_k"]}, "n_tokens": len(ids),
+            "corpus": {"path": str(folder.path), "doc_id": doc_id, "segments": int(rows["segment"].max()) + 1}}
+    return Run(text, table, {}, meta)
 
 
 class CorpusOverview(widgets.VBox):

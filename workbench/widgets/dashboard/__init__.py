@@ -28,6 +28,10 @@ With a draft model served (`serve(model, draft=...)`, `workbench serve --draft M
 mode's Draft box turns on speculative sampling; its trace view (widgets/speculative.py) follows
 the selected token like every view.
 
+Corpus mode: a folder written by `workbench corpus` (`serve(model, corpus=DIR)`, `workbench serve
+--corpus DIR`, which opens it as each page loads): its overview (widgets/corpus.py), and a
+clicked document's tokens as a run read from the corpus's rows, with the usual views.
+
 Safety: each browser session gets its own `Dashboard` (its runs, selection and settings);
 the one model is shared read-only and called only under a lock, from a worker thread,
 while the page shows progress and which page's work it waits for. A session's work stops

@@ -33,12 +33,13 @@ log = logging.getLogger(__name__)
 class Dashboard:
     """One browser session's page. The model (and the models served beside it: the reference
     for the compare mode, the draft for the generate mode's speculative sampling) is called only
-    in `worker` (holding `lock`)."""
+    in `worker` (holding `lock`). `corpus`: a corpus folder the corpus mode opens (the page then
+    starts in that mode)."""
 
-    def __init__(self, model, lock: threading.Lock, reference=None, draft=None):
+    def __init__(self, model, lock: threading.Lock, reference=None, draft=None, corpus=None):
         import panel as pn
 
-        self.model, self.reference, self.draft = model, reference, draft
+        self.model, self.reference, self.draft, self.corpus = model, reference, draft, corpus
         self.view_settings: dict = {}  # settings a mode gives the panels that declare them (compare: gamma)
         self.worker = Worker(model, lock, reference, draft)
         self.run = None  # this session's latest Run (in rollouts mode: the response on show)
@@ -54,7 +55,7 @@ class Dashboard:
 
         # The modes this model can do (sampling modes only where the model has them), by name.
         self.modes = {name: mode for name, mode in load_modes().items() if mode.available(model)}
-        first = next(iter(self.modes.values()))
+        first = self.modes["corpus"] if corpus is not None else next(iter(self.modes.values()))
         self.mode = pn.widgets.RadioBoxGroup(label="Mode", options=list(self.modes), value=first.name, inline=True)
         self.input_kind = pn.widgets.RadioBoxGroup(label="Input", options=["Text", "Chat messages"], value="Text",
                                                    inline=True)
@@ -66,8 +67,13 @@ class Dashboard:
             self.sampler_controls.start(name, sampler, temperature, new_tokens)
         built = {name: mode.controls(self) for name, mode in self.modes.items() if mode.controls is not None}
         self.controls = {name: controls for name, controls in built.items() if controls is not None}
+        self.below = {name: controls.below for name, controls in self.controls.items() if hasattr(controls, "below")}
         for name, controls in self.controls.items():
             controls.row.visible = name == first.name
+        for name, below in self.below.items():
+            below.visible = name == first.name
+        self.input_label = pn.pane.HTML("<b>Input</b>", margin=(5, 5, 0, 30))
+        self.text.visible = self.input_kind.visible = self.input_label.visible = first.takes_text
         self.button = button(first.button, color="primary", width=120)
         self.cancel_button = button("Cancel", width=90, visible=False)
         self.progress = pn.indicators.Progress(active=False, visible=False, width=160, bar_color="primary")
@@ -110,11 +116,12 @@ class Dashboard:
             pn.pane.HTML(f"<h1 style='margin:0'>Token Workbench</h1><p style='margin:4px 0'>Model: "
                          f"<code>{html.escape(model.name)}</code></p>"),
             pn.Row(pn.pane.HTML("<b>Mode</b>", margin=(5, 5, 0, 10)), self.mode,
-                   pn.pane.HTML("<b>Input</b>", margin=(5, 5, 0, 30)), self.input_kind),
+                   self.input_label, self.input_kind),
             self.text,
             *rows,
             pn.Row(*inline, self.button, self.cancel_button, self.progress),
             self.status,
+            *self.below.values(),
             pn.Row(self.color_by, self.exports, pn.Spacer(width=20), self.prev_page, self.page_label,
                    self.next_page, align="end"),
             self.response_row,
@@ -138,6 +145,9 @@ class Dashboard:
             self.sampler_controls.row.visible = new.sampling is not None
         for name, controls in self.controls.items():
             controls.row.visible = name == new.name
+        for name, below in self.below.items():
+            below.visible = name == new.name
+        self.text.visible = self.input_kind.visible = self.input_label.visible = new.takes_text
         if self.input_kind.value == "Text" and self.text.value in self._default_texts():
             self.text.value = new.default_text
         self._label_text()

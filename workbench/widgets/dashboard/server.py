@@ -16,21 +16,25 @@ UNUSED_SESSION_MS = 10_000  # a page gone this long ends its session (and its wo
 CHECK_SESSIONS_MS = 2_000  # checked every 2 s (Bokeh's: 17 s)
 
 
-def make_app(model, lock: threading.Lock, reference=None, draft=None):
-    """One session's page; its work is cancelled when the session ends (its page gone)."""
+def make_app(model, lock: threading.Lock, reference=None, draft=None, corpus=None):
+    """One session's page; its work is cancelled when the session ends (its page gone). With a
+    `corpus`, the page opens it once loaded."""
     import panel as pn
 
-    dashboard = Dashboard(model, lock, reference, draft)
+    dashboard = Dashboard(model, lock, reference, draft, corpus)
     pn.state.on_session_destroyed(lambda _context: dashboard.worker.cancel.set())
+    if corpus is not None:
+        pn.state.onload(dashboard.go)
     return dashboard.layout
 
 
-def serve(model, *, reference=None, draft=None, host: str = "127.0.0.1", port: int = 5006,
+def serve(model, *, reference=None, draft=None, corpus=None, host: str = "127.0.0.1", port: int = 5006,
           show: bool = False) -> None:
     """Serve the dashboard at http://host:port/ until interrupted (blocks). `reference`: a second
     model with the same vocabulary, offered by the compare mode (which also compares one model
     under two contexts without it). `draft`: a model sharing the vocabulary (and head size),
-    offered by the generate mode for speculative sampling with its trace.
+    offered by the generate mode for speculative sampling with its trace. `corpus`: a folder
+    written by `workbench corpus`, which each page opens in its corpus mode once loaded.
 
     Binds 127.0.0.1 by default; any other host exposes the model to the network, so a
     warning is emitted. Assets are served locally, so the page works with no network.
@@ -49,9 +53,11 @@ def serve(model, *, reference=None, draft=None, host: str = "127.0.0.1", port: i
     origins = sorted({f"{host}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
     beside = {"compare mode's reference": reference, "generate mode's draft": draft}
     said = "; ".join(f"{role}: {other.name}" for role, other in beside.items() if other is not None)
-    print(f"Token Workbench: serving {model.name}{f' ({said})' if said else ''} at http://{host}:{port}/", flush=True)
+    opens = "" if corpus is None else f", corpus mode on {corpus}"
+    print(f"Token Workbench: serving {model.name}{f' ({said})' if said else ''}{opens} at http://{host}:{port}/",
+          flush=True)
     _quiet_closed_pages()
-    pn.serve(lambda: make_app(model, lock, reference, draft), address=host, port=port, show=show,
+    pn.serve(lambda: make_app(model, lock, reference, draft, corpus), address=host, port=port, show=show,
              websocket_origin=origins, title="Token Workbench", verbose=False,
              unused_session_lifetime_milliseconds=UNUSED_SESSION_MS,
              check_unused_sessions_milliseconds=CHECK_SESSIONS_MS)

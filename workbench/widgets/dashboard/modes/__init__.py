@@ -17,7 +17,10 @@ how its result is shown. To add a mode:
      Draft row where the server has no draft model); the page keeps it as
      `page.controls[name]`, where `compute` reads it. `sampling=(sampler, temperature, new
      tokens)` instead (or as well) shows the shared sampler row (`page.sampler_controls`,
-     keyword arguments by `page.sampler_controls.options()`).
+     keyword arguments by `page.sampler_controls.options()`). A controls object may also have
+     a `below` (a Panel object), shown under the status line in this mode only (corpus.py: its
+     overview charts).
+   - `takes_text=False`: the mode reads no text, and the text box is hidden in it (corpus).
    - `available(model)`: whether this model can do it (default: always).
 2. Add the module's name to `MODULES` below (the picker's order).
 
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 DEFAULT_TEXT = "The capital of France is Paris."
 DEFAULT_CHAT = "user: What is the capital of Italy?\nassistant: The capital of Italy is Rome."
 STOPPED = {"eos": " (the model ended its text)", "stop": " (a stop string appeared)"}  # why generation ended early
-MODULES = ("analyze", "generate", "rollouts", "compare", "attribute")  # one per mode, in the Mode picker's order
+MODULES = ("analyze", "generate", "rollouts", "compare", "attribute", "corpus")  # one per mode, in the Mode picker's order
 
 
 def show_run(page: Dashboard, run, seconds: float, note: str = "") -> None:
@@ -68,6 +71,7 @@ class Mode:
     default_text: str = DEFAULT_TEXT  # the text box's text it starts with
     default_chat: str = DEFAULT_CHAT  # the same as chat messages
     available: Callable[[Any], bool] = lambda model: True  # whether `model` can do it
+    takes_text: bool = True  # whether it reads the text box (hidden in a mode that does not)
 
 
 MODES: dict[str, Mode] = {}  # name -> Mode, in the picker's order
