@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -303,7 +304,7 @@ def test_cli_prints_estimates():
 def test_error_prediction_on_a_handful_of_questions(llama):
     """Greedy answers are reproducible: a problem whose expected answer is the model's own final
     answer is right, the others wrong; the table's AUROC / PRR are those of the scores."""
-    from workbench.pipelines.error_prediction import answer, evaluation_table, scores_table
+    from workbench.pipelines.error_prediction import answer, evaluate_scores, evaluation_table, scores_table
     from workbench.rewards import Problem, final_answer
 
     questions = ["What is 2 plus 3?", "What is 7 times 8?", "Name a color.", "What is 10 minus 4?"]
@@ -321,3 +322,10 @@ def test_error_prediction_on_a_handful_of_questions(llama):
     for name in ("msp", "surprisal_max"):
         assert table.loc[name, "auroc"] == pairwise_auroc(scores[name].tolist(), scores["correct"].tolist())
         assert table.loc[name, "prr"] == pytest.approx(plain_prr(scores[name].tolist(), scores["correct"].tolist()))
+    # a saved report's items (the benchmark's --resume): the same table, and a null score is not finite
+    items = json.loads(scores.to_json(orient="records"))
+    again = evaluate_scores(pd.DataFrame(items), ["msp", "surprisal_max"]).set_index("estimator")
+    pd.testing.assert_frame_equal(again, table)
+    items[0]["msp"] = None
+    missing = evaluate_scores(pd.DataFrame(items), ["msp"]).set_index("estimator")
+    assert missing.loc["msp", "non_finite"] == 1 and np.isnan(missing.loc["msp", "auroc"])
