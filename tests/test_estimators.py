@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -153,7 +154,7 @@ def test_sentence_sar_and_sar_over_a_group(llama):
     assert got["msp"].score == pytest.approx(-log_p.mean(), rel=1e-5)
     vectors = embed_by_hand(group.responses).numpy()
     similarity = vectors @ vectors.T
-    terms = [-np.log(np.exp(log_p[i]) + sum(similarity[i, j] * np.exp(log_p[j]) for j in range(len(group)) if j != i)
+    terms = [-np.log(np.exp(log_p[i]) + sum(max(similarity[i, j], 0) * np.exp(log_p[j]) for j in range(len(group)) if j != i)
                      / TEMPERATURE) for i in range(len(group))]
     np.testing.assert_allclose(got["sentence_sar"].contributions, terms, rtol=1e-4)
     assert got["sentence_sar"].score == pytest.approx(np.mean(terms), rel=1e-4)
@@ -165,6 +166,18 @@ def test_sentence_sar_terms_by_the_formula():
     """Two identical responses lend each other all their probability: -log(p_i + p_j / t)."""
     terms = sentence_sar_terms(np.log([0.5, 0.25]), np.ones((2, 2)), temperature=0.5)
     np.testing.assert_allclose(terms, [-np.log(0.5 + 0.5), -np.log(0.25 + 1.0)])
+
+
+def test_a_negative_similarity_lends_no_probability():
+    """docs/signals.md: p (.01, .02), g_12 = -.5, t = .001 -> (-log .01, -log .02), not
+    -log(.01 - 10) = NaN; and with three responses (t = .5) only the positive g_ij lend."""
+    opposite = np.array([[1.0, -0.5], [-0.5, 1.0]])
+    np.testing.assert_allclose(sentence_sar_terms(np.log([0.01, 0.02]), opposite), [-np.log(0.01), -np.log(0.02)])
+    similarity = np.array([[1.0, -0.5, 0.5], [-0.5, 1.0, 0.2], [0.5, 0.2, 1.0]])
+    terms = sentence_sar_terms(np.log([0.1, 0.2, 0.4]), similarity, temperature=0.5)
+    # -log(p_i + sum_{j != i} max(g_ij, 0) p_j / .5): .1 + .5 * .4 / .5, .2 + .2 * .4 / .5, .4 + (.5 * .1 + .2 * .2) / .5
+    np.testing.assert_allclose(terms, -np.log([0.5, 0.36, 0.58]))
+    assert np.all(similarity == np.array([[1.0, -0.5, 0.5], [-0.5, 1.0, 0.2], [0.5, 0.2, 1.0]]))  # input untouched
 
 
 def test_rauq_matches_eager_attention(llama):
@@ -291,7 +304,7 @@ def test_cli_prints_estimates():
 def test_error_prediction_on_a_handful_of_questions(llama):
     """Greedy answers are reproducible: a problem whose expected answer is the model's own final
     answer is right, the others wrong; the table's AUROC / PRR are those of the scores."""
-    from workbench.pipelines.error_prediction import answer, evaluation_table, scores_table
+    from workbench.pipelines.error_prediction import answer, evaluate_scores, evaluation_table, scores_table
     from workbench.rewards import Problem, final_answer
 
     questions = ["What is 2 plus 3?", "What is 7 times 8?", "Name a color.", "What is 10 minus 4?"]
@@ -309,3 +322,10 @@ def test_error_prediction_on_a_handful_of_questions(llama):
     for name in ("msp", "surprisal_max"):
         assert table.loc[name, "auroc"] == pairwise_auroc(scores[name].tolist(), scores["correct"].tolist())
         assert table.loc[name, "prr"] == pytest.approx(plain_prr(scores[name].tolist(), scores["correct"].tolist()))
+    # a saved report's items (the benchmark's --resume): the same table, and a null score is not finite
+    items = json.loads(scores.to_json(orient="records"))
+    again = evaluate_scores(pd.DataFrame(items), ["msp", "surprisal_max"]).set_index("estimator")
+    pd.testing.assert_frame_equal(again, table)
+    items[0]["msp"] = None
+    missing = evaluate_scores(pd.DataFrame(items), ["msp"]).set_index("estimator")
+    assert missing.loc["msp", "non_finite"] == 1 and np.isnan(missing.loc["msp", "auroc"])

@@ -12,8 +12,13 @@ removal moves the embedding (sum R = 0), the weights are uniform (TokenSAR = mea
 
 SentenceSAR, over K sampled responses s_1..s_K of one prompt (a Group), lets responses that
 agree in meaning lend each other probability, with temperature t (0.001, as LM-Polygraph):
-    SentSAR(s_i) = -log( p(s_i) + (1/t) sum_{j != i} g(s_i, s_j) p(s_j) ),   p(s) = P(s | x)
+    SentSAR(s_i) = -log( p(s_i) + (1/t) sum_{j != i} g+(s_i, s_j) p(s_j) ),   p(s) = P(s | x)
     SentenceSAR = (1/K) sum_i SentSAR(s_i)                       contributions SentSAR(s_i), by mean
+with g+ = max(g, 0). The paper's g (and the authors' and LM-Polygraph's code: the cross-encoder
+stsb-roberta-large, a sigmoid score) lies in [0, 1]; our cosine lies in [-1, 1], and a negative
+one would take probability away, down to a negative argument of the log (NaN) [p (.01, .02),
+g_12 = -.5, t = .001: -log(.01 - 10)]. Clamped, a response unrelated or opposite in meaning
+lends nothing [-> (-log .01, -log .02)].
 SAR, the paper's combination, puts the token-shifted p'(s) = exp(-TokenSAR(s)) in place of p(s).
 """
 from __future__ import annotations
@@ -58,11 +63,12 @@ def token_sar(tokens: ScoredTokens, context: Context) -> Estimate:
 
 
 def sentence_sar_terms(log_p: np.ndarray, similarity: np.ndarray, temperature: float = TEMPERATURE) -> np.ndarray:
-    """SentSAR(s_i) = -log(p_i + (1/t) sum_{j != i} g_ij p_j) [K], from log p_i [K] and the
-    similarity matrix g [K, K] (its diagonal unused)."""
+    """SentSAR(s_i) = -log(p_i + (1/t) sum_{j != i} max(g_ij, 0) p_j) [K], from log p_i [K] and
+    the similarity matrix g [K, K] (its diagonal unused; negative similarities lend nothing)."""
     p = np.exp(log_p)
-    off_diagonal = similarity - np.diag(np.diag(similarity))
-    return -np.log(p + off_diagonal @ p / temperature)
+    lending = np.clip(similarity, 0.0, None)
+    np.fill_diagonal(lending, 0.0)
+    return -np.log(p + lending @ p / temperature)
 
 
 def _group_estimate(name: str, responses: list[ScoredTokens], log_p: np.ndarray, context: Context) -> Estimate:

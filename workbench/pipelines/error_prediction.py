@@ -65,11 +65,16 @@ def scores_table(answered: Sequence[Answered]) -> pd.DataFrame:
 def evaluation_table(answered: Sequence[Answered]) -> pd.DataFrame:
     """One row per estimator: family, AUROC and PRR against correctness, best first (by AUROC), and
     how many answers' scores were not finite (AUROC and PRR are NaN then, not a ranking)."""
-    table = scores_table(answered)
+    return evaluate_scores(scores_table(answered), list(answered[0].estimates) if answered else [])
+
+
+def evaluate_scores(table: pd.DataFrame, names: Sequence[str]) -> pd.DataFrame:
+    """`evaluation_table` from a scores table (`scores_table`'s columns correct and one per name in
+    `names`; a missing score, as a saved report's null, counts as not finite)."""
     correct = table["correct"].to_numpy(bool)
     rows = []
-    for name in answered[0].estimates if answered else []:
-        values = table[name].to_numpy(np.float64)
+    for name in names:
+        values = table[name].to_numpy(np.float64, na_value=np.nan)
         rows.append({"estimator": name, "family": estimators.ESTIMATORS[name].family,
                      "auroc": estimators.auroc(values, correct), "prr": estimators.prr(values, correct),
                      "non_finite": int((~np.isfinite(values)).sum())})
