@@ -73,6 +73,22 @@ def test_same_seed_same_draws_and_per_row_parameters():
         assert mask[0, per_row.ids[row]]
 
 
+def test_an_all_greedy_step_equals_greedy_rows_of_a_mixed_step():
+    """All rows greedy takes a shortcut (no sort, no noise); it must give what the general path
+    gives a greedy row beside a sampled one: the first of tied maxima, a kept set of one, and the
+    generator advanced alike (the next draws agree)."""
+    z = torch.randn(4, 50, generator=torch.Generator().manual_seed(1))
+    z[1, [7, 30]] = z[1].max() + 1  # a tie: the first wins
+    mixed_generator, greedy_generator = torch.Generator().manual_seed(2), torch.Generator().manual_seed(2)
+    mixed = sample(torch.cat([z, z[:1]]), temperature=torch.tensor([0.0] * 4 + [1.0]), generator=mixed_generator)
+    greedy = sample(z, temperature=0.0, generator=greedy_generator)
+    assert greedy.ids.tolist() == mixed.ids[:4].tolist() == z.argmax(-1).tolist() and greedy.ids[1] == 7
+    assert greedy.kept.tolist() == [1] * 4 and greedy.prob.tolist() == [1.0] * 4
+    torch.testing.assert_close(greedy.entropy, mixed.entropy[:4])
+    torch.testing.assert_close(greedy.kept_entropy, mixed.kept_entropy[:4])
+    assert torch.equal(mixed_generator.get_state(), greedy_generator.get_state())
+
+
 def test_adaptive_temperature_keeps_the_sign():
     rng = np.random.default_rng(0)
     reference = np.exp(rng.normal(0.0, 1.0, size=500))  # token entropies

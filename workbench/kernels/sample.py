@@ -118,7 +118,19 @@ def sample_reference(logits, *, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0, 
     """Draw one token per row of logits [B, V]; every parameter is a scalar or a [B] tensor."""
     if logits.ndim != 2:
         raise ValueError(f"logits must be [B, V], got shape {tuple(logits.shape)}")
+    seed = draw_seed(generator, logits.device)  # drawn on greedy steps too: the generator advances alike
+    if logits.device.type == "cpu" and bool((per_row(temperature, len(logits), torch.float32, "cpu") <= 0).all()):
+        return _greedy(logits)
     kept, q, scaled, entropy = _kept_set(logits, temperature, top_k, top_p, min_p, top_h)
-    gumbel = gumbel_noise(draw_seed(generator, logits.device), *logits.shape)
+    gumbel = gumbel_noise(seed, *logits.shape)
     ids = torch.where(kept, scaled + gumbel, float("-inf")).argmax(-1)
     return SampleResult(ids, kept.sum(-1), entropy, _entropy(q), q.gather(-1, ids[:, None])[:, 0])
+
+
+def _greedy(logits: torch.Tensor) -> SampleResult:
+    """Every row greedy (T = 0): the first largest logit, with neither the sort nor the noise that
+    the general path spends on a kept set of one token (most of a CPU decoding step's sampling)."""
+    z = logits.float()
+    ids = z.argmax(-1)  # the first of equal maxima, as the stable sort ranks them
+    ones = torch.ones_like(ids)
+    return SampleResult(ids, ones, _entropy(torch.softmax(z, -1)), torch.zeros_like(z[:, 0]), ones.float())
