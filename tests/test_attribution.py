@@ -163,6 +163,14 @@ def test_an_unresolved_path_integral_warns_and_says_so_in_the_run():
         resolved = model.attribute(PROMPT, continuation=CONTINUATION, method="integrated_gradients", steps=64,
                                    rule="gauss_legendre", progress=False)
     assert "incomplete" not in resolved.meta["attribution"]
+    # the source strip's title gives the shown target's gap, flagged only where it is unresolved
+    from workbench.widgets.attribution import sources_figure
+
+    last = int(targets[-1])
+    title = sources_figure(run, last).layout.title.text
+    assert f"completeness gap {run.table['ig_gap'][last]:+.3g} of f(x) - f(b) = {run.table['ig_delta'][last]:+.3g}" \
+        in title and ("unresolved" in title) == bool(missed[-1])
+    assert "unresolved" not in sources_figure(resolved, last).layout.title.text
 
 
 @pytest.mark.parametrize("level", ["token", "word", "sentence"])
