@@ -1,6 +1,7 @@
 """`workbench attribute` in every format, against model.attribute on the same input (in process:
 the CLI's own code path, without a subprocess's start-up per format)."""
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -84,3 +85,18 @@ def test_an_unresolved_integrated_gradient_is_said_in_one_line(capsys):
     rows = lines[lines.index(next(line for line in lines if line.lstrip().startswith("pos"))) + 1:-1]
     marked = [row.split()[0] for row in rows if row[:43].endswith("!")]  # after the gap column
     assert marked == [str(t) for t, g, d in zip(targets, gap, delta) if abs(g) > max(0.1 * abs(d), 0.01)]
+
+
+def test_baseline_and_rule_reach_integrated_gradients(capsys):
+    options = dict(method="integrated_gradients", steps=4, baseline=2, rule="midpoint", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IncompleteAttributionWarning)
+        expected = wb.load("tiny:gpt2").attribute(PROMPT, continuation=CONTINUATION, **options)
+    assert main(ARGS + ["--method", "integrated_gradients", "--steps", "4", "--baseline", "2", "--rule", "midpoint",
+                        "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["meta"]["attribution"]["baseline"] == 2 and data["meta"]["attribution"]["rule"] == "midpoint"
+    np.testing.assert_allclose(np.array(data["arrays"]["attr_integrated_gradients"], dtype=float),
+                               expected.arrays["attr_integrated_gradients"], rtol=1e-5, atol=1e-7)
+    assert main(ARGS + ["--method", "integrated_gradients", "--baseline", "ones"]) == 2
+    assert "baseline must be 'zeros' or a token id" in capsys.readouterr().err

@@ -9,7 +9,7 @@ import warnings
 
 import numpy as np
 
-from ..attribution.gradient import STEPS, incomplete
+from ..attribution.gradient import BASELINE, RULE, RULES, STEPS, incomplete
 from ..errors import IncompleteAttributionWarning, WorkbenchError
 from . import main as cli
 
@@ -33,6 +33,10 @@ def add_command(commands) -> None:
                                                         "every continuation token)")
     parser.add_argument("--steps", type=int, default=STEPS,
                         help=f"integrated gradients: path steps (default: {STEPS})")
+    parser.add_argument("--baseline", default=BASELINE, help="integrated gradients: 'zeros', or a token id whose "
+                                                           f"embedding stands at every position (default: {BASELINE})")
+    parser.add_argument("--rule", choices=RULES, default=RULE,
+                        help=f"integrated gradients: the path integral's quadrature (default: {RULE})")
     parser.add_argument("--level", choices=("token", "word", "sentence"), default="token",
                         help="occlusion: what is left out at a time (default: token)")
     parser.add_argument("--replacement", choices=("uniform", "predictions"), default="uniform",
@@ -51,6 +55,11 @@ def _targets(text: str | None) -> list[int] | None:
         raise WorkbenchError(f"--targets takes comma-separated token positions, e.g. 5,6,7; got {text!r}") from None
 
 
+def _baseline(text: str):
+    """'zeros', or a token id (model.attribute checks its range)."""
+    return int(text) if text.strip().isdigit() else text
+
+
 def cmd_attribute(args) -> int:
     prompt = cli._read_text(args, "prompt")
     targets = _targets(args.targets)
@@ -65,7 +74,7 @@ def cmd_attribute(args) -> int:
         warnings.simplefilter("ignore", IncompleteAttributionWarning)  # said below as one line, kept in run.meta
         run = model.attribute(prompt, continuation=args.continuation, max_new_tokens=args.max_new_tokens,
                               method=args.method, targets=targets, foil=args.foil, steps=args.steps,
-                              level=args.level, replacement=args.replacement, seed=args.seed,
+                              baseline=_baseline(args.baseline), rule=args.rule, level=args.level, replacement=args.replacement, seed=args.seed,
                               progress=sys.stderr.isatty())
     cli._check_finite(run.meta)
     if "incomplete" in run.meta["attribution"]:
