@@ -6,14 +6,14 @@
    the batch of 15 targets (plain torch: `torch.autograd.grad(..., is_grads_batched=True)`,
    weights frozen), and for reference the unbatched form (one backward per target); each
    method through `model.attribute`, as a multiple of the forward and of the floor;
-   integrated gradients both with 32 steps (right Riemann sum, zero baseline: Inseq's
-   setting) and with the workbench's default; ReAGent bounded to REAGENT_STEPS steps (its
+   integrated gradients both with 32 steps (Gauss-Legendre, from the unknown token's
+   embedding: Inseq's setting) and with the workbench's default; ReAGent bounded to REAGENT_STEPS steps (its
    default of 100 steps is 100 times one step: a step is two batched forwards of every chain
    of every target, and with uniform replacement hardly any chain meets the stopping
    condition on this text, so all 100 are run), with its time per step.
    With --inseq-python, Inseq 0.7.1 (benchmarks/attribution_inseq.py, in its own environment)
    runs in every round after ours: its times, the speedups, and the largest difference of its
-   values from ours (the same definitions: f = log p(y), zero baseline, right Riemann sum).
+   values from ours (the same definitions: f = log p(y); integrated gradients as above).
 2. With --long: a 2,000-token prompt with 20 targets for each gradient method (integrated
    gradients with 2 steps: at this length one interpolated input fits a pass, so more steps
    repeat the same pass and peak memory does not grow with them), each in its own process,
@@ -48,7 +48,9 @@ PROMPT = ("When my flight landed in Thailand, I converted my currency and took a
           "city of")
 CONTINUATION = " Bangkok, where I stayed for a week before I went to the beach."
 REAGENT_STEPS = 2
-INSEQ_SETTINGS = {"steps": 32, "rule": "right", "baseline": "zeros"}  # Inseq's integrated gradients
+# Inseq's integrated gradients: Captum's Gauss-Legendre rule, and Inseq's baseline, the unknown
+# token's embedding at every position (SmolLM2's unk is token 0, <|endoftext|>; no eos in the text)
+INSEQ_SETTINGS = {"steps": 32, "rule": "gauss_legendre", "baseline": 0}
 LONG_TOKENS, LONG_TARGETS, LONG_STEPS = 2000, 20, 2
 
 
@@ -166,7 +168,7 @@ def compare_inseq(rounds: list[dict], outputs: dict, median: dict) -> dict:
     """Inseq's median times, our speedups, and the largest difference of the values."""
     comparison = {"inseq": rounds[0]["inseq"], "torch": rounds[0]["torch"], "compared": (
         "both attribute f = log p(y) (Inseq: attributed_fn='probability', logprob=True); integrated gradients "
-        "with 32 steps, right Riemann sum, zero baseline on both sides; the gradient [d] reduced per source as "
+        "with 32 steps, Gauss-Legendre, from the unknown token's embedding on both sides; the gradient [d] reduced per source as "
         "ours: its norm (saliency) or its sum (the others); every source before each target")}
     for method in rounds[0]["methods"]:
         theirs = statistics.median(r["methods"][method]["seconds"] for r in rounds)

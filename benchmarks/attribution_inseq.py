@@ -8,7 +8,8 @@ round, with the embedded model's cached folder (written by the workbench's first
     /tmp/inseq-venv/bin/python benchmarks/attribution_inseq.py FOLDER OUT.json
 
 It attributes the same 23 + 15 tokens with saliency, input x gradient and integrated gradients
-(32 steps, right Riemann sum, zero baseline: Captum's default) of log p(y) (Inseq's
+(32 steps: Captum's Gauss-Legendre rule, Inseq's baseline, the unknown token's embedding at every
+position but an eos) of log p(y) (Inseq's
 "probability" step function with logprob=True: the workbench's f_t), after one warm-up call
 of each method (integrated gradients warms up with 2 steps), and writes each method's time and
 its [target, source] matrix reduced over the embedding as the workbench reduces it (the norm
@@ -26,8 +27,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from attribution import CONTINUATION, CONTINUATION_TOKENS, PROMPT, PROMPT_TOKENS  # noqa: E402 (the same case)
 
-METHODS = {"saliency": {}, "input_x_gradient": {}, "integrated_gradients": {"n_steps": 32, "method": "riemann_right"}}
-WARM_UP = {"integrated_gradients": {"n_steps": 2, "method": "riemann_right"}}
+# Captum's integration rule stays its default, Gauss-Legendre: Inseq's `attribute` takes the
+# keyword `method` for itself (the attribution method), so Captum's `method` cannot be passed
+METHODS = {"saliency": {}, "input_x_gradient": {}, "integrated_gradients": {"n_steps": 32}}
+WARM_UP = {"integrated_gradients": {"n_steps": 2}}
 
 
 def main(folder: str, out: str) -> None:
