@@ -7,10 +7,12 @@
    weights frozen), and for reference the unbatched form (one backward per target); each
    method through `model.attribute`, as a multiple of the forward and of the floor;
    integrated gradients both with 32 steps (Gauss-Legendre, from the unknown token's
-   embedding: Inseq's setting) and with the workbench's default; ReAGent bounded to REAGENT_STEPS steps (its
-   default of 100 steps is 100 times one step: a step is two batched forwards of every chain
-   of every target, and with uniform replacement hardly any chain meets the stopping
-   condition on this text, so all 100 are run), with its time per step.
+   embedding: Inseq's setting) and with the workbench's default; ReAGent bounded to
+   REAGENT_STEPS steps, with its time per step: its default of up to 100 steps is why it
+   seemed not to finish before. A step is two batched forwards (the update and the stopping
+   check) of every chain of every target still running, 2 x 4 chains x 15 targets = 120
+   sequences of up to 37 tokens here; a target runs until all its chains stop (after 2 steps
+   a fifth of them had), so 100 steps cost up to 100 times one step.
    With --inseq-python, Inseq 0.7.1 (benchmarks/attribution_inseq.py, in its own environment)
    runs in every round after ours: its times, the speedups, and the largest difference of its
    values from ours (the same definitions: f = log p(y); integrated gradients as above).
@@ -19,8 +21,13 @@
    repeat the same pass and peak memory does not grow with them), each in its own process,
    its time and peak resident memory (target: at most 8 GB).
 
-    python benchmarks/attribution.py --rounds 3 --inseq-python /tmp/inseq-venv/bin/python
+    python benchmarks/attribution.py --rounds 2 --inseq-python /tmp/inseq-venv/bin/python
     python benchmarks/attribution.py --long
+
+One round took 6 minutes on the shared machine (load average 2-4, one thread: ours about 2.5
+minutes, most of it integrated gradients twice; Inseq about 3, most of it its integrated
+gradients); two rounds about 12. The long case: three children of a few minutes each on an idle
+machine (estimated; the previous session's saliency took 22 minutes on a saturated one).
 
 Results: benchmarks/results/attribution-cpu.json (--out), its "short" and "long" parts (each
 run replaces its own part), each with its setting and load averages.
@@ -224,7 +231,7 @@ def long_case() -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "attribution-cpu.json")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--inseq-python", default=None, help="the Python of an environment with inseq==0.7.1")
     parser.add_argument("--long", action="store_true", help="the 2,000-token case instead of the short one")
     parser.add_argument("--child", default=None)
