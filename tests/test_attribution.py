@@ -4,6 +4,7 @@ embeddings, integrated-gradient completeness, leave-one-out against a direct re-
 span, ReAGent against a plain one-target-at-a-time loop, contrastive targets against the
 difference of two single-target attributions."""
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from workbench.attribution.occlusion import occlusion
 from workbench.attribution.reagent import prediction_replacer, reagent, target_generator, uniform_replacer
 from workbench.attribution.spans import groups
 from workbench.attribution.target import Targets
-from workbench.errors import MemoryEstimateExceeded, WorkbenchError
+from workbench.errors import IncompleteAttributionWarning, MemoryEstimateExceeded, WorkbenchError
 from workbench.model.tiny import tiny_model
 
 PROMPT, CONTINUATION = "The capital of France is", " Paris. It is big."
@@ -113,6 +114,63 @@ def test_integrated_gradients_completeness_gap_shrinks_with_steps(model, ids):
         gaps[steps] = np.abs(result.per_target["ig_gap"]).max()
     assert gaps[32] < gaps[8] / 2  # a right Riemann sum: the gap falls about like 1 / steps
     assert gaps[32] < 0.05 * max(1.0, np.abs(delta).max())
+
+
+@pytest.mark.parametrize("rule", gradient.RULES)
+def test_path_rules_integrate_polynomials_on_the_unit_interval(rule):
+    # the integral of a^j over [0, 1] is 1 / (j + 1); each rule is exact up to its degree
+    exact_degree = {"right": 0, "midpoint": 1, "trapezoid": 1, "gauss_legendre": 2 * 8 - 1}[rule]
+    alphas, weights = gradient.path_points(8, rule)
+    assert all(0 <= a <= 1 for a in alphas)
+    for degree in range(exact_degree + 1):
+        assert math.isclose(sum(w * a ** degree for a, w in zip(alphas, weights)), 1 / (degree + 1), rel_tol=1e-12)
+    # one degree more: not exact, the error of the rule's order (right: 1/(2m) for a^1)
+    error = abs(sum(w * a ** (exact_degree + 1) for a, w in zip(alphas, weights)) - 1 / (exact_degree + 2))
+    assert 0 < error < 0.07
+
+
+@pytest.mark.parametrize("rule", ["midpoint", "trapezoid", "gauss_legendre"])
+def test_higher_order_rules_close_the_completeness_gap_faster(model, ids, rule):
+    positions = [6, len(ids) - 1]
+    targets = Targets(torch.tensor(positions), ids[positions])
+
+    def gap(steps, rule):
+        result = gradient.gradient_attribution(model, ids, targets, "integrated_gradients", steps=steps, rule=rule,
+                                               progress=False)
+        # the gap against f(e) - f(b) from the model's own forward
+        embeds = model.hf.get_input_embeddings()(ids[None]).detach()
+        delta = (direct_scores(model, embeds=embeds, positions=positions, targets=ids[positions])
+                 - direct_scores(model, embeds=torch.zeros_like(embeds), positions=positions, targets=ids[positions]))
+        return np.abs(np.nansum(result.values, 1) - delta).max()
+
+    right, better, finer = gap(8, "right"), gap(8, rule), gap(16, rule)
+    assert better < right / 3
+    assert finer < better / 3  # second order or higher: the gap falls like 1 / steps^2 or faster
+
+
+def test_an_unresolved_path_integral_warns_and_says_so_in_the_run():
+    model = wb.load("tiny:gpt2")
+    with pytest.warns(IncompleteAttributionWarning, match="miss f\\(x\\) - f\\(baseline\\)") as caught:
+        run = model.attribute(PROMPT, continuation=CONTINUATION, method="integrated_gradients", steps=1,
+                              progress=False)
+    targets = run.arrays["attr_targets"]
+    gap = np.nansum(run.arrays["attr_integrated_gradients"], 1) - run.table["ig_delta"].to_numpy(float)[targets]
+    missed = np.abs(gap) > np.maximum(0.1 * np.abs(run.table["ig_delta"].to_numpy(float)[targets]), 0.01)
+    assert f"{missed.sum()} of {len(targets)} targets" in str(caught[0].message)
+    assert run.meta["attribution"]["incomplete"] == str(caught[0].message)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", IncompleteAttributionWarning)  # a resolved one is silent
+        resolved = model.attribute(PROMPT, continuation=CONTINUATION, method="integrated_gradients", steps=64,
+                                   rule="gauss_legendre", progress=False)
+    assert "incomplete" not in resolved.meta["attribution"]
+    # the source strip's title gives the shown target's gap, flagged only where it is unresolved
+    from workbench.widgets.attribution import sources_figure
+
+    last = int(targets[-1])
+    title = sources_figure(run, last).layout.title.text
+    assert f"completeness gap {run.table['ig_gap'][last]:+.3g} of f(x) - f(b) = {run.table['ig_delta'][last]:+.3g}" \
+        in title and ("unresolved" in title) == bool(missed[-1])
+    assert "unresolved" not in sources_figure(resolved, last).layout.title.text
 
 
 @pytest.mark.parametrize("level", ["token", "word", "sentence"])

@@ -1,6 +1,7 @@
 """`workbench attribute` in every format, against model.attribute on the same input (in process:
 the CLI's own code path, without a subprocess's start-up per format)."""
 import json
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -10,6 +11,7 @@ from safetensors.numpy import load_file
 import workbench as wb
 from workbench.cli.attribute import TOP_SOURCES as TOP
 from workbench.cli.main import main
+from workbench.errors import IncompleteAttributionWarning
 
 PROMPT, CONTINUATION = "The capital of France is", " Paris."
 ARGS = ["attribute", PROMPT, "--continuation", CONTINUATION, "--model", "tiny:gpt2"]
@@ -66,3 +68,35 @@ def test_continuation_and_max_new_tokens_exclude_each_other(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(ARGS + ["--max-new-tokens", "3"])
     assert exit_.value.code == 2 and "not allowed with argument" in capsys.readouterr().err
+
+
+def test_an_unresolved_integrated_gradient_is_said_in_one_line(capsys):
+    assert main(ARGS + ["--method", "integrated_gradients", "--steps", "1"]) == 0
+    captured = capsys.readouterr()
+    with pytest.warns(IncompleteAttributionWarning):
+        run = wb.load("tiny:gpt2").attribute(PROMPT, continuation=CONTINUATION, method="integrated_gradients",
+                                             steps=1, progress=False)
+    note = run.meta["attribution"]["incomplete"]
+    assert f"workbench: warning: {note}\n" in captured.err and "Warning:" not in captured.err  # no Python warning
+    lines = captured.out.splitlines()
+    assert lines[-1] == f"! {note}"
+    targets = run.arrays["attr_targets"]
+    gap, delta = (run.table[c].to_numpy(dtype=float)[targets] for c in ("ig_gap", "ig_delta"))
+    rows = lines[lines.index(next(line for line in lines if line.lstrip().startswith("pos"))) + 1:-1]
+    marked = [row.split()[0] for row in rows if row[:43].endswith("!")]  # after the gap column
+    assert marked == [str(t) for t, g, d in zip(targets, gap, delta) if abs(g) > max(0.1 * abs(d), 0.01)]
+
+
+def test_baseline_and_rule_reach_integrated_gradients(capsys):
+    options = dict(method="integrated_gradients", steps=4, baseline=2, rule="midpoint", progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IncompleteAttributionWarning)
+        expected = wb.load("tiny:gpt2").attribute(PROMPT, continuation=CONTINUATION, **options)
+    assert main(ARGS + ["--method", "integrated_gradients", "--steps", "4", "--baseline", "2", "--rule", "midpoint",
+                        "--format", "json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["meta"]["attribution"]["baseline"] == 2 and data["meta"]["attribution"]["rule"] == "midpoint"
+    np.testing.assert_allclose(np.array(data["arrays"]["attr_integrated_gradients"], dtype=float),
+                               expected.arrays["attr_integrated_gradients"], rtol=1e-5, atol=1e-7)
+    assert main(ARGS + ["--method", "integrated_gradients", "--baseline", "ones"]) == 2
+    assert "baseline must be 'zeros' or a token id" in capsys.readouterr().err

@@ -22,6 +22,12 @@ class NonFiniteWarning(UserWarning):
     (`workbench.finite`)."""
 
 
+class IncompleteAttributionWarning(UserWarning):
+    """Integrated gradients' attributions of some targets miss completeness (their sum differs
+    from f(x) - f(baseline) by more than the tolerance): the path integral was not resolved;
+    the run's `meta["attribution"]["incomplete"]` says which targets and by how much."""
+
+
 def check_positive_int(value, name: str) -> None:
     """Refuse `value` (the argument `name`) unless it is an integer of at least 1."""
     if not isinstance(value, int) or value < 1:

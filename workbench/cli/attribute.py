@@ -5,10 +5,12 @@ target with its score and its most important sources."""
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 
-from ..errors import WorkbenchError
+from ..attribution.gradient import BASELINE, RULE, RULES, STEPS, incomplete
+from ..errors import IncompleteAttributionWarning, WorkbenchError
 from . import main as cli
 
 METHODS = ("saliency", "input_x_gradient", "integrated_gradients", "occlusion", "reagent")  # pipelines.attribute.METHODS
@@ -29,7 +31,12 @@ def add_command(commands) -> None:
                                                      "log p(foil)")
     parser.add_argument("--targets", default=None, help="comma-separated token positions to attribute (default: "
                                                         "every continuation token)")
-    parser.add_argument("--steps", type=int, default=32, help="integrated gradients: path steps (default: 32)")
+    parser.add_argument("--steps", type=int, default=STEPS,
+                        help=f"integrated gradients: path steps (default: {STEPS})")
+    parser.add_argument("--baseline", default=BASELINE, help="integrated gradients: 'zeros', or a token id whose "
+                                                           f"embedding stands at every position (default: {BASELINE})")
+    parser.add_argument("--rule", choices=RULES, default=RULE,
+                        help=f"integrated gradients: the path integral's quadrature (default: {RULE})")
     parser.add_argument("--level", choices=("token", "word", "sentence"), default="token",
                         help="occlusion: what is left out at a time (default: token)")
     parser.add_argument("--replacement", choices=("uniform", "predictions"), default="uniform",
@@ -48,6 +55,11 @@ def _targets(text: str | None) -> list[int] | None:
         raise WorkbenchError(f"--targets takes comma-separated token positions, e.g. 5,6,7; got {text!r}") from None
 
 
+def _baseline(text: str):
+    """'zeros', or a token id (model.attribute checks its range)."""
+    return int(text) if text.strip().isdigit() else text
+
+
 def cmd_attribute(args) -> int:
     prompt = cli._read_text(args, "prompt")
     targets = _targets(args.targets)
@@ -58,10 +70,15 @@ def cmd_attribute(args) -> int:
     import workbench as wb
 
     model = wb.load(args.model, dtype=args.dtype, device=args.device)
-    run = model.attribute(prompt, continuation=args.continuation, max_new_tokens=args.max_new_tokens,
-                          method=args.method, targets=targets, foil=args.foil, steps=args.steps, level=args.level,
-                          replacement=args.replacement, seed=args.seed, progress=sys.stderr.isatty())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", IncompleteAttributionWarning)  # said below as one line, kept in run.meta
+        run = model.attribute(prompt, continuation=args.continuation, max_new_tokens=args.max_new_tokens,
+                              method=args.method, targets=targets, foil=args.foil, steps=args.steps,
+                              baseline=_baseline(args.baseline), rule=args.rule, level=args.level, replacement=args.replacement, seed=args.seed,
+                              progress=sys.stderr.isatty())
     cli._check_finite(run.meta)
+    if "incomplete" in run.meta["attribution"]:
+        print(f"workbench: warning: {run.meta['attribution']['incomplete']}", file=sys.stderr)
     if args.format in cli.FILE_FORMATS:
         cli._save(run, args.format, args.out, f"the attribution of {len(run.arrays['attr_targets'])} tokens")
         return 0
@@ -86,12 +103,15 @@ def render_attribution(run, *, color: bool) -> str:
              "".join(_paint(run.text[s:e], None if v is None else abs(v), top, color)
                      for s, e, v in zip(table["start"], table["end"], totals.astype(object).where(totals.notna(), None))),
              "", f"{'pos':>5}  {'target':<16}{'score':>10}{'IG gap':>10}  largest sources (position:token value)"]
-    gaps = table["ig_gap"] if "ig_gap" in table else None
+    gaps = table["ig_gap"].to_numpy(dtype=float)[targets] if "ig_gap" in table else None
+    missed = incomplete(gaps, table["ig_delta"].to_numpy(dtype=float)[targets]) if gaps is not None else None
     for k, position in enumerate(targets):
         row = values[k]
         order = [s for s in np.argsort(-np.abs(np.nan_to_num(row)), kind="stable")[:TOP_SOURCES] if not np.isnan(row[s])]
         sources = "  ".join(f"{s}:{table['token'][s]!r} {row[s]:+.3g}" for s in order)
-        gap = f"{gaps[position]:>10.2g}" if gaps is not None else f"{'':>10}"
+        gap = f"{gaps[k]:>9.2g}{'!' if missed[k] else ' '}" if gaps is not None else f"{'':>10}"
         lines.append(f"{position:>5}  {_short(repr(table['token'][position]), 16):<16}"
                      f"{table['target_score'][position]:>10.4g}{gap}  {sources}")
+    if "incomplete" in info:
+        lines.append(f"! {info['incomplete']}")
     return "\n".join(lines) + "\n"

@@ -15,12 +15,16 @@ Neubig 2022); ReAGent measures p(y_t) (contrastive: (p(y_t) - p(foil_t)) / 2) as
 The Run: run.arrays["attr_<method>"] [target, source] (row k: target run.arrays["attr_targets"][k],
 NaN where the source is not before the target: strictly lower-triangular over positions);
 run.table: the token rows with "target" (bool), "target_score" (f_t), the method's per-target
-values (the completeness gap "ig_gap" of integrated gradients, ReAGent's steps), "foil" when
-contrastive, and "attr_<method>_total", each source's attribution summed over the targets.
+values (the completeness gap "ig_gap" of integrated gradients and f(x) - f(baseline) "ig_delta",
+ReAGent's steps), "foil" when contrastive, and "attr_<method>_total", each source's
+attribution summed over the targets. Integrated gradients whose gap exceeds the tolerance
+(`gradient.incomplete`) warn with IncompleteAttributionWarning and say so in
+run.meta["attribution"]["incomplete"].
 `workbench.attribution.aggregate(run, "word")` sums sources into words or sentences.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -33,7 +37,7 @@ from ..attribution.reagent import reagent
 from ..attribution.result import Attribution, source_mask
 from ..attribution.spans import LEVELS, groups
 from ..attribution.target import Targets
-from ..errors import WorkbenchError
+from ..errors import IncompleteAttributionWarning, WorkbenchError
 from ..finite import flag
 from ..model.handle import Model
 from ..results.run import Run
@@ -53,8 +57,9 @@ def attribute(
     method: str = "saliency",
     targets: Sequence[int] | None = None,
     foil: str | int | Sequence[str | int] | None = None,
-    steps: int = 32,
-    baseline="zeros",
+    steps: int = gradient.STEPS,
+    baseline=gradient.BASELINE,
+    rule: str = gradient.RULE,
     level: str = "token",
     replacement="uniform",
     ratio: float = 0.3,
@@ -91,7 +96,7 @@ def attribute(
     chosen = Targets(torch.tensor(positions, device=model.device), ids[positions],
                      _foils(model, foil, len(positions)))
     if method in gradient.METHODS:
-        result = gradient.gradient_attribution(model, ids, chosen, method, steps=steps, baseline=baseline,
+        result = gradient.gradient_attribution(model, ids, chosen, method, steps=steps, baseline=baseline, rule=rule,
                                                target_batch=batch_size, progress=progress)
     elif method == "occlusion":
         result = occlusion(model, ids, chosen, groups(tokens.text, tokens.starts, tokens.ends, level), level=level,
@@ -99,8 +104,21 @@ def attribute(
     else:
         result = reagent(model, ids, chosen, replacement=replacement, ratio=ratio, keep=keep, top_k=top_k,
                          chains=chains, max_steps=max_steps, seed=seed, batch=batch_size, progress=progress)
-    return _as_run(model, tokens, chosen, method, result, {"continuation": continuation is not None,
-                                                           "max_new_tokens": max_new_tokens})
+    run = _as_run(model, tokens, chosen, method, result, {"continuation": continuation is not None,
+                                                          "max_new_tokens": max_new_tokens})
+    if method == "integrated_gradients":
+        _check_completeness(run, result)
+    return run
+
+
+def _check_completeness(run: Run, result: Attribution) -> None:
+    """Warn (IncompleteAttributionWarning) and note in run.meta["attribution"]["incomplete"]
+    when the completeness gap of some targets exceeds the tolerance."""
+    note = gradient.completeness_note(run.arrays["attr_targets"], result.per_target["ig_gap"],
+                                      result.per_target["ig_delta"])
+    if note is not None:
+        run.meta["attribution"]["incomplete"] = note
+        warnings.warn(note, IncompleteAttributionWarning, stacklevel=3)
 
 
 def _sequence(model: Model, prompt: str, continuation: str | None, max_new_tokens: int | None, seed: int,

@@ -3,6 +3,7 @@
 - `sources_figure`: the source strip of the selected target: every token before it colored by
   its attribution to that target (a one-row heatmap along the positions, a page of
   `PAGE_SOURCES` tokens around the target); click another continuation token and it recolors.
+  For integrated gradients its title gives the target's completeness gap, flagged when unresolved.
 - `matrix_figure`: the [target x source] matrix as a heatmap, paged for long inputs (at most
   `PAGE_TARGETS` targets by `PAGE_SOURCES` sources, the page holding the selected token),
   the selected target's row outlined; click a row to select that target.
@@ -19,6 +20,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench.attribution.aggregate import attribution_name
+from workbench.attribution.gradient import incomplete
 from workbench.attribution.spans import aggregate, groups, labels
 from workbench.errors import WorkbenchError
 from workbench.results.run import Run
@@ -80,12 +82,22 @@ def sources_figure(run: Run, selected: int | None = None) -> go.Figure:
         x=positions, y=[0], z=[shown], text=[tokens], texttemplate="%{text}", textfont=dict(size=10),
         customdata=[tokens], hovertemplate="%{x}: %{customdata}<br>attribution %{z:.4g}<extra></extra>",
         showscale=True, colorbar=dict(thickness=10), **_colors(run, values[row])))
-    note = "" if selected == target else " (click a target token to show it)"
+    note = _completeness(run, target) + ("" if selected == target else " (click a target token to show it)")
     figure.update_layout(**figure_layout(f"Sources of {_label(run, target)}{note}", position_axis="x", height=170,
                                          yaxis=dict(visible=False), xaxis=dict(title="source position")))
     if start <= target < stop:
         figure.add_shape(selection_box(target - 0.5, target + 0.5))
     return figure
+
+
+def _completeness(run: Run, target: int) -> str:
+    """Integrated gradients: the target's completeness gap against f(x) - f(b), flagged when
+    it exceeds the tolerance (`gradient.incomplete`); other methods: nothing."""
+    if "ig_gap" not in run.table:
+        return ""
+    gap, delta = float(run.table["ig_gap"][target]), float(run.table["ig_delta"][target])
+    unresolved = " (unresolved: more steps or another baseline)" if incomplete(np.array(gap), np.array(delta)) else ""
+    return f"; completeness gap {gap:+.3g} of f(x) - f(b) = {delta:+.3g}{unresolved}"
 
 
 def matrix_figure(run: Run, selected: int | None = None) -> go.Figure:
