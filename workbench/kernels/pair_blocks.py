@@ -13,8 +13,9 @@ log p = log_softmax(z_p) and p = exp(log p) once per side, then sums of elementw
     overlap     = sum_v min(p_v, q_v)
     contrastive = softmax(c)[y],   c = (1 + beta) z_p - beta z_q = lerp(z_q, z_p, 1 + beta)
 
-The rows go through in slices of SLICE_BYTES of fp32 logits per side, so that a slice's working
-buffers stay in the core's cache between passes; every sum is torch's (pairwise) sum in fp32.
+The rows go through in slices of SLICE_BYTES of fp32 logits per side, all passes over one slice
+before the next, its six working buffers [S, V] allocated once per call and reused; every sum is
+torch's (pairwise) sum in fp32.
 Rows with a non-finite logit on either side (masked rows, -inf entries, where p log p is 0 * -inf)
 are recomputed by the references, so they keep the references' conventions.
 """
@@ -28,7 +29,10 @@ from .divergence import Divergence, divergence_reference
 from .vocab_stats import IGNORE_INDEX, VocabStats, block_rows, row_blocks, vocab_stats_reference
 
 LN2 = math.log(2.0)
-SLICE_BYTES = 2 * 2**20  # fp32 logits per side in one slice of rows (measured: benchmarks/compare.py)
+# fp32 logits per side in one slice of rows. Measured on 2 shared cores (load ~8), one [341, 49152]
+# block: 2 threads 3.5 s at 8 MiB, 6.8-10.5 s at 2 MiB (more, smaller parallel regions), 2.5 s at
+# 64 MiB (six such buffers: too much memory); one thread 1.8-2.0 s at 2-8 MiB.
+SLICE_BYTES = 8 * 2**20
 TOPK_GROUP = 64  # logits per group in `_topk`
 
 
