@@ -1,6 +1,6 @@
 """`model.compare` on the embedded pair against its floor, the two plain forwards, on CPU.
 
-    .venv/bin/python benchmarks/compare.py [--lengths 512 2048] [--repeats 3 2] [--default-at 512]
+    .venv/bin/python benchmarks/compare.py [--lengths 512 2048] [--repeats 3] [--default-at 512]
         [--out benchmarks/results/compare-cpu.json]
 
 The model is the embedded SmolLM2 (`DEFAULT_MODEL`), the reference its first-k-layers draft
@@ -17,7 +17,8 @@ length warms up):
   off by default), once at each length of `--default-at` (at 2048 tokens the branches' prefill
   alone takes many minutes on 2 shared cores).
 
-Peak memory: before the timings, after freed memory is handed back to the system
+Peak memory: before the timings (after a first call, which pages in the memory-mapped weights)
+and after freed memory is handed back to the system
 (`malloc_trim`), the resident set is sampled every 2 ms during one `pair` call; its growth over
 the set before the call is set against T * V * 4 bytes (one side's fp32 [T, V] logits).
 The load average is recorded: on a shared machine the ratios (side by side) mean more than
@@ -110,6 +111,8 @@ def measure(model, reference, tokens: int, repeats: int, *, warm_up: bool, defau
     def pair():
         return model.compare(text, reference=reference, branches=0, progress=False)
 
+    if warm_up:
+        pair()  # the first call pages in both models' weights (memory-mapped): not the call's own memory
     growth = peak_growth(pair)
     times = {"floor": [], "pair": []}
     for repeat in range(0 if warm_up else 1, repeats + 1):
@@ -126,6 +129,7 @@ def measure(model, reference, tokens: int, repeats: int, *, warm_up: bool, defau
         "floor_median_s": round(floor_s, 3), "pair_median_s": round(pair_s, 3),
         "ratio_pair_over_floor": round(pair_s / floor_s, 3),
         "ratios_per_round": [round(p / f, 3) for p, f in zip(times["pair"], times["floor"])],
+        "median_ratio_per_round": round(statistics.median(p / f for p, f in zip(times["pair"], times["floor"])), 3),
         "default_call_s": default_s and round(default_s, 3),
         "ratio_default_over_floor": default_s and round(default_s / floor_s, 3),
         "pair_peak_rss_growth_mib": round(growth / 2**20, 1),
@@ -138,7 +142,7 @@ def measure(model, reference, tokens: int, repeats: int, *, warm_up: bool, defau
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--lengths", type=int, nargs="+", default=[512, 2048])
-    parser.add_argument("--repeats", type=int, nargs="+", default=[3, 2], help="timed rounds, per length")
+    parser.add_argument("--repeats", type=int, nargs="+", default=[3], help="timed rounds, per length")
     parser.add_argument("--default-at", type=int, nargs="*", default=[512],
                         help="lengths at which the default call (with branches) is timed too")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "compare-cpu.json")

@@ -4,7 +4,8 @@ logits, each side's softmax computed once (the CPU path of `compare`).
 For z_p, z_q [B, V] (the same rows under two predictors) and the targets [B] it returns what
 `vocab_stats_reference` gives for each side and `divergence_reference(z_p, z_q, overlap=True)`
 gives for the pair (formulas in vocab_stats.py and divergence.py), in fewer passes over the rows:
-log p = log_softmax(z_p) and p = exp(log p) once per side, then sums of elementwise products:
+log p = z - max - log sum_v exp(z_v - max) and p once per side (the top-k from the groups of
+logits with the largest maxima), then sums of elementwise products:
 
     H_p         = -sum_v p_v log p_v;   varentropy = sum_v p_v (log p_v)^2 - H_p^2
     KL(p||q)    = sum_v p_v d_v;   KL(q||p) = -sum_v q_v d_v,   d = log p - log q
@@ -108,7 +109,7 @@ def _topk(z: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     holding one of the k largest has a maximum at least the k-th largest, and fewer than k groups
     have a larger one (each holds a larger logit), so those groups hold all k (ties aside)."""
     rows, vocab = z.shape
-    if vocab % TOPK_GROUP or vocab < 4 * k * TOPK_GROUP:
+    if vocab % TOPK_GROUP or vocab < 4 * k * TOPK_GROUP or not z.is_contiguous():
         return z.topk(k, dim=-1)
     groups = z.view(rows, vocab // TOPK_GROUP, TOPK_GROUP)
     best = groups.amax(-1).topk(k, dim=-1).indices  # [S, k] groups
