@@ -61,18 +61,23 @@ def pair_stats(model: "Model", hidden_p: torch.Tensor, reference: "Model", hidde
         if fused and head_p is not None and head_q is not None:
             return _fused(hidden_p, head_p, hidden_q, head_q, targets, top_k, beta, backend)
         one_pass = backend == "torch" or (backend == "auto" and not hidden_p.is_cuda)
-        parts = []
-        for block in row_blocks(hidden_p.shape[0], chunk_rows(vocab_size)):
-            z_p = _logits(model, head_p, hidden_p[block], vocab_size)  # [rows, V]
-            z_q = _logits(reference, head_q, hidden_q[block], vocab_size)
-            if one_pass:
-                parts.append(PairStats(*pair_block_stats(z_p, z_q, targets[block], top_k=top_k, beta=beta)))
-            else:
-                parts.append(PairStats(vocab_stats(z_p, targets[block], top_k=top_k, backend=backend),
-                                       vocab_stats(z_q, targets[block], top_k=top_k, backend=backend),
-                                       divergence(z_p, z_q, targets[block], beta=beta, overlap=True, backend=backend)))
+        parts = [_block(model, head_p, hidden_p[block], reference, head_q, hidden_q[block], targets[block], vocab_size,
+                        top_k, beta, backend, one_pass) for block in row_blocks(hidden_p.shape[0], chunk_rows(vocab_size))]
     return PairStats(VocabStats.cat([p.model for p in parts]), VocabStats.cat([p.reference for p in parts]),
                      Divergence.cat([p.divergence for p in parts]))
+
+
+def _block(model, head_p, hidden_p, reference, head_q, hidden_q, targets, vocab_size, top_k, beta, backend,
+           one_pass) -> PairStats:
+    """One block of rows; its logits [rows, V] per side are freed on return (before the next
+    block's exist)."""
+    z_p = _logits(model, head_p, hidden_p, vocab_size)  # [rows, V]
+    z_q = _logits(reference, head_q, hidden_q, vocab_size)
+    if one_pass:
+        return PairStats(*pair_block_stats(z_p, z_q, targets, top_k=top_k, beta=beta))
+    return PairStats(vocab_stats(z_p, targets, top_k=top_k, backend=backend),
+                     vocab_stats(z_q, targets, top_k=top_k, backend=backend),
+                     divergence(z_p, z_q, targets, beta=beta, overlap=True, backend=backend))
 
 
 def _head(model: "Model", vocab_size: int):
