@@ -19,8 +19,9 @@
 3. Reduced precision: the model in bf16 and with int8 dynamic quantization of its linear layers
    (`torch.ao.quantization.quantize_dynamic`) against fp32 on HELD_OUT_TEXT: per-token KL, 1 - TV,
    top-1 agreement, and the tokens it hurts most.
-4. Wall time: `generate` with and without the draft (same sampler and seed, `new-tokens` tokens,
-   medians over `repeats`, alternating), with the trace's measured and expected tokens per step.
+4. Wall time: `generate` with and without the draft on a chat prompt (same sampler and seed,
+   `new-tokens` tokens, medians over `repeats`, alternating), with the trace's measured and
+   expected tokens per step; a run that ends before `new-tokens` tokens stops the benchmark.
 """
 from __future__ import annotations
 
@@ -52,7 +53,10 @@ HELD_OUT_TEXT = (
     "chlorophyll. The oxygen we breathe comes from this process, and almost every food chain on Earth starts "
     "with it. Scientists still study how to copy it to make clean fuels."
 )
-PROMPT = "Write a short paragraph about why the sky is blue."
+# A chat turn: the instruct model answers it at length. As raw text, "... why the sky is blue." is
+# followed by <|im_end|> half the time (p = .52), so a run ended after its first token: a timing
+# of one step, and at gamma = 1 a trace of one rejected draft (0 accepted).
+PROMPT = [{"role": "user", "content": "Write a short paragraph about why the sky is blue."}]
 GAMMAS = (1, 2, 3, 4, 6, 8)
 MIN_ALPHA = 0.3  # the shipped draft: the smallest k whose acceptance rate (top-p 0.9) reaches this
 WALL_GAMMAS = (1, 4)
@@ -174,8 +178,13 @@ def wall_time(model, draft, gamma: int, new_tokens: int, repeats: int) -> dict:
         for mode in ("plain", "speculative"):
             extra = {"draft": draft, "gamma": gamma} if mode == "speculative" else {}
             start = time.perf_counter()
-            run = model.generate(PROMPT, sampler=sampler, max_new_tokens=new_tokens, seed=repeat, progress=False, **extra)
+            run = model.generate(messages=PROMPT, sampler=sampler, max_new_tokens=new_tokens, seed=repeat,
+                                 progress=False, **extra)
             elapsed = time.perf_counter() - start
+            if run.meta["n_generated"] < new_tokens:  # a short run times its prefill, not its steps
+                raise SystemExit(f"{mode} generation (gamma {gamma}, seed {repeat}) stopped after "
+                                 f"{run.meta['n_generated']} of {new_tokens} tokens ({run.meta['stop_reason']}): "
+                                 "give a prompt that the model answers at length")
             if repeat:
                 results[mode].append(elapsed / run.meta["n_generated"])
                 if mode == "speculative":

@@ -221,3 +221,42 @@ def test_fused_triton_route_matches_the_blocks_of_rows(pair):
         got, want = getattr(fused, side), getattr(blocks, side)
         torch.testing.assert_close(got.target_logprob, want.target_logprob, rtol=1e-4, atol=1e-5)
         assert torch.equal(got.topk_ids, want.topk_ids) and torch.equal(got.target_rank, want.target_rank)
+
+
+def test_pair_blocks_match_float64_and_the_references(monkeypatch):
+    """The CPU path's one set of passes (`kernels.pair_blocks`) over slices of a few rows, with the
+    grouped top-k (V a multiple of the group): finite rows against float64 definitions; rows with
+    -inf logits, an all -inf row and an ignored target against the references' conventions."""
+    from workbench.kernels import IGNORE_INDEX, divergence_reference, vocab_stats_reference
+    from workbench.kernels import pair_blocks
+
+    monkeypatch.setattr(pair_blocks, "SLICE_BYTES", 3 * 4 * 4096)  # three rows per slice
+    generator = torch.Generator().manual_seed(0)
+    z_p = torch.randn(11, 4096, generator=generator) * 4
+    z_q = z_p + torch.randn(11, 4096, generator=generator) * 2
+    z_p[:, :3] += 15  # peaked rows: small and large divergences both
+    targets = torch.randint(0, 4096, (11,), generator=generator)
+    z_p[8, 100:200] = float("-inf")
+    z_q[9, 7] = float("-inf")
+    z_q[10] = float("-inf")
+    targets[7] = IGNORE_INDEX
+    got_p, got_q, got = pair_blocks.pair_block_stats(z_p, z_q, targets, top_k=4, beta=0.5)
+
+    finite = slice(0, 7)
+    want = expected_columns(z_p[finite].double(), z_q[finite].double(), targets[finite], 0.1, 0.5)
+    for name, values in (("kl_pq", got.kl_pq), ("kl_qp", got.kl_qp), ("js", got.js), ("acceptance", got.overlap),
+                         ("cdpo_weight", 1 - got.contrastive), ("surprisal", -got_p.target_logprob),
+                         ("ref_surprisal", -got_q.target_logprob), ("entropy", got_p.entropy),
+                         ("ref_entropy", got_q.entropy)):
+        np.testing.assert_allclose(values[finite].double().numpy(), want[name].numpy(), rtol=2e-5, atol=2e-6,
+                                   err_msg=name)
+    assert torch.equal(got_p.target_rank[finite], want["rank"]) and torch.equal(got_q.target_rank[finite],
+                                                                                want["ref_rank"])
+    for got_side, z in ((got_p, z_p), (got_q, z_q)):
+        assert torch.equal(got_side.topk_ids[:10], z[:10].topk(4).indices)
+    references = (vocab_stats_reference(z_p, targets, top_k=4), vocab_stats_reference(z_q, targets, top_k=4),
+                  divergence_reference(z_p, z_q, targets, beta=0.5, overlap=True))
+    for result, reference in zip((got_p, got_q, got), references):
+        for name, values in vars(reference).items():
+            torch.testing.assert_close(getattr(result, name), values, rtol=1e-4, atol=1e-5, equal_nan=True, msg=name)
+    assert got.contrastive[7].isnan() and got_p.target_rank[7] == -1 and got.kl_pq[10].isnan()

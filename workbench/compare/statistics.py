@@ -8,8 +8,10 @@ sum_v min(p_v, q_v), the cDPO contrastive score); see `kernels/vocab_stats.py` a
 - CUDA, both lm_heads plain linear layers: the fused Triton kernels (`linear_vocab_stats`
   per side, `linear_divergence` for the pair), logits never written to memory;
 - otherwise (CPU, or a head that is not a plain linear layer): blocks of rows, each block's
-  logits [rows, V] computed once per side (the model's own head, in its dtype) and handed to
-  `vocab_stats` and `divergence`: the logits are computed once, not three times.
+  logits [rows, V] computed once per side (the model's own head, in its dtype); on CPU (or
+  with backend="torch") both sides' statistics and the divergences come from one set of passes
+  over them (`kernels.pair_blocks`: each side's softmax once), on CUDA from `vocab_stats` and
+  `divergence`.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import torch
 from ..errors import WorkbenchError
 from ..kernels import Divergence, VocabStats, divergence, linear_divergence, linear_vocab_stats, vocab_stats
 from ..kernels.linear_vocab_stats import CHUNK_BYTES, chunk_rows, head_logits
+from ..kernels.pair_blocks import pair_block_stats
 from ..kernels.vocab_stats import row_blocks
 
 if TYPE_CHECKING:
@@ -57,15 +60,24 @@ def pair_stats(model: "Model", hidden_p: torch.Tensor, reference: "Model", hidde
         fused = backend == "triton" or (backend == "auto" and hidden_p.is_cuda)
         if fused and head_p is not None and head_q is not None:
             return _fused(hidden_p, head_p, hidden_q, head_q, targets, top_k, beta, backend)
-        parts = []
-        for block in row_blocks(hidden_p.shape[0], chunk_rows(vocab_size)):
-            z_p = _logits(model, head_p, hidden_p[block], vocab_size)  # [rows, V]
-            z_q = _logits(reference, head_q, hidden_q[block], vocab_size)
-            parts.append(PairStats(vocab_stats(z_p, targets[block], top_k=top_k, backend=backend),
-                                   vocab_stats(z_q, targets[block], top_k=top_k, backend=backend),
-                                   divergence(z_p, z_q, targets[block], beta=beta, overlap=True, backend=backend)))
+        one_pass = backend == "torch" or (backend == "auto" and not hidden_p.is_cuda)
+        parts = [_block(model, head_p, hidden_p[block], reference, head_q, hidden_q[block], targets[block], vocab_size,
+                        top_k, beta, backend, one_pass) for block in row_blocks(hidden_p.shape[0], chunk_rows(vocab_size))]
     return PairStats(VocabStats.cat([p.model for p in parts]), VocabStats.cat([p.reference for p in parts]),
                      Divergence.cat([p.divergence for p in parts]))
+
+
+def _block(model, head_p, hidden_p, reference, head_q, hidden_q, targets, vocab_size, top_k, beta, backend,
+           one_pass) -> PairStats:
+    """One block of rows; its logits [rows, V] per side are freed on return (before the next
+    block's exist)."""
+    z_p = _logits(model, head_p, hidden_p, vocab_size)  # [rows, V]
+    z_q = _logits(reference, head_q, hidden_q, vocab_size)
+    if one_pass:
+        return PairStats(*pair_block_stats(z_p, z_q, targets, top_k=top_k, beta=beta))
+    return PairStats(vocab_stats(z_p, targets, top_k=top_k, backend=backend),
+                     vocab_stats(z_q, targets, top_k=top_k, backend=backend),
+                     divergence(z_p, z_q, targets, beta=beta, overlap=True, backend=backend))
 
 
 def _head(model: "Model", vocab_size: int):
