@@ -132,7 +132,7 @@ def require_shared_vocabulary(model: Model, draft: Model) -> None:
         raise WorkbenchError(f"the draft is on {draft.device} and {model.name} on {model.device}; load both on one device")
 
 
-class _CachedModel:
+class CachedModel:
     """One model with its KV cache and the number of leading tokens the cache holds."""
 
     def __init__(self, model: Model):
@@ -193,7 +193,7 @@ def speculative_decode(model: Model, draft: Model, prompt: Sequence[int], *, sam
     for each in (model, draft):
         check_sampling_memory(each, 1, len(prompt) + max_new_tokens + gamma, prefill_tokens=len(prompt) + gamma)
     eos = set(model.eos_ids)
-    target, proposer = _CachedModel(model), _CachedModel(draft)
+    target, proposer = CachedModel(model), CachedModel(draft)
     ids = list(prompt)
     out = Decoded(ids=[[]], stop=["length"], final_hidden=[None], steps=[], prefill_hidden=None)
     trace: list[DraftStep] = []
@@ -233,7 +233,7 @@ def speculative_decode(model: Model, draft: Model, prompt: Sequence[int], *, sam
     return out, trace
 
 
-def _draft(proposer: _CachedModel, ids: list[int], steps: int, sampler: Sampler,
+def _draft(proposer: CachedModel, ids: list[int], steps: int, sampler: Sampler,
            generator: torch.Generator) -> tuple[list[int], torch.Tensor]:
     """`steps` tokens drawn one by one from the draft's sampling distributions q_i [steps, V]
     (float64; [0, V] when steps is 0)."""
