@@ -11,6 +11,7 @@ import torch
 
 import workbench as wb
 from workbench.compare import commitment_layers, expected_accepted_tokens
+from workbench.model.vocabulary import check_same_vocabulary
 from workbench.errors import MemoryEstimateExceeded, WorkbenchError
 from workbench.model.handle import Model
 from workbench.model.tiny import tiny_model
@@ -165,6 +166,17 @@ def test_save_load_and_views(pair, tmp_path):
     again = wb.Run.load(run.save(tmp_path / "pair"))
     assert again.equals(run)
     assert "kl_pq" in run.strip("kl_pq").html
+
+
+def test_a_vocabulary_found_equal_is_checked_again_once_it_changes(pair):
+    """The check remembers a pair found equal; a token added afterwards makes them differ."""
+    model, reference = pair
+    tokenizer = copy.deepcopy(model.tokenizer)
+    twin = Model(reference.hf, tokenizer, name="twin")
+    assert check_same_vocabulary(model, twin, "compare") == min(model.vocab_size, twin.vocab_size)
+    tokenizer.add_tokens(["<|added-later|>"])
+    with pytest.raises(WorkbenchError, match="same tokenizer vocabulary"):
+        check_same_vocabulary(model, twin, "compare")
 
 
 def test_bad_input_is_one_clear_line(pair, monkeypatch):
