@@ -2,7 +2,7 @@
 
 The driver reads and tokenizes the documents (`corpus.segments`), as the local engine does,
 and sends the segments of a window of shards through
-    ray.data.from_items(segments) -> map_batches(SegmentScorer, concurrency=actors,
+    ray.data.from_items(segments) -> map_batches(SegmentScorer, compute=ActorPoolStrategy(size=actors),
                                                  num_gpus=gpus_per_actor) -> token rows
 Each actor loads the model (and reference) by name once (`workbench.load`: the embedded,
 tiny, local or Hub model the driver named, same revision and dtype) and runs
@@ -94,7 +94,8 @@ class RayScorer:
             fn_constructor_kwargs={"model": settings["model"], "reference": settings["reference"],
                                    "signals": settings["signals"], "params": settings["params"],
                                    "device": self.device},
-            batch_size=settings["params"]["batch_size"], batch_format="pandas", concurrency=self.actors,
+            batch_size=settings["params"]["batch_size"], batch_format="pandas",
+            compute=self.ray.data.ActorPoolStrategy(size=self.actors),  # a fixed pool (`concurrency=` is deprecated)
             num_gpus=self.gpus,
         )
         import pyarrow as pa
