@@ -55,7 +55,10 @@ class CorpusControls:
                 await page.go()
 
         self.signal.param.watch(signal_changed, "value")
-        self.document.param.watch(lambda _event: self.open_document(page), "value")
+        async def document_changed(_event):
+            await self.open_document(page)
+
+        self.document.param.watch(document_changed, "value")
 
     def show(self, overview: Overview) -> None:
         from ..components import VIEW_HEIGHT, plotly_pane
@@ -76,15 +79,21 @@ class CorpusControls:
         if points:
             self.document.value = clicked_index(points[0].get("customdata"))
 
-    def open_document(self, page) -> None:
+    async def open_document(self, page) -> None:
         """Show the document whose id the field holds as a run (its rows from the corpus) with the
-        usual views; a bad id is one line."""
+        usual views; a bad id is one line. Read in a worker thread (finding a long document's token
+        spans takes seconds), so other sessions' pages keep answering meanwhile."""
         if self.overview is None or self.document.value in (None, ""):
             return
+        folder = self.overview.folder
+
+        def read(doc_id: int):
+            page.worker.stage = f"reading document {doc_id} from the corpus"
+            return document_run(folder, doc_id, page.model.tokenizer)
+
         try:
-            last = self.overview.folder.manifest["counts"]["documents"] - 1
-            doc_id = field_value(self.document, Range(0, last, whole=True))
-            run = document_run(self.overview.folder, doc_id, page.model.tokenizer)
+            doc_id = field_value(self.document, Range(0, folder.manifest["counts"]["documents"] - 1, whole=True))
+            run = await page.worker.in_background(lambda: read(doc_id), page.say)
         except WorkbenchError as error:
             page.say(f"Error: {error}", error=True)
             return
