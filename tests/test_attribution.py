@@ -148,6 +148,17 @@ def test_higher_order_rules_close_the_completeness_gap_faster(model, ids, rule):
     assert finer < better / 3  # second order or higher: the gap falls like 1 / steps^2 or faster
 
 
+def test_a_non_finite_gap_is_unresolved_and_said_so():
+    """A NaN gradient on the path (trapezoid from the zero embedding on SmolLM2) gives a NaN gap:
+    unresolved, named 'not finite', never printed as nan."""
+    from workbench.attribution.gradient import completeness_note, incomplete
+
+    gap, delta = np.array([np.nan, 0.001, 5.0, 0.05]), np.array([1.0, 1.0, 1.0, np.inf])
+    assert incomplete(gap, delta).tolist() == [True, False, True, True]
+    note = completeness_note(np.array([4, 5, 6, 7]), gap, delta)
+    assert "3 of 4 targets" in note and "position 4, gap not finite of +1" in note and "nan" not in note
+
+
 def test_an_unresolved_path_integral_warns_and_says_so_in_the_run():
     model = wb.load("tiny:gpt2")
     with pytest.warns(IncompleteAttributionWarning, match="miss f\\(x\\) - f\\(baseline\\)") as caught:

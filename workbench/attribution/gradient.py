@@ -134,7 +134,7 @@ def gradient_attribution(model: "Model", ids: torch.Tensor, targets: Targets, me
                    disable=not progress, leave=False)
         for chunk in point_chunks:
             alpha = torch.tensor([alphas[i] for i in chunk], dtype=embeds.dtype, device=embeds.device)[:, None, None]
-            weight = torch.tensor([weights[i] for i in chunk], dtype=embeds.dtype, device=embeds.device)  # [P]
+            weight = torch.tensor([weights[i] for i in chunk], dtype=_summing(embeds), device=embeds.device)  # [P]
             inputs = (base + alpha * (embeds - base) if integrated else embeds).detach().requires_grad_(True)
             values = scores(model, hidden_states(model, inputs_embeds=inputs)[:, rows_at],
                             targets.ids.expand(len(chunk), -1), _expand(targets.foils, len(chunk)))  # [P, K]
@@ -162,8 +162,12 @@ def gradient_attribution(model: "Model", ids: torch.Tensor, targets: Targets, me
 
 def incomplete(gap: np.ndarray, delta: np.ndarray) -> np.ndarray:
     """[K] bool: the targets whose completeness gap exceeds COMPLETENESS_TOLERANCE of
-    |f(x) - f(b)| (and GAP_FLOOR nats, below which a gap is rounding)."""
-    return np.abs(gap) > np.maximum(COMPLETENESS_TOLERANCE * np.abs(delta), GAP_FLOOR)
+    |f(x) - f(b)| (and GAP_FLOOR nats, below which a gap is rounding), or is not finite (a NaN
+    gradient on the path: nothing is resolved)."""
+    gap, delta = np.asarray(gap, dtype=np.float64), np.asarray(delta, dtype=np.float64)
+    with np.errstate(invalid="ignore"):
+        beyond = np.abs(gap) > np.maximum(COMPLETENESS_TOLERANCE * np.abs(delta), GAP_FLOOR)
+    return ~np.isfinite(gap) | ~np.isfinite(delta) | beyond
 
 
 def completeness_note(positions: np.ndarray, gap: np.ndarray, delta: np.ndarray) -> str | None:
@@ -171,12 +175,19 @@ def completeness_note(positions: np.ndarray, gap: np.ndarray, delta: np.ndarray)
     missed = incomplete(gap, delta)
     if not missed.any():
         return None
-    relative = np.abs(gap) / np.maximum(np.abs(delta), GAP_FLOOR)
+    with np.errstate(invalid="ignore"):
+        relative = np.nan_to_num(np.abs(gap) / np.maximum(np.abs(delta), GAP_FLOOR), nan=np.inf)
     worst = int(np.argmax(np.where(missed, relative, -1)))
     return (f"integrated gradients: the attributions of {int(missed.sum())} of {len(gap)} targets miss "
-            f"f(x) - f(baseline) by more than {COMPLETENESS_TOLERANCE:.0%} (worst: position {int(positions[worst])}, "
-            f"gap {gap[worst]:+.3g} of {delta[worst]:+.3g}); the path integral is not resolved: use more steps "
-            "or another baseline, and read those targets' attributions with care (column ig_gap)")
+            f"f(x) - f(baseline) by more than {COMPLETENESS_TOLERANCE:.0%} or are not finite (worst: position "
+            f"{int(positions[worst])}, gap {gap_said(gap[worst])} of {gap_said(delta[worst])}); the path integral is "
+            "not resolved: use more steps or another baseline, and read those targets' attributions with care "
+            "(column ig_gap)")
+
+
+def gap_said(value: float) -> str:
+    """A gap (or f(x) - f(b)) for a sentence: the number, or 'not finite'."""
+    return f"{value:+.3g}" if np.isfinite(value) else "not finite"
 
 
 def _expand(foils: torch.Tensor | None, n: int) -> torch.Tensor | None:
@@ -191,4 +202,11 @@ def _reduce(method: str, gradients: torch.Tensor, embeds: torch.Tensor, base: to
         return torch.linalg.vector_norm(gradients[:, 0], dim=-1)
     if method == "input_x_gradient":
         return (gradients[:, 0] * embeds[0]).sum(-1)
-    return (torch.einsum("kptd,p->ktd", gradients, weight) * (embeds[0] - base[0])).sum(-1)
+    summing = _summing(embeds)
+    return (torch.einsum("kptd,p->ktd", gradients.to(summing), weight) * (embeds[0] - base[0]).to(summing)).sum(-1)
+
+
+def _summing(embeds: torch.Tensor) -> torch.dtype:
+    """The dtype of the quadrature sum: at least fp32 (bf16 would round the rule's weights to
+    3 digits, and a Gauss-Legendre rule would lose its exactness)."""
+    return torch.promote_types(embeds.dtype, torch.float32)

@@ -74,7 +74,8 @@ def cmd_attribute(args) -> int:
         warnings.simplefilter("ignore", IncompleteAttributionWarning)  # said below as one line, kept in run.meta
         run = model.attribute(prompt, continuation=args.continuation, max_new_tokens=args.max_new_tokens,
                               method=args.method, targets=targets, foil=args.foil, steps=args.steps,
-                              baseline=_baseline(args.baseline), rule=args.rule, level=args.level, replacement=args.replacement, seed=args.seed,
+                              baseline=_baseline(args.baseline), rule=args.rule, level=args.level,
+                              replacement=args.replacement, seed=args.seed,
                               progress=sys.stderr.isatty())
     cli._check_finite(run.meta)
     if "incomplete" in run.meta["attribution"]:
@@ -109,9 +110,14 @@ def render_attribution(run, *, color: bool) -> str:
         row = values[k]
         order = [s for s in np.argsort(-np.abs(np.nan_to_num(row)), kind="stable")[:TOP_SOURCES] if not np.isnan(row[s])]
         sources = "  ".join(f"{s}:{table['token'][s]!r} {row[s]:+.3g}" for s in order)
-        gap = f"{gaps[k]:>9.2g}{'!' if missed[k] else ' '}" if gaps is not None else f"{'':>10}"
+        gap = f"{_gap_cell(gaps[k]):>9}{'!' if missed[k] else ' '}" if gaps is not None else f"{'':>10}"
         lines.append(f"{position:>5}  {_short(repr(table['token'][position]), 16):<16}"
                      f"{table['target_score'][position]:>10.4g}{gap}  {sources}")
     if "incomplete" in info:
         lines.append(f"! {info['incomplete']}")
     return "\n".join(lines) + "\n"
+
+
+def _gap_cell(gap: float) -> str:
+    """A completeness gap in the table's column: the number, or 'not fin.' (never 'nan')."""
+    return f"{gap:.2g}" if np.isfinite(gap) else "not fin."

@@ -20,7 +20,7 @@ import numpy as np
 import plotly.graph_objects as go
 
 from workbench.attribution.aggregate import attribution_name
-from workbench.attribution.gradient import incomplete
+from workbench.attribution.gradient import gap_said, incomplete
 from workbench.attribution.spans import aggregate, groups, labels
 from workbench.errors import WorkbenchError
 from workbench.results.run import Run
@@ -97,7 +97,7 @@ def _completeness(run: Run, target: int) -> str:
         return ""
     gap, delta = float(run.table["ig_gap"][target]), float(run.table["ig_delta"][target])
     unresolved = " (unresolved: more steps or another baseline)" if incomplete(np.array(gap), np.array(delta)) else ""
-    return f"; completeness gap {gap:+.3g} of f(x) - f(b) = {delta:+.3g}{unresolved}"
+    return f"; completeness gap {gap_said(gap)} of f(x) - f(b) = {gap_said(delta)}{unresolved}"
 
 
 def matrix_figure(run: Run, selected: int | None = None) -> go.Figure:
