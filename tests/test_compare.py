@@ -203,6 +203,28 @@ def test_bad_input_is_one_clear_line(pair, monkeypatch):
         model.compare(TEXT, reference=reference)
 
 
+def test_branches_estimate_their_cache_and_report_non_finite_logits(pair, monkeypatch):
+    from workbench.compare.branches import greedy_branches
+    from workbench.compare.sides import Side
+    from workbench.forward import memory
+
+    model, _ = pair
+    ids = model.tokenizer(TEXT)["input_ids"]
+    side = Side(ids, np.arange(len(ids)))
+    texts, finite = greedy_branches(model, side, [3], [ids[3]], tokens=2, progress=False)
+    assert finite and texts[0].startswith(model.tokenizer.decode([ids[3]]))
+    with monkeypatch.context() as patched:
+        patched.setattr(memory, "available_bytes", lambda device: 2**10)
+        with pytest.raises(MemoryEstimateExceeded, match="continuing 1 branches of up to 6 tokens"):
+            greedy_branches(model, side, [3], [ids[3]], tokens=2, progress=False)
+    broken = copy.deepcopy(model.hf)
+    with torch.no_grad():
+        broken.get_output_embeddings().weight[0, 0] = float("nan")
+    _, finite = greedy_branches(Model(broken, model.tokenizer, name="broken"), side, [3], [ids[3]], tokens=2,
+                                progress=False)
+    assert not finite
+
+
 def test_design_vectors():
     # DESIGN.md: p = (.5, .3, .2), q = (.2, .3, .5): alpha = .7; gamma = 4 -> 2.7731
     assert expected_accepted_tokens(0.7, 4) == pytest.approx(2.7731, abs=1e-4)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Sequence
 import torch
 from tqdm.auto import tqdm
 
+from ..decoding.engine import check_sampling_memory
 from ..decoding.speculative import CachedModel
 from .sides import Side
 
@@ -27,10 +28,16 @@ if TYPE_CHECKING:
 
 
 def greedy_branches(model: "Model", side: Side, rows: Sequence[int], first_ids: Sequence[int], *, tokens: int,
-                    progress: bool) -> list[str]:
+                    progress: bool) -> tuple[list[str], bool]:
     """The text of `first_ids[i]` followed by `tokens` greedy tokens of `model` after
     side.ids[:side.positions[rows[i]]] + [first_ids[i]], for each i (ending at an
-    end-of-sequence token, which is dropped)."""
+    end-of-sequence token, which is dropped), and whether every hidden state and logit was
+    finite. The KV cache is estimated before it is allocated."""
+    if rows:
+        longest = max(int(side.positions[row]) for row in rows) + tokens + 1
+        check_sampling_memory(model, 1, longest, prefill_tokens=longest,
+                              what=f"continuing {len(rows)} branches of up to {longest} tokens",
+                              advice="ask for fewer branches (branches=0: none)")
     cached, eos = CachedModel(model), set(model.eos_ids)
     continuations: dict[int, list[int]] = {}
     order = sorted(range(len(rows)), key=lambda i: int(side.positions[rows[i]]))
@@ -43,4 +50,5 @@ def greedy_branches(model: "Model", side: Side, rows: Sequence[int], first_ids: 
                 drawn.append(int(cached.logits(hidden).argmax()))  # the first of equal maxima, as greedy sampling
             cached.roll_back(len(text_ids))
             continuations[i] = [token for token in drawn if token not in eos]
-    return [model.tokenizer.decode(continuations[i], clean_up_tokenization_spaces=False) for i in range(len(rows))]
+    texts = [model.tokenizer.decode(continuations[i], clean_up_tokenization_spaces=False) for i in range(len(rows))]
+    return texts, cached.finite

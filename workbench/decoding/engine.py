@@ -187,12 +187,12 @@ def check_context_room(model: Model, tokens: Tokens, max_new_tokens: int) -> Non
                              f"would exceed {model.name}'s context of {limit}; shorten the prompt or ask for fewer")
 
 
-def check_sampling_memory(model: Model, rows: int, length: int, *, prefill_tokens: int) -> None:
+def check_sampling_memory(model: Model, rows: int, length: int, *, prefill_tokens: int, what: str | None = None,
+                          advice: str = "ask for fewer responses (n), fewer new tokens or smaller batches") -> None:
     """Refuse, before allocating, a batch whose KV cache and logits would not fit: per row
     2 x layers x hidden x length cache entries (an upper bound under GQA) and a few [V] rows,
-    plus the prefill forward of `prefill_tokens`."""
+    plus the prefill forward of `prefill_tokens`. what / advice: the refusal's words."""
     element = torch.finfo(model.dtype).bits // 8
     cache = 2 * model.n_layers * model.hidden_size * length * element
     needed = rows * (cache + 4 * model.vocab_size * 4) + memory.forward_bytes(model, prefill_tokens)
-    memory.check_fits(f"sampling {rows} responses of up to {length} tokens", needed, model.device,
-                      "ask for fewer responses (n), fewer new tokens or smaller batches")
+    memory.check_fits(what or f"sampling {rows} responses of up to {length} tokens", needed, model.device, advice)

@@ -67,6 +67,7 @@ def _slice_stats(z_p: torch.Tensor, z_q: torch.Tensor, targets: torch.Tensor, to
     s = torch.add(p, q, out=buffer)
     log_s = torch.clamp_min(s, torch.finfo(torch.float32).tiny, out=spare).log_()  # s = 0 contributes 0 log tiny = 0
     js = LN2 - 0.5 * log_s.mul_(s).sum(-1) - 0.5 * (stats_p.entropy + stats_q.entropy)
+    js = js.clamp_min(0)  # JS >= 0; the difference cancels to about -1e-6 where p ~ q
     contrast = torch.lerp(z_q, z_p, 1.0 + beta, out=buffer)  # (1 + beta) z_p - beta z_q
     contrast_y = contrast.gather(-1, index)[:, 0]
     contrast_max = contrast.amax(-1, keepdim=True)

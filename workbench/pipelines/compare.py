@@ -82,8 +82,8 @@ def compare(model: Model, text: str | None = None, *, messages: Sequence[dict] |
             lens = _lens(capture, side, progress)
             arrays.update({f"{prefix}{name}": values for name, values in lens.items()})
             table[f"{prefix}commit_layer"] = _commit_column(lens["lens_top1_id"], pair.predicted)
-    if branches:
-        _add_branches(table, model, reference, pair, stats, rows, branches, branch_tokens, progress)
+    branches_finite = not branches or _add_branches(table, model, reference, pair, stats, rows, branches,
+                                                    branch_tokens, progress)
 
     meta = run_meta(model, pair.tokens, ["compare"], {"top_k": top_k, "beta": beta, "cdpo_beta": cdpo_beta,
                                                       "commitment": commitment, "branches": branches,
@@ -95,7 +95,8 @@ def compare(model: Model, text: str | None = None, *, messages: Sequence[dict] |
     scored = "every token both sides predict"
     meta["sequence"] = sequence_figures(table.loc[pair.predicted, "surprisal"], scored)
     meta["reference_sequence"] = sequence_figures(table.loc[pair.predicted, "ref_surprisal"], scored)
-    if not (all(all_finite(h) for h in hidden) and table_finite(table, pair.predicted) and arrays_finite(arrays)):
+    if not (all(all_finite(h) for h in hidden) and table_finite(table, pair.predicted) and arrays_finite(arrays)
+            and branches_finite):
         flag(meta, model, "the comparison", pair.model.ids)
     return Run(pair.tokens.text, table, arrays, meta)
 
@@ -152,17 +153,20 @@ def _commit_column(lens_top1: np.ndarray, predicted: np.ndarray) -> pd.array:
     return layers
 
 
-def _add_branches(table, model, reference, pair, stats, rows, branches, tokens, progress) -> None:
+def _add_branches(table, model, reference, pair, stats, rows, branches, tokens, progress) -> bool:
     """Columns branch / ref_branch: both greedy continuations at the `branches` divergent rows
-    of largest JS (None elsewhere)."""
+    of largest JS (None elsewhere). Whether every logit of every branch was finite."""
     top1 = [s.topk_ids[:, 0].cpu().numpy() for s in (stats.model, stats.reference)]
     divergent = np.flatnonzero(top1[0] != top1[1])  # indices into rows
     js = stats.divergence.js.double().cpu().numpy()[divergent]
     chosen = sorted(divergent[np.argsort(-np.nan_to_num(js, nan=-1.0), kind="stable")[:branches]].tolist())
+    finite = True
     for prefix, side_model, side, ids in (("", model, pair.model, top1[0]), ("ref_", reference, pair.reference, top1[1])):
-        texts = greedy_branches(side_model, side, [int(rows[i]) for i in chosen], [int(ids[i]) for i in chosen],
-                                tokens=tokens, progress=progress)
+        texts, side_finite = greedy_branches(side_model, side, [int(rows[i]) for i in chosen],
+                                             [int(ids[i]) for i in chosen], tokens=tokens, progress=progress)
         column = [None] * len(table)
         for i, text in zip(chosen, texts):
             column[int(rows[i])] = text
         table[f"{prefix}branch"] = column
+        finite = finite and side_finite
+    return finite
