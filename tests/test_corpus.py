@@ -256,6 +256,19 @@ def test_resume_after_sigkill_equals_uninterrupted_run(tmp_path, capsys):
             assert pq.read_table(tmp_path / "whole" / folder / name).equals(pq.read_table(killed / folder / name)), name
 
 
+def test_a_token_file_without_its_documents_file_is_not_listed(tmp_path):
+    """Killed between a shard's two renames: its token file is in place, its documents file is
+    not. Readers see the finished shards only."""
+    from workbench.corpus import shards
+
+    rows = pd.DataFrame({"doc_id": [0, 0], "position": [0, 1]})
+    shards.write(tmp_path, 0, rows, pd.DataFrame({"doc_id": [0]}))
+    shards.write(tmp_path, 1, rows.assign(doc_id=1), pd.DataFrame({"doc_id": [1]}))
+    (tmp_path / "documents" / "part-000001.parquet").unlink()
+    assert [p.name for p in shards.files(tmp_path, "tokens")] == ["part-000000.parquet"]
+    assert [p.name for p in shards.files(tmp_path, "documents")] == ["part-000000.parquet"]
+
+
 def test_views_show_the_aggregates_and_open_a_document(llama, scored):
     from workbench.widgets.corpus import (CorpusOverview, distribution_chart, document_ranking_chart,
                                           selection_chart, token_ranking_chart)

@@ -74,5 +74,7 @@ def schema(out: Path, folder: str) -> pa.Schema:
 
 
 def files(out: Path, folder: str) -> list[Path]:
-    """The finished Parquet files of `folder`, in shard order."""
-    return sorted((Path(out) / folder).glob("part-*.parquet"))
+    """The finished Parquet files of `folder`, in shard order: a token file whose documents file
+    a killed run never wrote is left out (the next run removes it)."""
+    done = finished(Path(out))
+    return sorted(path for path in (Path(out) / folder).glob("part-*.parquet") if int(path.stem.split("-")[1]) in done)
