@@ -239,6 +239,20 @@ def test_rejects_a_draft_with_another_vocabulary(pair):
         target.generate(PROMPT, draft=target, gamma=0, progress=False)
 
 
+def test_a_damaged_draft_is_one_clear_line_naming_its_weight(pair):
+    """NaN in the draft's head (the target is whole): its proposals cannot be sampled; the error
+    names the draft and its damaged weight instead of torch.multinomial's message. Greedy too,
+    where argmax would have picked the NaN silently."""
+    target, draft = pair
+    damaged = copy.deepcopy(draft.hf)
+    with torch.no_grad():
+        damaged.get_output_embeddings().weight.fill_(float("nan"))
+    broken = Model(damaged, draft.tokenizer, name="damaged")
+    for sampler in (None, "greedy"):
+        with pytest.raises(WorkbenchError, match="the draft damaged gave NaN or infinite values.*weights are damaged"):
+            target.generate(PROMPT, draft=broken, sampler=sampler, max_new_tokens=3, progress=False)
+
+
 def test_trace_survives_save_and_load(pair, tmp_path):
     target, draft = pair
     run = target.generate(PROMPT, max_new_tokens=8, seed=0, draft=draft, gamma=2, progress=False)

@@ -91,21 +91,25 @@ def first_non_finite_layer(model, ids: list[int]) -> int | None:
 
 def flag(meta: dict, model, what: str, ids: list[int]) -> None:
     """Record in `meta["non_finite"]` that `what` (e.g. "the analysis") of the tokens `ids`
-    produced non-finite values, with the likely cause, and warn with `NonFiniteWarning`. The
-    cause: the first weight that is not finite; when every weight is, the first layer (1 = the
-    first block) whose output is not, found by one more forward; when none is, a token of
-    probability 0 or an overflowing signal."""
+    produced non-finite values, with the likely cause (`non_finite_cause`), and warn with
+    `NonFiniteWarning`."""
+    meta["non_finite"] = f"{what} produced NaN or infinite values: {non_finite_cause(model, ids)}"
+    warnings.warn(meta["non_finite"], NonFiniteWarning, stacklevel=3)
+
+
+def non_finite_cause(model, ids: list[int]) -> str:
+    """The likely cause of non-finite values of `model` on the tokens `ids`: the first weight
+    that is not finite; when every weight is, the first layer (1 = the first block) whose output
+    is not, found by one more forward; when none is, a token of probability 0 or an overflowing
+    signal."""
     weight = first_non_finite_weight(model)
     if weight is not None:
-        cause = (f"the model's weights are damaged: {weight} is the first to hold NaN or infinity (a truncated or "
-                 "corrupted weights file?)")
-    elif (layer := first_non_finite_layer(model, ids)) is not None:
+        return (f"the model's weights are damaged: {weight} is the first to hold NaN or infinity (a truncated or "
+                "corrupted weights file?)")
+    if (layer := first_non_finite_layer(model, ids)) is not None:
         dtype = str(model.dtype).replace("torch.", "")
         wider = " (try dtype float32)" if model.dtype in (torch.float16, torch.bfloat16) else ""
-        cause = (f"the weights are finite, but the hidden states overflow from layer {layer + 1} of {model.n_layers} "
-                 f"on in {dtype}{wider}")
-    else:
-        cause = ("the weights and hidden states are finite: a token of the text has probability 0 under the model "
-                 "(a logit of -inf, an infinite surprisal), or a signal's value overflowed")
-    meta["non_finite"] = f"{what} produced NaN or infinite values: {cause}"
-    warnings.warn(meta["non_finite"], NonFiniteWarning, stacklevel=3)
+        return (f"the weights are finite, but the hidden states overflow from layer {layer + 1} of {model.n_layers} "
+                f"on in {dtype}{wider}")
+    return ("the weights and hidden states are finite: a token of the text has probability 0 under the model "
+            "(a logit of -inf, an infinite surprisal), or a signal's value overflowed")

@@ -36,7 +36,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import WorkbenchError
-from ..finite import all_finite, logits_valid
+from ..finite import all_finite, logits_valid, non_finite_cause
 from ..kernels import vocab_stats
 from ..kernels.sample import SampleResult
 from ..model.vocabulary import check_same_vocabulary
@@ -229,7 +229,7 @@ def speculative_decode(model: Model, draft: Model, prompt: Sequence[int], *, sam
         if final_hidden and out.stop[0] != "eos":  # the prediction after the last token, as `decode` gives it
             out.final_hidden[0] = target.feed(ids)[-1]
     bar.close()
-    out.finite = target.finite and proposer.finite
+    out.finite = target.finite  # the draft's are checked as it proposes
     return out, trace
 
 
@@ -240,7 +240,11 @@ def _draft(proposer: CachedModel, ids: list[int], steps: int, sampler: Sampler,
     drafted, rows = [], []
     for _ in range(steps):
         hidden = proposer.feed(ids + drafted)[-1]
-        q = sampler.filter(proposer.logits(hidden))[1].double()  # [V]
+        logits = proposer.logits(hidden)
+        if not proposer.finite:  # q cannot be sampled: say why, instead of torch.multinomial's error
+            raise WorkbenchError(f"the draft {proposer.model.name} gave NaN or infinite values, so its proposals "
+                                 f"cannot be sampled: {non_finite_cause(proposer.model, ids)}")
+        q = sampler.filter(logits)[1].double()  # [V]
         drafted.append(int(torch.multinomial(q, 1, generator=generator)))
         rows.append(q)
     vocab = proposer.model.vocab_size
