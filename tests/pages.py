@@ -174,6 +174,16 @@ FIND = """
   return found;
 }
 """
+# The chart whose title starts with `start`.
+VIEW = f"(start) => ({FIND})().plots.find(p => ((p.layout.title || {{}}).text || '').startsWith(start))"
+# The page coordinates of the data point (x, y) of `plot`, scrolled into view first.
+PLOT_POINT = """
+(plot, x, y) => {
+  plot.scrollIntoView({block: 'center'});
+  const box = plot.querySelector('.nsewdrag').getBoundingClientRect();
+  return [box.left + plot._fullLayout.xaxis.l2p(x), box.top + plot._fullLayout.yaxis.l2p(y)];
+}
+"""
 # Whether every view shows `position` selected: the strip, and each chart by its shape named
 # "selection" (covering the position) or, for the next-token chart, its title.
 MARKED = "(plot, position) => (plot.layout.shapes || []).some(s => s.name === 'selection' && s.x0 <= position " \

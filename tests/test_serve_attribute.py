@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 import workbench as wb
-from pages import ALL_MARKED, FIND, click_point, fill, wait_until, watched_page
+from pages import ALL_MARKED, FIND, PLOT_POINT, VIEW, click_point, fill, wait_until, watched_page
 
 VIEWPORT = {"width": 1200, "height": 900}
-VIEW = f"(start) => ({FIND})().plots.find(p => ((p.layout.title || {{}}).text || '').startsWith(start))"
 PROMPT, CONTINUATION = "The capital of France is", " Paris."
 # Whether the source strip shows `target`'s row: its title, and a number (not null, not NaN) just before
 # the target (another target's row has none there).
@@ -21,10 +20,7 @@ SOURCES_OF = f"(target) => {{ const p = ({VIEW})('Sources of ' + target + ':'); 
 MATRIX_ROW = f"""
 (target) => {{
   const plot = ({VIEW})('Attribution: target');
-  plot.scrollIntoView({{block: 'center'}});
-  const box = plot.querySelector('.nsewdrag').getBoundingClientRect();
-  const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis;
-  return [box.left + xa.l2p(plot.data[0].x[0]), box.top + ya.l2p(target)];
+  return ({PLOT_POINT})(plot, plot.data[0].x[0], target);
 }}
 """
 

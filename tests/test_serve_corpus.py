@@ -18,19 +18,15 @@ import pytest
 import torch
 
 import workbench as wb
-from pages import FIND, MARKED, WORKBENCH_SERVE, click_point, fill, served, wait_until, watched_page
+from pages import FIND, MARKED, PLOT_POINT, VIEW, WORKBENCH_SERVE, click_point, fill, served, wait_until, watched_page
 from workbench.widgets.dashboard.modes.corpus import FOLDER_LABEL
 
 TEXTS = [f"Note {i}: the river {'market ' * (i % 4)}grew into a town{' and a city' * (i % 3)}." for i in range(24)]
-VIEW = f"(start) => ({FIND})().plots.find(p => ((p.layout.title || {{}}).text || '').startsWith(start))"
 # The screen point of the middle of the `k`-th bar of the documents ranking.
 DOCUMENT_BAR = f"""
 (k) => {{
   const plot = ({VIEW})('documents by');
-  plot.scrollIntoView({{block: 'center'}});
-  const box = plot.querySelector('.nsewdrag').getBoundingClientRect();
-  const xa = plot._fullLayout.xaxis, ya = plot._fullLayout.yaxis;
-  return [box.left + xa.l2p(plot.data[0].x[k] / 2), box.top + ya.l2p(k)];
+  return ({PLOT_POINT})(plot, plot.data[0].x[k] / 2, k);
 }}
 """
 # Whether the strip and the document's signal chart show `position` selected (the overview's charts

@@ -6,11 +6,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from pages import ALL_MARKED, FIND, fill, wait_until, watched_page
+from pages import ALL_MARKED, FIND, VIEW, fill, wait_until, watched_page
 
 VIEWPORT = {"width": 1200, "height": 900}
 # The figure of each view by the start of its title.
-VIEW = f"(start) => ({FIND})().plots.find(p => ((p.layout.title || {{}}).text || '').startsWith(start))"
 
 
 def generate(page, new_tokens: int, sampler: str | None = None, **fields) -> pd.DataFrame:

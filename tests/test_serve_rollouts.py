@@ -30,12 +30,10 @@ LATENCY_CLICKS = 6
 # mostly, once 620 ms under heavy load); the figure is reported in artifacts/latency-rollouts.json.
 ROLLOUT_LATENCY_LIMIT_MS = 2 * LATENCY_LIMIT_MS
 
-
-def rollout_marked(views: int) -> str:
-    """Whether every one of the `views` views shows token `position` of response `response` selected:
-    the strip; the group heatmaps and the per-position charts by their shape named "selection"; the
-    success curve too when it shows that response; the prefix tree by an outlined sector."""
-    return f"""
+# Whether every view shows token `position` of response `response` selected: the strip; the
+# group heatmaps and the per-position chart by their shape named "selection"; the success
+# curve too when it shows that response; the prefix tree by an outlined sector.
+ROLLOUT_MARKED = f"""
 ([response, position]) => {{
   const {{plots, strips}} = ({FIND})();
   const marked = {MARKED};
@@ -49,13 +47,10 @@ def rollout_marked(views: int) -> str:
     if ('response' in m) return m.response !== response || marked(plot, position);
     return marked(plot, position);
   }};
-  return strips.length === 1 && strips[0].dataset.selected === String(position) && plots.length === {views}
+  return strips.length === 1 && strips[0].dataset.selected === String(position) && plots.length === 6
     && plots.every(ok);
 }}
 """
-
-
-ROLLOUT_MARKED = rollout_marked(6)  # with the success curve of the critical-token search
 CLICK_AND_TIME = click_and_time(ROLLOUT_MARKED, "arg[1]")  # arg: [response, position]
 # Page coordinates of cell (response, position) of the first heatmap (THR per token).
 CELL = f"""
@@ -99,9 +94,9 @@ def rewards_listed(page) -> list[float]:
     return [float(re.match(r"#\d+\s+r=(\S+)", label).group(1)) for label in labels]
 
 
-def wait_marked(page, response: int, position: int, what: str, views: int = 6) -> None:
+def wait_marked(page, response: int, position: int, what: str) -> None:
     try:
-        page.wait_for_function(rollout_marked(views), arg=[response, position], timeout=10_000)
+        page.wait_for_function(ROLLOUT_MARKED, arg=[response, position], timeout=10_000)
     except Exception:
         pytest.fail(f"{what}: views show {page.evaluate(TITLES)}")
 
